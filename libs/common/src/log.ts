@@ -1,0 +1,26 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** Keys whose values never reach a log line. */
+const REDACT = ['apiKey', 'ApiKey', 'headers.apikey', 'headers.ApiKey', 'req.headers.apikey', '*.apiKey', '*.secretAccessKey', 'secretAccessKey', 'uploadUrl', '*.uploadUrl'];
+
+export function createLogger(service: string, level = process.env['LOG_LEVEL'] ?? 'info'): Logger {
+  return pino({
+    name: service,
+    level,
+    base: { service },
+    redact: { paths: REDACT, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
+}
+
+/** Quote one argument for a POSIX shell, so a logged command can be pasted as is. */
+export function shellQuote(arg: string): string {
+  if (arg !== '' && /^[\w@%+=:,./-]+$/.test(arg)) return arg;
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+export function shellCommand(cmd: string, args: readonly string[]): string {
+  return [cmd, ...args].map(shellQuote).join(' ');
+}

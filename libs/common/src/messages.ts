@@ -1,0 +1,161 @@
+/**
+ * Every subject's schema, in one place. Publishers and consumers both check against these,
+ * so a message that does not match is caught where it is made and where it is read.
+ *
+ * Work subjects (stream WORK, work-queue retention, one durable consumer each):
+ *   work.download            DownloadWork    -> downloader
+ *   work.transcode.<name>    TranscodeWork   -> transcoder-720 / transcoder-360
+ *   work.package             PackageWork     -> packager
+ *   work.upload              UploadWork      -> uploader
+ *   work.thumbnail           ThumbnailWork   -> thumbnailer
+ * Event subject (stream JOB_EVENTS, limits retention, read by the projector and the notifier):
+ *   events.<jobId>           JobEvent
+ */
+import { z } from 'zod';
+
+export const RENDITION_NAMES = ['720p', '360p'] as const;
+export const Rendition = z.enum(RENDITION_NAMES);
+export type Rendition = z.infer<typeof Rendition>;
+
+export const STAGES = ['download', 'transcode-720p', 'transcode-360p', 'package', 'upload', 'thumbnail', 'notify'] as const;
+export const Stage = z.enum(STAGES);
+export type Stage = z.infer<typeof Stage>;
+
+export function transcodeStage(rendition: Rendition): Stage {
+  return `transcode-${rendition}`;
+}
+
+const JobId = z.uuid();
+
+/** What the client asked for. Travels with every work message so no stage needs a lookup. */
+export const JobSpec = z.object({
+  jobId: JobId,
+  objectKey: z.string().min(1).max(1024),
+  baseUrl: z.string().max(2048),
+  videoId: z.string().min(1).max(256),
+  hasAudio: z.boolean(),
+});
+export type JobSpec = z.infer<typeof JobSpec>;
+
+export const ObjectRef = z.object({ bucket: z.string().min(3), key: z.string().min(1) });
+export type ObjectRef = z.infer<typeof ObjectRef>;
+
+export const Rational = z.object({ num: z.number().int().positive(), den: z.number().int().positive() });
+export type Rational = z.infer<typeof Rational>;
+
+/** What ffprobe told us about the source, reduced to what the stages need. */
+export const Probe = z.object({
+  formatName: z.string(),
+  durationSec: z.number().positive(),
+  sizeBytes: z.number().int().nonnegative(),
+  video: z.object({
+    codec: z.string(),
+    /** Coded size, before rotation. */
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    /** Clockwise degrees a player applies: 0, 90, 180 or 270. */
+    rotation: z.number().int(),
+    frameRate: Rational,
+    pixFmt: z.string(),
+    interlaced: z.boolean(),
+  }),
+  audio: z.object({ codec: z.string(), channels: z.number().int().nonnegative(), sampleRate: z.number().int().nonnegative() }).nullable(),
+});
+export type Probe = z.infer<typeof Probe>;
+
+/** Decisions made once, by the downloader, so every rendition is encoded alike and stays switchable. */
+export const MediaPlan = z.object({
+  renditions: z.array(Rendition).min(1),
+  /** Output frame rate shared by all renditions: keyframes land at the same times only if it is. */
+  frameRate: Rational,
+  segmentSeconds: z.number().positive(),
+  /** Encode audio: the source has it and the client did not say has_audio=false. */
+  audio: z.boolean(),
+});
+export type MediaPlan = z.infer<typeof MediaPlan>;
+
+export const RenditionOutput = z.object({
+  rendition: Rendition,
+  object: ObjectRef,
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+});
+export type RenditionOutput = z.infer<typeof RenditionOutput>;
+
+export const DownloadWork = z.object({ kind: z.literal('download'), job: JobSpec });
+export const TranscodeWork = z.object({
+  kind: z.literal('transcode'),
+  job: JobSpec,
+  rendition: Rendition,
+  source: ObjectRef,
+  probe: Probe,
+  plan: MediaPlan,
+});
+export const PackageWork = z.object({
+  kind: z.literal('package'),
+  job: JobSpec,
+  plan: MediaPlan,
+  outcome: z.discriminatedUnion('ok', [
+    z.object({ ok: z.literal(true), output: RenditionOutput }),
+    z.object({ ok: z.literal(false), rendition: Rendition, reason: z.string() }),
+  ]),
+});
+export const UploadWork = z.object({
+  kind: z.literal('upload'),
+  job: JobSpec,
+  renditions: z.array(Rendition).min(1),
+  /** The package in the work bucket: `prefix` + each of `files` (paths relative to the manifest). */
+  package: z.object({ bucket: z.string(), prefix: z.string(), files: z.array(z.string()).min(1), manifest: z.string() }),
+});
+export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: ObjectRef, probe: Probe });
+
+export type DownloadWork = z.infer<typeof DownloadWork>;
+export type TranscodeWork = z.infer<typeof TranscodeWork>;
+export type PackageWork = z.infer<typeof PackageWork>;
+export type UploadWork = z.infer<typeof UploadWork>;
+export type ThumbnailWork = z.infer<typeof ThumbnailWork>;
+
+/** One entry per work subject: the subject, its durable consumer and its schema. */
+export const WORK = {
+  download: { subject: 'work.download', consumer: 'downloader', schema: DownloadWork },
+  'transcode-720p': { subject: 'work.transcode.720p', consumer: 'transcoder-720', schema: TranscodeWork },
+  'transcode-360p': { subject: 'work.transcode.360p', consumer: 'transcoder-360', schema: TranscodeWork },
+  package: { subject: 'work.package', consumer: 'packager', schema: PackageWork },
+  upload: { subject: 'work.upload', consumer: 'uploader', schema: UploadWork },
+  thumbnail: { subject: 'work.thumbnail', consumer: 'thumbnailer', schema: ThumbnailWork },
+} as const;
+export type WorkKind = keyof typeof WORK;
+
+export function transcodeWork(rendition: Rendition): (typeof WORK)['transcode-720p' | 'transcode-360p'] {
+  return WORK[`transcode-${rendition}`];
+}
+
+// ---- events ----------------------------------------------------------------------------------
+
+const base = { jobId: JobId, at: z.iso.datetime() };
+
+export const JobEvent = z.discriminatedUnion('type', [
+  z.object({ ...base, type: z.literal('job.created'), spec: JobSpec }),
+  z.object({ ...base, type: z.literal('stage.started'), stage: Stage }),
+  z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
+  z.object({ ...base, type: z.literal('rendition.ready'), output: RenditionOutput }),
+  z.object({ ...base, type: z.literal('thumbnail.ready'), object: ObjectRef }),
+  z.object({ ...base, type: z.literal('manifest.published'), renditions: z.array(Rendition), object: ObjectRef, url: z.string() }),
+  /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
+  z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
+  /** The first manifest is out: the client can play the video. */
+  z.object({ ...base, type: z.literal('job.playable'), manifest: ObjectRef, url: z.string() }),
+  /** Every rendition that could be made is in the manifest. */
+  z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
+  z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
+  z.object({ ...base, type: z.literal('notification.sent'), status: z.enum(['SUCCESS', 'FAILED']), httpStatus: z.number().int() }),
+]);
+export type JobEvent = z.infer<typeof JobEvent>;
+export type JobEventType = JobEvent['type'];
+/** An event as a stage writes it: the bus stamps `at`. */
+export type NewJobEvent = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, 'at'> : never) : never;
+
+export const EVENTS_SUBJECT_PREFIX = 'events';
+export function eventSubject(jobId: string): string {
+  return `${EVENTS_SUBJECT_PREFIX}.${jobId}`;
+}
