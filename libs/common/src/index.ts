@@ -2,3 +2,5 @@ export * from './errors.ts';
 export * from './config.ts';
 export * from './log.ts';
 export * from './messages.ts';
+export * from './async.ts';
+export * from './layout.ts';

@@ -137,6 +137,8 @@ const base = { jobId: JobId, at: z.iso.datetime() };
 export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('job.created'), spec: JobSpec }),
   z.object({ ...base, type: z.literal('stage.started'), stage: Stage }),
+  z.object({ ...base, type: z.literal('stage.progress'), stage: Stage, percent: z.number().min(0).max(100) }),
+  z.object({ ...base, type: z.literal('stage.done'), stage: Stage }),
   z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
   z.object({ ...base, type: z.literal('rendition.ready'), output: RenditionOutput }),
   z.object({ ...base, type: z.literal('thumbnail.ready'), object: ObjectRef }),

@@ -1,0 +1,5 @@
+export * from './connect.ts';
+export * from './topology.ts';
+export * from './publish.ts';
+export * from './worker.ts';
+export * from './service.ts';

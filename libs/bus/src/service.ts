@@ -1,0 +1,54 @@
+/**
+ * How every service starts and stops: read and check config first (a bad value stops the service with a
+ * line naming the variable, exit 78), connect to NATS, make sure the streams exist, start the work, and
+ * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0.
+ */
+import { ConfigError, commonConfig, createLogger, reasonOf, type Env, type Logger } from '@mesh/common';
+import { closeBus, connectBus, type Bus } from './connect.ts';
+import { ensureStream, STREAMS } from './topology.ts';
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface ServiceOptions<C> {
+  name: string;
+  config: (env: Env) => C;
+  start: (ctx: { bus: Bus; log: Logger; config: C }) => Promise<Stoppable[]>;
+}
+
+export const EX_CONFIG = 78;
+
+export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
+  const log = createLogger(o.name);
+  let config: C;
+  let common;
+  try {
+    common = commonConfig(process.env);
+    config = o.config(process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    log.fatal(`configuration error: ${err.message}`);
+    process.stderr.write(`${o.name}: configuration error: ${err.message}\n`);
+    process.exit(EX_CONFIG);
+  }
+  const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
+  await ensureStream(bus.jsm, STREAMS.work);
+  await ensureStream(bus.jsm, STREAMS.events);
+  const parts = await o.start({ bus, log, config });
+  log.info('service started');
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping: finishing work in flight');
+    const results = await Promise.allSettled(parts.map((p) => p.stop()));
+    for (const r of results) if (r.status === 'rejected') log.error({ err: reasonOf(r.reason) }, 'error while stopping');
+    await closeBus(bus);
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}

@@ -1,0 +1,162 @@
+/**
+ * The consume loop every stage shares: pull one message, check it, run the handler while telling the
+ * server we are still working, then ack; retry failures with backoff; give up after `maxDeliver` tries
+ * or on a permanent error, and hand the failure to `onGiveUp` so the job gets a readable reason.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JsMsg } from '@nats-io/jetstream';
+import type { z } from 'zod';
+import { isPermanent, reasonOf, WORK, type Logger, type WorkKind } from '@mesh/common';
+import type { Bus } from './connect.ts';
+import { ensureConsumer, STREAMS, type StreamName } from './topology.ts';
+import { check, type WorkMessage } from './publish.ts';
+
+export interface WorkContext {
+  log: Logger;
+  /** Aborted when the service stops and the deadline passes: kill child processes on it. */
+  signal: AbortSignal;
+  deliveryCount: number;
+  /** A private directory for this message, removed after the handler whatever happens. */
+  tmp: string;
+}
+
+/** Where a worker reads from: a durable consumer on a stream, and the schema of its messages. */
+export interface Source<T> {
+  stream: StreamName;
+  durable: string;
+  subject: string;
+  schema: z.ZodType<T>;
+  /** The job a message belongs to, for logs. */
+  jobIdOf: (message: T) => string;
+}
+
+export function workSource<K extends WorkKind>(kind: K): Source<WorkMessage<K>> {
+  const { subject, consumer, schema } = WORK[kind];
+  return { stream: STREAMS.work.name, durable: consumer, subject, schema: schema as unknown as z.ZodType<WorkMessage<K>>, jobIdOf: (m) => m.job.jobId };
+}
+
+export interface WorkerOptions<T> {
+  bus: Bus;
+  source: Source<T>;
+  log: Logger;
+  handle: (message: T, ctx: WorkContext) => Promise<void>;
+  /** Called once when the message will not be retried: record the failure on the job. */
+  onGiveUp: (message: T | undefined, raw: unknown, err: unknown) => Promise<void>;
+  /** Messages one process works on at once. */
+  concurrency?: number;
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  /** How long stop() lets in-flight work finish before aborting it. */
+  drainMs?: number;
+}
+
+export interface Worker {
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+export const DEFAULT_MAX_DELIVER = 5;
+
+/** Delay before the n-th retry (1-based): 2 s, 4 s, 8 s ... capped at a minute. */
+export function retryDelayMs(deliveryCount: number): number {
+  return Math.min(60_000, 2000 * 2 ** Math.max(0, deliveryCount - 1));
+}
+
+export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
+  const { subject, durable, schema, stream } = o.source;
+  const ackWaitMs = o.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
+  const maxDeliver = o.maxDeliver ?? DEFAULT_MAX_DELIVER;
+  const concurrency = o.concurrency ?? 1;
+  await ensureConsumer(o.bus.jsm, {
+    stream,
+    durable,
+    filterSubject: subject,
+    ackWaitMs,
+    maxDeliver,
+    maxAckPending: 1000,
+  });
+  const consumer = await o.bus.js.consumers.get(stream, durable);
+  const abort = new AbortController();
+  let stopping = false;
+  o.log.info({ durable, subject, concurrency, ackWaitMs, maxDeliver }, 'worker consuming');
+
+  const processOne = async (msg: JsMsg): Promise<void> => {
+    const deliveryCount = msg.info.deliveryCount;
+    let raw: unknown;
+    let message: T | undefined;
+    const heartbeat = setInterval(() => msg.working(), Math.max(1000, ackWaitMs / 3));
+    const tmp = await mkdtemp(join(tmpdir(), `${durable}-`));
+    const startedAt = Date.now();
+    let log = o.log.child({ seq: msg.seq, delivery: deliveryCount });
+    try {
+      raw = parseJson(msg.data);
+      message = check(schema, raw, msg.subject);
+      log = log.child({ jobId: o.source.jobIdOf(message) });
+      log.info('work started');
+      await o.handle(message, { log, signal: abort.signal, deliveryCount, tmp });
+      await msg.ackAck();
+      log.info({ ms: Date.now() - startedAt }, 'work done');
+    } catch (err) {
+      const last = isPermanent(err) || deliveryCount >= maxDeliver;
+      if (!last) {
+        const delay = retryDelayMs(deliveryCount);
+        log.warn({ err: reasonOf(err), retryInMs: delay }, 'work failed, will retry');
+        msg.nak(delay);
+        return;
+      }
+      log.error({ err: reasonOf(err), permanent: isPermanent(err) }, 'work failed, giving up');
+      try {
+        await o.onGiveUp(message, raw, err);
+        // No reason string: nats-server 2.9 ignores term() with a reason and redelivers.
+        msg.term();
+      } catch (giveUpErr) {
+        // Recording the failure itself failed (NATS down?): let the message come back and try again.
+        log.error({ err: reasonOf(giveUpErr) }, 'could not record failure; message will be redelivered');
+        msg.nak(retryDelayMs(deliveryCount));
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await rm(tmp, { recursive: true, force: true });
+    }
+  };
+
+  const loop = async (): Promise<void> => {
+    while (!stopping) {
+      let msg: JsMsg | null;
+      try {
+        msg = await consumer.next({ expires: 5000 });
+      } catch (err) {
+        if (stopping) break;
+        o.log.warn({ err: reasonOf(err) }, 'pull failed; retrying');
+        await sleep(1000);
+        continue;
+      }
+      if (msg) await processOne(msg);
+    }
+  };
+  const loops = Array.from({ length: concurrency }, () => loop());
+
+  return {
+    async stop() {
+      stopping = true;
+      const drainMs = o.drainMs ?? 30_000;
+      const timer = setTimeout(() => abort.abort(new Error('service stopping')), drainMs);
+      await Promise.allSettled(loops);
+      clearTimeout(timer);
+    },
+  };
+}
+
+function parseJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return undefined;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

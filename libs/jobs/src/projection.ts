@@ -1,0 +1,152 @@
+/**
+ * The read model behind GET /video/encoding/{task_id}: one document per job, folded from the job's
+ * events by `applyEvent` (pure). The projector applies events in stream order; each document keeps
+ * the sequence of the last event applied, so replays and repeats change nothing.
+ */
+import type { JobEvent, ObjectRef, Rendition, Stage } from '@mesh/common';
+
+export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed';
+
+export interface StageView {
+  state: 'running' | 'done' | 'failed';
+  attempts: number;
+  startedAt?: string;
+  finishedAt?: string;
+  percent?: number;
+  code?: string;
+  reason?: string;
+}
+
+export interface JobView {
+  _id: string;
+  videoId: string;
+  objectKey: string;
+  baseUrl: string;
+  hasAudio: boolean;
+  state: JobState;
+  stages: Partial<Record<Stage, StageView>>;
+  planned: Rendition[];
+  /** Renditions in the published manifest. */
+  renditions: Rendition[];
+  source?: { durationSec: number; width: number; height: number; rotation: number; videoCodec: string; audioCodec: string | null; sizeBytes: number };
+  manifest?: ObjectRef & { url: string };
+  thumbnail?: ObjectRef;
+  error?: { stage: Stage; code: string; reason: string };
+  notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; at: string }[];
+  createdAt: string;
+  updatedAt: string;
+  lastSeq: number;
+}
+
+export function applyEvent(view: JobView | null, event: JobEvent, seq: number): JobView | null {
+  if (view && view.lastSeq >= seq) return view;
+  if (!view) {
+    // A job's history starts with job.created; anything else for an unknown job is ignored.
+    if (event.type !== 'job.created') return null;
+    const { spec } = event;
+    return {
+      _id: spec.jobId,
+      videoId: spec.videoId,
+      objectKey: spec.objectKey,
+      baseUrl: spec.baseUrl,
+      hasAudio: spec.hasAudio,
+      state: 'queued',
+      stages: {},
+      planned: [],
+      renditions: [],
+      notifications: [],
+      createdAt: event.at,
+      updatedAt: event.at,
+      lastSeq: seq,
+    };
+  }
+  const next: JobView = { ...view, stages: { ...view.stages }, updatedAt: event.at, lastSeq: seq };
+  const stage = (name: Stage, patch: Partial<StageView>) => {
+    const prev = next.stages[name] ?? { state: 'running', attempts: 0 };
+    next.stages[name] = { ...prev, ...patch };
+  };
+  switch (event.type) {
+    case 'job.created':
+      break;
+    case 'stage.started': {
+      const prev = next.stages[event.stage];
+      stage(event.stage, { state: 'running', attempts: (prev?.attempts ?? 0) + 1, startedAt: event.at, percent: 0 });
+      if (next.state === 'queued') next.state = 'processing';
+      break;
+    }
+    case 'stage.progress':
+      stage(event.stage, { percent: event.percent });
+      break;
+    case 'stage.done':
+      stage(event.stage, { state: 'done', finishedAt: event.at, percent: 100 });
+      break;
+    case 'stage.failed':
+      stage(event.stage, { state: 'failed', finishedAt: event.at, code: event.code, reason: event.reason });
+      break;
+    case 'source.probed': {
+      const { probe, plan } = event;
+      next.planned = [...plan.renditions];
+      next.source = {
+        durationSec: probe.durationSec,
+        width: probe.video.width,
+        height: probe.video.height,
+        rotation: probe.video.rotation,
+        videoCodec: probe.video.codec,
+        audioCodec: probe.audio?.codec ?? null,
+        sizeBytes: probe.sizeBytes,
+      };
+      break;
+    }
+    case 'rendition.ready':
+      break;
+    case 'thumbnail.ready':
+      next.thumbnail = event.object;
+      break;
+    case 'manifest.published':
+      // Manifests only grow; a stale event never shrinks what the client sees.
+      if (event.renditions.length >= next.renditions.length) {
+        next.renditions = [...event.renditions];
+        next.manifest = { ...event.object, url: event.url };
+      }
+      break;
+    case 'job.playable':
+      if (next.state === 'queued' || next.state === 'processing') next.state = 'playable';
+      next.manifest ??= { ...event.manifest, url: event.url };
+      break;
+    case 'job.completed':
+      if (next.state !== 'failed') next.state = 'complete';
+      break;
+    case 'job.failed':
+      if (next.state !== 'playable' && next.state !== 'complete') next.state = 'failed';
+      next.error = { stage: event.stage, code: event.code, reason: event.reason };
+      break;
+    case 'notification.sent':
+      next.notifications = [...next.notifications, { status: event.status, httpStatus: event.httpStatus, at: event.at }];
+      break;
+  }
+  return next;
+}
+
+/** The compatible answer (task_id, task_status, task_result) plus what a client needs to follow the job. */
+export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string } = {}) {
+  const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE' }[view.state];
+  return {
+    task_id: view._id,
+    task_status: taskStatus,
+    task_result: taskStatus === 'SUCCESS' ? view.videoId : taskStatus === 'FAILURE' ? (view.error?.reason ?? 'failed') : null,
+    state: view.state,
+    video_id: view.videoId,
+    object_key: view.objectKey,
+    renditions: view.renditions,
+    planned_renditions: view.planned,
+    manifest: view.manifest ? { bucket: view.manifest.bucket, key: view.manifest.key, url: view.manifest.url } : null,
+    thumbnail: view.thumbnail ? { ...view.thumbnail, ...(links.thumbnailUrl ? { url: links.thumbnailUrl(view.thumbnail) } : {}) } : null,
+    stages: view.stages,
+    error: view.error ?? null,
+    source: view.source ?? null,
+    notifications: view.notifications,
+    created_at: view.createdAt,
+    updated_at: view.updatedAt,
+  };
+}
+export type ApiJob = ReturnType<typeof toApiResponse>;

@@ -1,0 +1,63 @@
+/**
+ * A pipeline stage = the shared consume loop + the job bookkeeping every stage does the same way:
+ * announce `stage.started` / `stage.done`, and when a message is given up, record a readable failure
+ * on the job. Services only write what is different about them.
+ */
+import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
+import { MeshError, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { failStage, type JobStates } from './lifecycle.ts';
+
+export interface StageOptions<K extends WorkKind> {
+  bus: Bus;
+  states: JobStates;
+  kind: K;
+  log: Logger;
+  /** The stage this message belongs to (the transcoders differ by rendition). */
+  stage: (message: WorkMessage<K>) => Stage;
+  handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }) => Promise<void>;
+  /** Replaces the default failure handling (fail the job) for stages whose failure is not fatal. */
+  onGiveUp?: (message: WorkMessage<K>, err: unknown, ctx: { stage: Stage; code: string; reason: string }) => Promise<void>;
+  concurrency?: number;
+  ackWaitMs?: number;
+  maxDeliver?: number;
+}
+
+export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker> {
+  return runWorker({
+    bus: o.bus,
+    source: workSource(o.kind),
+    log: o.log,
+    concurrency: o.concurrency ?? 1,
+    ...(o.ackWaitMs ? { ackWaitMs: o.ackWaitMs } : {}),
+    ...(o.maxDeliver ? { maxDeliver: o.maxDeliver } : {}),
+    async handle(message, ctx) {
+      const stage = o.stage(message);
+      const jobId = message.job.jobId;
+      await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
+      await o.handle(message, { ...ctx, stage });
+      await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
+    },
+    async onGiveUp(message, raw, err) {
+      const code = err instanceof MeshError ? err.code : 'RETRIES_EXHAUSTED';
+      const reason = reasonOf(err);
+      if (!message) {
+        const jobId = jobIdOf(raw);
+        if (!jobId) return; // Nothing to attach the failure to; the worker logged it.
+        await failStage(o.states, jobId, { stage: stageOfKind(o.kind), code, reason });
+        return;
+      }
+      const stage = o.stage(message);
+      if (o.onGiveUp) return o.onGiveUp(message, err, { stage, code, reason });
+      await failStage(o.states, message.job.jobId, { stage, code, reason });
+    },
+  });
+}
+
+function stageOfKind(kind: WorkKind): Stage {
+  return kind;
+}
+
+function jobIdOf(raw: unknown): string | undefined {
+  const id = (raw as { job?: { jobId?: unknown } } | undefined)?.job?.jobId;
+  return typeof id === 'string' && /^[0-9a-f-]{36}$/i.test(id) ? id : undefined;
+}

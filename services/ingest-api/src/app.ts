@@ -1,0 +1,127 @@
+/**
+ * The REST API, compatible with the Python service it replaces:
+ *   POST /video/encoding            {object_key, base_url, video_id, has_audio}  -> "task id" (JSON string)
+ *   GET  /video/encoding/{task_id}  -> {task_id, task_status, task_result, ...details}
+ *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
+ *   POST /admin/projection/rebuild  -> rebuilds job status documents from the event stream
+ *   GET  /healthz                   (no key)
+ * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403.
+ */
+import Koa from 'koa';
+import Router from '@koa/router';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import { toApiResponse, type ProjectionStore } from '@mesh/jobs';
+import { keyMatches } from './auth.ts';
+import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
+
+export interface ApiDeps {
+  apiKey: string;
+  log: Logger;
+  store: Pick<ProjectionStore, 'get'>;
+  /** Records the job and queues its first stage. */
+  submit: (spec: JobSpec) => Promise<void>;
+  presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
+  rebuildProjection: () => Promise<void>;
+  bodyLimitBytes?: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function createApp(deps: ApiDeps): Koa {
+  const app = new Koa();
+  const router = new Router();
+  const bodyLimit = deps.bodyLimitBytes ?? 64 * 1024;
+
+  app.use(async (ctx, next) => {
+    const started = Date.now();
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof BadRequest) {
+        ctx.status = err.status;
+        ctx.body = { error: err.message, ...(err.field ? { field: err.field } : {}) };
+      } else {
+        deps.log.error({ err: reasonOf(err), method: ctx.method, path: ctx.path }, 'request failed');
+        ctx.status = 500;
+        ctx.body = { error: 'internal error' };
+      }
+    }
+    deps.log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started }, 'request');
+  });
+
+  router.get('/healthz', (ctx) => {
+    ctx.body = { ok: true };
+  });
+
+  // Everything registered after this needs the key.
+  router.use(async (ctx, next) => {
+    if (ctx.path === '/healthz') return next();
+    const offered = ctx.get('ApiKey') || undefined;
+    if (offered === undefined) throw new BadRequest('missing ApiKey header', undefined, 401);
+    if (!keyMatches(offered, deps.apiKey)) throw new BadRequest('invalid ApiKey', undefined, 403);
+    return next();
+  });
+
+  router.post('/video/encoding', async (ctx) => {
+    const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
+    const spec: JobSpec = { jobId: randomUUID(), objectKey: req.object_key, baseUrl: req.base_url, videoId: req.video_id, hasAudio: req.has_audio };
+    await deps.submit(spec);
+    deps.log.info({ jobId: spec.jobId, videoId: spec.videoId, objectKey: spec.objectKey }, 'job submitted');
+    ctx.body = JSON.stringify(spec.jobId);
+    ctx.type = 'application/json';
+  });
+
+  router.get('/video/encoding/:taskId', async (ctx) => {
+    const taskId = ctx.params['taskId'] ?? '';
+    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
+    if (!view) {
+      ctx.status = 404;
+      ctx.body = { error: `no task ${taskId}` };
+      return;
+    }
+    ctx.body = toApiResponse(view);
+  });
+
+  router.post('/uploads', async (ctx) => {
+    const req = parseUploadRequest(await readJson(ctx.req, bodyLimit));
+    const key = uploadKey(randomUUID(), req.filename);
+    const signed = await deps.presignUpload(key, req.content_type);
+    ctx.status = 201;
+    ctx.body = { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec };
+  });
+
+  router.post('/admin/projection/rebuild', async (ctx) => {
+    await deps.rebuildProjection();
+    ctx.status = 202;
+    ctx.body = { rebuilding: true };
+  });
+
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  app.use((ctx) => {
+    if (ctx.status === 404 && !ctx.body) ctx.body = { error: `no route ${ctx.method} ${ctx.path}` };
+  });
+  return app;
+}
+
+/** Reads a JSON body, at most `limit` bytes (413 beyond). An empty body reads as undefined. */
+async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new BadRequest(`body larger than ${limit} bytes`, undefined, 413);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new BadRequest(`body larger than ${limit} bytes`, undefined, 413);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new BadRequest('body is not valid JSON');
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * ingest-api: the REST API, and the projector that keeps the MongoDB job documents up to date.
+ *
+ * A job starts with `job.created` on the event stream (written straight into the projection too, so an
+ * immediate GET finds it), then `work.download` queues the first stage.
+ */
+import { publishEvent, publishWork, runService } from '@mesh/bus';
+import { int, s3Config, str, url, type Env } from '@mesh/common';
+import { openProjectionStore, rebuildProjection, runProjector } from '@mesh/jobs';
+import { createS3, presignPut } from '@mesh/storage';
+import { createApp } from './app.ts';
+
+const config = (env: Env) => ({
+  apiKey: str(env, 'APP_API_KEY'),
+  port: int(env, 'PORT', 8000, { min: 0, max: 65535 }),
+  host: str(env, 'HOST', '0.0.0.0'),
+  mongoUri: url(env, 'MONGODB_URI', 'mongodb://127.0.0.1:27017/video_mesh', ['mongodb:', 'mongodb+srv:']),
+  s3: s3Config(env),
+  uploadUrlTtlSec: int(env, 'UPLOAD_URL_TTL_SEC', 3600, { min: 60, max: 7 * 24 * 3600 }),
+});
+
+await runService({
+  name: 'ingest-api',
+  config,
+  async start({ bus, log, config }) {
+    const store = await openProjectionStore(config.mongoUri);
+    const projector = await runProjector(bus, store, log.child({ part: 'projector' }));
+    const s3 = createS3(config.s3);
+
+    const app = createApp({
+      apiKey: config.apiKey,
+      log,
+      store,
+      async submit(spec) {
+        const { ack, event } = await publishEvent(bus, { type: 'job.created', jobId: spec.jobId, spec }, `${spec.jobId}:created`);
+        await store.apply(event, ack.seq);
+        await publishWork(bus, 'download', { kind: 'download', job: spec }, `${spec.jobId}:download`);
+      },
+      async presignUpload(key, contentType) {
+        const ref = { bucket: config.s3.inputBucket, key };
+        return { url: await presignPut(s3, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
+      },
+      rebuildProjection: () => rebuildProjection(bus, store),
+    });
+    const server = app.listen(config.port, config.host);
+    await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
+    const address = server.address();
+    log.info({ port: typeof address === 'object' && address ? address.port : config.port }, 'ingest-api listening');
+
+    return [
+      { stop: () => new Promise<void>((resolve) => server.close(() => resolve())) },
+      projector,
+      { stop: () => store.close() },
+    ];
+  },
+});
