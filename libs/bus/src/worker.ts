@@ -126,7 +126,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     while (!stopping) {
       let msg: JsMsg | null;
       try {
-        msg = await consumer.next({ expires: 5000 });
+        msg = await consumer.next({ expires: 2000 });
       } catch (err) {
         if (stopping) break;
         o.log.warn({ err: reasonOf(err) }, 'pull failed; retrying');

@@ -16,7 +16,8 @@ export interface ProjectionStore {
   close(): Promise<void>;
 }
 
-export async function openProjectionStore(uri: string, dbName = 'video_mesh'): Promise<ProjectionStore> {
+/** Uses the database named in `uri` unless `dbName` is given. */
+export async function openProjectionStore(uri: string, dbName?: string): Promise<ProjectionStore> {
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000 });
   await client.connect();
   const jobs: Collection<JobView> = client.db(dbName).collection<JobView>('jobs');

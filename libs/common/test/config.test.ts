@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, int, s3Config, shellCommand, url } from '../src/index.ts';
+
+describe('config', () => {
+  const base = { S3_INPUT_BUCKET: 'in-bucket', S3_OUTPUT_BUCKET: 'out-bucket', S3_THUMBNAIL_OUTPUT_BUCKET: 'thumbs' };
+
+  it('names a missing variable', () => {
+    expect(() => s3Config({ ...base, S3_INPUT_BUCKET: undefined })).toThrow(new ConfigError('S3_INPUT_BUCKET is required but not set'));
+  });
+
+  it.each([
+    ['S3_OUTPUT_BUCKET', 'ab', /S3_OUTPUT_BUCKET must be an S3 bucket name/],
+    ['S3_ENDPOINT', 'not a url', /S3_ENDPOINT must be a URL/],
+    ['S3_ENDPOINT', 'ftp://x', /S3_ENDPOINT must use http: or https:/],
+  ])('names a malformed %s', (name, value, message) => {
+    expect(() => s3Config({ ...base, [name]: value })).toThrow(message);
+  });
+
+  it('reads integers within bounds', () => {
+    expect(int({ N: '5' }, 'N', 1)).toBe(5);
+    expect(int({}, 'N', 1)).toBe(1);
+    expect(() => int({ N: '5x' }, 'N', 1)).toThrow(/N must be an integer/);
+    expect(() => int({ N: '0' }, 'N', 1, { min: 1 })).toThrow(/between 1/);
+  });
+
+  it('checks URL schemes', () => {
+    expect(url({ U: 'nats://h:4222' }, 'U', undefined, ['nats:'])).toBe('nats://h:4222');
+    expect(() => url({ U: 'http://h' }, 'U', undefined, ['nats:'])).toThrow(/U must use nats:/);
+  });
+});
+
+describe('shellCommand', () => {
+  it('quotes what a shell would interpret, so a logged command pastes as is', () => {
+    expect(shellCommand('ffmpeg', ['-i', "it's a file; rm -rf $HOME.mp4", '-vf', 'scale=640:-2', 'out dir/x.mp4'])).toBe(
+      `ffmpeg -i 'it'\\''s a file; rm -rf $HOME.mp4' -vf scale=640:-2 'out dir/x.mp4'`,
+    );
+  });
+});

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import type { JobEvent } from '@mesh/common';
+import { applyEvent, toApiResponse, type JobView } from '../src/projection.ts';
+
+const jobId = '00000000-0000-4000-8000-000000000002';
+const at = '2026-11-24T10:00:00.000Z';
+const spec = { jobId, objectKey: 'in/cat.mp4', baseUrl: 'https://cdn.test/cat/', videoId: '42', hasAudio: true };
+const manifest = { bucket: 'out', key: 'in/cat.mp4/manifest.mpd' };
+
+function fold(events: JobEvent[]): JobView | null {
+  return events.reduce<JobView | null>((view, e, i) => applyEvent(view, e, i + 1), null);
+}
+
+describe('projection', () => {
+  const created: JobEvent = { type: 'job.created', jobId, at, spec };
+
+  it('answers PENDING right after creation, with the original fields', () => {
+    const api = toApiResponse(fold([created])!);
+    expect(api).toMatchObject({ task_id: jobId, task_status: 'PENDING', task_result: null, video_id: '42' });
+  });
+
+  it('walks STARTED -> SUCCESS and lists stages, renditions and the manifest', () => {
+    const view = fold([
+      created,
+      { type: 'stage.started', jobId, at, stage: 'download' },
+      { type: 'stage.done', jobId, at, stage: 'download' },
+      { type: 'stage.started', jobId, at, stage: 'transcode-720p' },
+      { type: 'stage.progress', jobId, at, stage: 'transcode-720p', percent: 40 },
+      { type: 'manifest.published', jobId, at, renditions: ['360p'], object: manifest, url: 'u1' },
+      { type: 'job.playable', jobId, at, manifest, url: 'u1' },
+    ])!;
+    const api = toApiResponse(view);
+    expect(api.task_status).toBe('SUCCESS');
+    expect(api.task_result).toBe('42');
+    expect(api.state).toBe('playable');
+    expect(api.renditions).toEqual(['360p']);
+    expect(api.stages['transcode-720p']).toMatchObject({ state: 'running', percent: 40, attempts: 1 });
+    expect(api.stages.download).toMatchObject({ state: 'done' });
+  });
+
+  it('reports FAILURE with the reason as task_result', () => {
+    const view = fold([created, { type: 'job.failed', jobId, at, stage: 'download', code: 'NOT_A_VIDEO', reason: 'not a video file' }])!;
+    expect(toApiResponse(view)).toMatchObject({ task_status: 'FAILURE', task_result: 'not a video file', error: { stage: 'download' } });
+  });
+
+  it('ignores an event it has already applied, and events of unknown jobs', () => {
+    const view = fold([created, { type: 'stage.started', jobId, at, stage: 'download' }])!;
+    expect(applyEvent(view, { type: 'job.failed', jobId, at, stage: 'download', code: 'X', reason: 'r' }, 2)).toBe(view);
+    expect(applyEvent(null, { type: 'stage.started', jobId, at, stage: 'download' }, 1)).toBeNull();
+  });
+
+  it('never shrinks the published renditions', () => {
+    const view = fold([
+      created,
+      { type: 'manifest.published', jobId, at, renditions: ['720p', '360p'], object: manifest, url: 'u2' },
+      { type: 'manifest.published', jobId, at, renditions: ['360p'], object: manifest, url: 'u1' },
+    ])!;
+    expect(view.renditions).toEqual(['720p', '360p']);
+  });
+
+  it('keeps a playable job SUCCESS when a late job.failed arrives', () => {
+    const view = fold([created, { type: 'job.playable', jobId, at, manifest, url: 'u' }, { type: 'job.failed', jobId, at, stage: 'upload', code: 'X', reason: 'late' }])!;
+    expect(toApiResponse(view).task_status).toBe('SUCCESS');
+  });
+});

@@ -1,0 +1,197 @@
+/**
+ * S3 helpers: plain functions over an S3Client, no wrapper state. Missing sources become InputErrors
+ * (the job fails with a reason naming the object); other failures are retryable StorageErrors.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import {
+  CopyObjectCommand,
+  CreateBucketCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { InputError, MeshError, type ObjectRef } from '@mesh/common';
+
+export function createS3(c: { endpoint?: string | undefined; region: string; credentials?: { accessKeyId: string; secretAccessKey: string } }): S3Client {
+  return new S3Client({
+    region: c.region,
+    ...(c.endpoint ? { endpoint: c.endpoint, forcePathStyle: true } : {}),
+    ...(c.credentials ? { credentials: c.credentials } : {}),
+  });
+}
+
+const s3url = (ref: ObjectRef) => `s3://${ref.bucket}/${ref.key}`;
+
+/** Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. */
+function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInput: boolean): Error {
+  const name = err instanceof S3ServiceException ? err.name : err instanceof Error ? err.name : '';
+  const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+  if (missingIsInput && (name === 'NoSuchBucket' || (name === 'NotFound' && !ref.key))) {
+    return new InputError('SOURCE_NOT_FOUND', `bucket ${ref.bucket} does not exist`, err);
+  }
+  if (missingIsInput && (name === 'NoSuchKey' || name === 'NotFound' || status === 404)) {
+    return new InputError('SOURCE_NOT_FOUND', `object ${s3url(ref)} does not exist`, err);
+  }
+  const detail = err instanceof Error ? err.message : String(err);
+  return new MeshError('STORAGE_FAILED', `${action} ${s3url(ref)} failed: ${detail}`, { cause: err });
+}
+
+export async function ensureBuckets(s3: S3Client, names: string[]): Promise<void> {
+  for (const Bucket of names) {
+    try {
+      await s3.send(new HeadBucketCommand({ Bucket }));
+    } catch {
+      try {
+        await s3.send(new CreateBucketCommand({ Bucket }));
+      } catch (err) {
+        const name = err instanceof Error ? err.name : '';
+        if (name !== 'BucketAlreadyOwnedByYou' && name !== 'BucketAlreadyExists') throw err;
+      }
+    }
+  }
+}
+
+/** Streams an object to `path`; returns its size. */
+export async function downloadToFile(s3: S3Client, ref: ObjectRef, path: string, signal?: AbortSignal): Promise<number> {
+  try {
+    const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), signal ? { abortSignal: signal } : {});
+    await pipeline(res.Body as Readable, createWriteStream(path), signal ? { signal } : {});
+    return (await stat(path)).size;
+  } catch (err) {
+    if (err instanceof MeshError) throw err;
+    throw storageError(err, 'download of', ref, true);
+  }
+}
+
+export interface PutOptions {
+  contentType?: string;
+  metadata?: Record<string, string>;
+  cacheControl?: string;
+}
+
+/** Uploads a file (multipart when large); returns its size. */
+export async function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions = {}): Promise<number> {
+  const size = (await stat(path)).size;
+  try {
+    await new Upload({
+      client: s3,
+      params: { Bucket: ref.bucket, Key: ref.key, Body: createReadStream(path), ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl },
+      queueSize: 4,
+      partSize: 8 * 1024 * 1024,
+    }).done();
+  } catch (err) {
+    throw storageError(err, 'upload to', ref, false);
+  }
+  return size;
+}
+
+export async function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions = {}): Promise<void> {
+  try {
+    await s3.send(new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, Body: body, ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl }));
+  } catch (err) {
+    throw storageError(err, 'upload to', ref, false);
+  }
+}
+
+/** The object's text, or null when it does not exist. */
+export async function getText(s3: S3Client, ref: ObjectRef): Promise<string | null> {
+  try {
+    const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+    return await res.Body!.transformToString('utf8');
+  } catch (err) {
+    const e = storageError(err, 'read of', ref, true);
+    if (e instanceof InputError) return null;
+    throw e;
+  }
+}
+
+export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: number; contentType?: string; cacheControl?: string; metadata: Record<string, string> } | null> {
+  try {
+    const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+    return {
+      size: res.ContentLength ?? 0,
+      ...(res.ContentType ? { contentType: res.ContentType } : {}),
+      ...(res.CacheControl ? { cacheControl: res.CacheControl } : {}),
+      metadata: res.Metadata ?? {},
+    };
+  } catch (err) {
+    const e = storageError(err, 'head of', ref, true);
+    if (e instanceof InputError) return null;
+    throw e;
+  }
+}
+
+/** Server-side copy; the copy source is URL-encoded per path segment so any key works. */
+export async function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
+  const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
+  try {
+    await s3.send(
+      new CopyObjectCommand({
+        Bucket: to.bucket,
+        Key: to.key,
+        CopySource: source,
+        MetadataDirective: 'REPLACE',
+        ContentType: o.contentType ?? contentTypeFor(to.key),
+        CacheControl: o.cacheControl,
+        Metadata: o.metadata,
+      }),
+    );
+  } catch (err) {
+    throw storageError(err, `copy to ${s3url(to)} from`, from, true);
+  }
+}
+
+export async function listKeys(s3: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of res.Contents ?? []) if (o.Key) keys.push(o.Key);
+    token = res.IsTruncated ? res.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+export async function deletePrefix(s3: S3Client, bucket: string, prefix: string): Promise<number> {
+  const keys = await listKeys(s3, bucket, prefix);
+  for (let i = 0; i < keys.length; i += 1000) {
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+  }
+  return keys.length;
+}
+
+export async function presignPut(s3: S3Client, ref: ObjectRef, o: { expiresSec: number; contentType?: string }): Promise<string> {
+  return getSignedUrl(s3, new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, ...(o.contentType ? { ContentType: o.contentType } : {}) }), { expiresIn: o.expiresSec });
+}
+
+export async function presignGet(s3: S3Client, ref: ObjectRef, o: { expiresSec: number }): Promise<string> {
+  return getSignedUrl(s3, new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), { expiresIn: o.expiresSec });
+}
+
+const TYPES: [RegExp, string][] = [
+  [/\.mpd$/i, 'application/dash+xml'],
+  [/\.m4s$/i, 'video/iso.segment'],
+  [/\.(mp4|m4v)$/i, 'video/mp4'],
+  [/\.m4a$/i, 'audio/mp4'],
+  [/\.jpe?g$/i, 'image/jpeg'],
+  [/\.json$/i, 'application/json'],
+];
+
+export function contentTypeFor(key: string): string {
+  return TYPES.find(([re]) => re.test(key))?.[1] ?? 'application/octet-stream';
+}
+
+/** Path-style URL of an object, each key segment encoded. */
+export function publicUrl(endpoint: string, ref: ObjectRef): string {
+  return `${endpoint.replace(/\/+$/, '')}/${ref.bucket}/${ref.key.split('/').map(encodeURIComponent).join('/')}`;
+}

@@ -1,0 +1,4 @@
+export * from './servers.ts';
+export * from './mesh.ts';
+export * from './webhook.ts';
+export * from './fixtures.ts';

@@ -1,0 +1,126 @@
+/**
+ * Runs the eight services as separate processes, the way ops run them: same code, env config only.
+ * Used by the end-to-end tests, the local runtime (`npm start`) and the benchmark.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+export const SERVICES = ['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', 'packager', 'thumbnailer', 'uploader', 'notifier'] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export interface ServiceProcess {
+  name: ServiceName;
+  /** `transcoder-720#2` for the second replica. */
+  id: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<number | null>;
+  kill(): Promise<number | null>;
+}
+
+export type LineSink = (id: string, line: string) => void;
+
+export function startService(name: ServiceName, env: Record<string, string>, o: { replica?: number; onLine?: LineSink } = {}): ServiceProcess {
+  const id = o.replica && o.replica > 1 ? `${name}#${o.replica}` : name;
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'services', name, 'src', 'main.ts')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const sink = o.onLine ?? (() => undefined);
+  for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream! }).on('line', (line) => sink(id, line));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  const stop = async (graceMs = 10_000) => {
+    if (child.exitCode !== null || child.signalCode !== null) return exited;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    return exited;
+  };
+  return { name, id, child, exited, stop, kill };
+}
+
+export interface Mesh {
+  processes: ServiceProcess[];
+  /** Starts one more replica of a service (scaling), resolved once it is consuming. */
+  add(name: ServiceName): Promise<ServiceProcess>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the services (default: one of each) and resolves once each has logged that it started.
+ * A service that exits before that rejects with its last output.
+ */
+export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number }): Promise<Mesh> {
+  const processes: ServiceProcess[] = [];
+  const launch = async (name: ServiceName, replica: number) => {
+    const tail: string[] = [];
+    let ready!: () => void;
+    const started = new Promise<void>((resolve) => (ready = resolve));
+    const p = startService(name, o.env, {
+      replica,
+      onLine: (id, line) => {
+        tail.push(line);
+        if (tail.length > 30) tail.shift();
+        if (line.includes('"msg":"service started"')) ready();
+        o.onLine?.(id, line);
+      },
+    });
+    processes.push(p);
+    const timeoutMs = o.timeoutMs ?? 30_000;
+    const outcome = await Promise.race([
+      started.then(() => 'ready' as const),
+      p.exited.then((code) => `exited with ${code}` as const),
+      new Promise<string>((resolve) => setTimeout(() => resolve(`not started within ${timeoutMs} ms`), timeoutMs).unref()),
+    ]);
+    if (outcome !== 'ready') throw new Error(`${p.id} ${outcome}:\n${tail.join('\n')}`);
+    return p;
+  };
+  const counts = new Map<ServiceName, number>();
+  const add = (name: ServiceName) => {
+    const n = (counts.get(name) ?? 0) + 1;
+    counts.set(name, n);
+    return launch(name, n);
+  };
+  const mesh: Mesh = {
+    processes,
+    add,
+    async stop() {
+      await Promise.all(processes.map((p) => p.stop()));
+    },
+  };
+  try {
+    await Promise.all(SERVICES.flatMap((name) => Array.from({ length: o.replicas?.[name] ?? 1 }, () => add(name))));
+  } catch (err) {
+    await mesh.stop();
+    throw err;
+  }
+  return mesh;
+}
+
+/** Turns a pino JSON line into `HH:MM:SS service LEVEL message key=value ...` for people. */
+export function formatLogLine(id: string, line: string): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return `${id.padEnd(16)} ${line}`;
+  }
+  const { time, level, msg, service: _s, name: _n, pid: _p, hostname: _h, ...rest } = rec;
+  const levelName = ({ 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' } as Record<number, string>)[level as number] ?? String(level);
+  const clock = typeof time === 'string' ? time.slice(11, 19) : '';
+  const extras = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${clock} ${id.padEnd(16)} ${levelName.padEnd(5)} ${String(msg ?? '')}${extras ? `  ${extras}` : ''}`;
+}

@@ -1,0 +1,183 @@
+/**
+ * Real servers as child processes on free ports with their own temp dirs, like nats.js's test launcher:
+ * nats-server with JetStream, s3rver (S3), jongodb (MongoDB wire protocol, in memory). Each waits for
+ * readiness, keeps its output in a log file, and is killed with its parent if that exits first.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { sleep } from '@mesh/common';
+
+const require = createRequire(import.meta.url);
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function tempDir(prefix: string): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `${prefix}-`));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+interface Launched {
+  child: ChildProcess;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/** Spawns `cmd`, logging to `logFile`, and resolves once `ready()` holds (or rejects with the log tail). */
+async function launch(name: string, cmd: string, args: string[], logFile: string, ready: () => Promise<boolean>, timeoutMs = 15_000): Promise<Launched> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  const out = createWriteStream(logFile, { flags: 'a' });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      live.delete(child);
+      resolve();
+    }),
+  );
+  child.once('error', () => undefined);
+  const stop = async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exit;
+      clearTimeout(timer);
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited || Date.now() > deadline) {
+      await stop();
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      throw new Error(`${name} did not start (${exited ? `exited with ${child.exitCode}` : `not ready in ${timeoutMs} ms`}): ${cmd} ${args.join(' ')}\n${log.split('\n').slice(-20).join('\n')}`);
+    }
+    if (await ready().catch(() => false)) return { child, logFile, stop };
+    await sleep(50);
+  }
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+  await res.body?.cancel();
+  return res.ok;
+}
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  monitorPort: number;
+  storeDir: string;
+  stop(): Promise<void>;
+  /** Stops and starts again on the same port and store: JetStream data survives. */
+  restart(): Promise<void>;
+}
+
+export async function startNats(o: { port?: number; storeDir?: string; bin?: string } = {}): Promise<NatsServer> {
+  const port = o.port ?? (await freePort());
+  const monitorPort = await freePort();
+  const storeDir = o.storeDir ?? (await tempDir('nats')).path;
+  await mkdir(storeDir, { recursive: true });
+  const start = () =>
+    launch('nats-server', o.bin ?? 'nats-server', ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort)], join(storeDir, 'nats-server.log'), () =>
+      httpOk(`http://127.0.0.1:${monitorPort}/healthz?js-enabled-only=true`),
+    );
+  let server = await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    monitorPort,
+    storeDir,
+    stop: () => server.stop(),
+    async restart() {
+      await server.stop();
+      server = await start();
+    },
+  };
+}
+
+export interface S3Server {
+  endpoint: string;
+  port: number;
+  dir: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  stop(): Promise<void>;
+}
+
+/** Lets a browser on any origin play what the local S3 serves (GET/HEAD with Range) and PUT uploads. */
+const CORS = `<CORSConfiguration>
+  <CORSRule>
+    <AllowedOrigin>*</AllowedOrigin>
+    <AllowedMethod>GET</AllowedMethod>
+    <AllowedMethod>HEAD</AllowedMethod>
+    <AllowedMethod>PUT</AllowedMethod>
+    <AllowedHeader>*</AllowedHeader>
+    <ExposeHeader>Content-Length</ExposeHeader>
+    <ExposeHeader>Content-Range</ExposeHeader>
+    <ExposeHeader>ETag</ExposeHeader>
+    <MaxAgeSeconds>3000</MaxAgeSeconds>
+  </CORSRule>
+</CORSConfiguration>
+`;
+
+/** s3rver as a process; `buckets` are created at start with permissive CORS. Credentials: S3RVER/S3RVER. */
+export async function startS3(o: { port?: number; dir?: string; buckets?: string[] } = {}): Promise<S3Server> {
+  const port = o.port ?? (await freePort());
+  const dir = o.dir ?? (await tempDir('s3')).path;
+  await mkdir(dir, { recursive: true });
+  const corsFile = join(dir, '.cors.xml');
+  await writeFile(corsFile, CORS);
+  const bin = require.resolve('s3rver/bin/s3rver.js');
+  const configure = (o.buckets ?? []).flatMap((b) => ['--configure-bucket', b, corsFile]);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const server = await launch('s3rver', process.execPath, [bin, '--directory', join(dir, 'data'), '--address', '127.0.0.1', '--port', String(port), '--silent', ...configure], join(dir, 's3rver.log'), () =>
+    httpOk(`${endpoint}/`),
+  );
+  return { endpoint, port, dir, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', stop: server.stop };
+}
+
+export interface MongoServer {
+  uri: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** The MongoDB-wire-compatible jongodb server (in memory: data is gone when it stops). */
+export async function startMongo(o: { port?: number } = {}): Promise<MongoServer> {
+  const port = o.port ?? (await freePort());
+  const pkgDir = join(require.resolve('@jongodb/memory-server-bin-linux-x64-gnu/package.json'), '..');
+  const logDir = (await tempDir('mongo')).path;
+  const logFile = join(logDir, 'jongodb.log');
+  const server = await launch('jongodb', join(pkgDir, 'bin', 'jongodb'), [`--host=127.0.0.1`, `--port=${port}`], logFile, async () => (await readFile(logFile, 'utf8')).includes('JONGODB_URI='));
+  const printed = /JONGODB_URI=(\S+)/.exec(await readFile(logFile, 'utf8'))![1]!;
+  return {
+    uri: printed,
+    port,
+    async stop() {
+      await server.stop();
+      await rm(logDir, { recursive: true, force: true });
+    },
+  };
+}

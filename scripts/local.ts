@@ -1,0 +1,149 @@
+/**
+ * `npm start`: the whole mesh on this machine, on real servers started as processes.
+ *
+ * Starts nats-server (JetStream, store in .data/nats), a local S3 server (s3rver, .data/s3), the
+ * MongoDB-compatible server (in memory) and a stand-in for the backend webhook, then the eight services
+ * as separate processes with prefixed logs. It converts a generated sample video, prints where the
+ * manifest and thumbnail are and how to submit more, and serves until Ctrl-C.
+ *
+ * Point any piece at a real server instead: NATS_URL, MONGODB_URI, S3_ENDPOINT (+ AWS credentials),
+ * MAIN_API_ENDPOINT. Ports: PORT (API, 8000), LOCAL_NATS_PORT (4222), LOCAL_S3_PORT (4569),
+ * LOCAL_MONGO_PORT (27017), LOCAL_WEBHOOK_PORT (8090). SAMPLE=0 skips the sample conversion.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { formatLogLine, makeClip, REPO_ROOT, startMesh, startMongo, startNats, startS3, startWebhookReceiver } from '@mesh/testkit';
+
+const env = process.env;
+const dataDir = join(REPO_ROOT, '.data');
+const stops: (() => Promise<unknown>)[] = [];
+const say = (text: string) => process.stdout.write(`\n\x1b[1m${text}\x1b[0m\n`);
+
+async function main() {
+  await mkdir(dataDir, { recursive: true });
+  const buckets = {
+    S3_INPUT_BUCKET: env['S3_INPUT_BUCKET'] ?? 'video-input',
+    S3_OUTPUT_BUCKET: env['S3_OUTPUT_BUCKET'] ?? 'video-output',
+    S3_THUMBNAIL_OUTPUT_BUCKET: env['S3_THUMBNAIL_OUTPUT_BUCKET'] ?? 'video-thumbnails',
+    S3_WORK_BUCKET: env['S3_WORK_BUCKET'] ?? 'video-mesh-work',
+  };
+
+  let natsUrl = env['NATS_URL'];
+  if (!natsUrl) {
+    const nats = await startNats({ port: Number(env['LOCAL_NATS_PORT'] ?? 4222), storeDir: join(dataDir, 'nats') });
+    stops.push(() => nats.stop());
+    natsUrl = nats.url;
+  }
+  let s3Env: Record<string, string>;
+  if (env['S3_ENDPOINT']) {
+    s3Env = {};
+  } else {
+    const s3 = await startS3({ port: Number(env['LOCAL_S3_PORT'] ?? 4569), dir: join(dataDir, 's3'), buckets: Object.values(buckets) });
+    stops.push(() => s3.stop());
+    s3Env = { S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: 'us-east-1' };
+  }
+  let mongoUri = env['MONGODB_URI'];
+  if (!mongoUri) {
+    const mongo = await startMongo({ port: Number(env['LOCAL_MONGO_PORT'] ?? 27017) });
+    stops.push(() => mongo.stop());
+    mongoUri = mongo.uri;
+  }
+  let webhookUrl = env['MAIN_API_ENDPOINT'];
+  if (!webhookUrl) {
+    const receiver = await startWebhookReceiver({ port: Number(env['LOCAL_WEBHOOK_PORT'] ?? 8090) });
+    stops.push(() => receiver.stop());
+    webhookUrl = receiver.url;
+    const seen = new Set<object>();
+    setInterval(() => {
+      for (const r of receiver.received) {
+        if (seen.has(r)) continue;
+        seen.add(r);
+        console.log(formatLogLine('backend (stand-in)', JSON.stringify({ level: 30, time: new Date().toISOString(), msg: `${r.method} ${r.path}`, body: r.body })));
+      }
+    }, 250).unref();
+  }
+
+  const apiKey = env['APP_API_KEY'] ?? 'local-dev-key';
+  const port = env['PORT'] ?? '8000';
+  const meshEnv: Record<string, string> = {
+    ...buckets,
+    ...s3Env,
+    NATS_URL: natsUrl,
+    MONGODB_URI: mongoUri,
+    APP_API_KEY: apiKey,
+    PORT: port,
+    HOST: env['HOST'] ?? '127.0.0.1',
+    MAIN_API_ENDPOINT: webhookUrl,
+    MAIN_API_KEY: env['MAIN_API_KEY'] ?? 'local-backend-key',
+  };
+  say('Starting the 8 services...');
+  const mesh = await startMesh({ env: meshEnv, onLine: (id, line) => console.log(formatLogLine(id, line)) });
+  stops.unshift(() => mesh.stop());
+  const api = `http://127.0.0.1:${port}`;
+  say(`Mesh is up. API: ${api}  (ApiKey: ${apiKey})`);
+
+  if (env['SAMPLE'] !== '0') await convertSample(api, apiKey, meshEnv);
+  say(
+    [
+      'Submit your own video:',
+      `  curl -s -X POST ${api}/uploads -H 'ApiKey: ${apiKey}' -H 'content-type: application/json' -d '{"filename":"my.mp4"}'`,
+      `  curl -X PUT --upload-file my.mp4 -H 'Content-Type: video/mp4' "<upload_url from above>"`,
+      `  curl -s -X POST ${api}/video/encoding -H 'ApiKey: ${apiKey}' -H 'content-type: application/json' \\`,
+      `       -d '{"object_key":"<object_key from above>","base_url":"<where the package will be served>/","video_id":"my-video","has_audio":true}'`,
+      `  curl -s ${api}/video/encoding/<task_id> -H 'ApiKey: ${apiKey}'`,
+      'Serving until Ctrl-C.',
+    ].join('\n'),
+  );
+}
+
+async function convertSample(api: string, apiKey: string, meshEnv: Record<string, string>) {
+  const clip = await makeClip(join(dataDir, 'sample.mp4'), { width: 1280, height: 720, seconds: 10, audio: true });
+  say('Converting a generated sample (10 s, 1280x720, with audio)...');
+  const headers = { ApiKey: apiKey, 'content-type': 'application/json' };
+  const upload = (await (await fetch(`${api}/uploads`, { method: 'POST', headers, body: JSON.stringify({ filename: 'sample.mp4' }) })).json()) as { object_key: string; upload_url: string };
+  const put = await fetch(upload.upload_url, { method: 'PUT', headers: { 'content-type': 'video/mp4' }, body: await readFile(clip) });
+  if (!put.ok) throw new Error(`sample upload failed: ${put.status}`);
+  const outputBase = meshEnv['S3_ENDPOINT'] ? `${meshEnv['S3_ENDPOINT']}/${meshEnv['S3_OUTPUT_BUCKET']}/${upload.object_key.split('/').map(encodeURIComponent).join('/')}/` : `https://example.invalid/${upload.object_key}/`;
+  const started = Date.now();
+  const taskId = (await (
+    await fetch(`${api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: upload.object_key, base_url: outputBase, video_id: 'sample', has_audio: true }) })
+  ).json()) as string;
+  let job: { task_status: string; state: string; renditions: string[]; manifest: { url: string } | null; thumbnail: { bucket: string; key: string } | null; error: unknown };
+  let playableAt = 0;
+  for (;;) {
+    job = (await (await fetch(`${api}/video/encoding/${taskId}`, { headers })).json()) as typeof job;
+    if (job.task_status === 'SUCCESS' && !playableAt) playableAt = Date.now() - started;
+    if (job.state === 'complete' || job.state === 'failed') break;
+    if (Date.now() - started > 300_000) throw new Error('sample did not finish within 5 minutes');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (job.state === 'failed') {
+    say(`Sample FAILED: ${JSON.stringify(job.error)}`);
+    return;
+  }
+  say(
+    [
+      `Sample converted: task ${taskId}`,
+      `  first playable manifest after ${(playableAt / 1000).toFixed(1)} s, all renditions (${job.renditions.join(', ')}) after ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `  manifest:  ${job.manifest?.url}`,
+      `  thumbnail: ${meshEnv['S3_ENDPOINT'] ?? 's3:/'}/${job.thumbnail?.bucket}/${job.thumbnail?.key}`,
+      `  status:    curl -s ${api}/video/encoding/${taskId} -H 'ApiKey: ${apiKey}'`,
+    ].join('\n'),
+  );
+}
+
+let stopping = false;
+async function shutdown(code: number) {
+  if (stopping) return;
+  stopping = true;
+  say('Stopping everything...');
+  for (const stop of stops) await stop().catch((err: unknown) => console.error(err));
+  process.exit(code);
+}
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+
+main().catch(async (err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  await shutdown(1);
+});

@@ -1,0 +1,122 @@
+/**
+ * A whole local system for end-to-end tests: nats-server, the S3 stand-in, the MongoDB-compatible
+ * server, a backend webhook receiver, and the eight services as separate processes.
+ */
+import { readFile } from 'node:fs/promises';
+import { createS3, ensureBuckets, putObject } from '@mesh/storage';
+import { startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
+import type { S3Client } from '@aws-sdk/client-s3';
+
+export const BUCKETS = { input: 'e2e-input', output: 'e2e-output', thumbnails: 'e2e-thumbs', work: 'e2e-work' } as const;
+export const API_KEY = 'e2e-api-key';
+export const BACKEND_KEY = 'e2e-backend-key';
+
+export interface System {
+  nats: NatsServer;
+  s3server: S3Server;
+  mongo: MongoServer;
+  backend: WebhookReceiver;
+  mesh: Mesh;
+  s3: S3Client;
+  api: string;
+  /** Every line each service printed, by process id. */
+  logs: Map<string, string[]>;
+  stop(): Promise<void>;
+}
+
+export async function startSystem(o: { replicas?: Partial<Record<ServiceName, number>>; apiPort: number; env?: Record<string, string> }): Promise<System> {
+  const nats = await startNats();
+  const s3server = await startS3();
+  const mongo = await startMongo();
+  const backend = await startWebhookReceiver();
+  const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  await ensureBuckets(s3, Object.values(BUCKETS));
+  const logs = new Map<string, string[]>();
+  const mesh = await startMesh({
+    replicas: o.replicas ?? {},
+    env: {
+      NATS_URL: nats.url,
+      MONGODB_URI: mongo.uri,
+      S3_ENDPOINT: s3server.endpoint,
+      AWS_ACCESS_KEY_ID: s3server.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3server.secretAccessKey,
+      AWS_REGION: 'us-east-1',
+      S3_INPUT_BUCKET: BUCKETS.input,
+      S3_OUTPUT_BUCKET: BUCKETS.output,
+      S3_THUMBNAIL_OUTPUT_BUCKET: BUCKETS.thumbnails,
+      S3_WORK_BUCKET: BUCKETS.work,
+      APP_API_KEY: API_KEY,
+      MAIN_API_ENDPOINT: backend.url,
+      MAIN_API_KEY: BACKEND_KEY,
+      PORT: String(o.apiPort),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      ...o.env,
+    },
+    onLine: (id, line) => {
+      if (!logs.has(id)) logs.set(id, []);
+      logs.get(id)!.push(line);
+      if (process.env['E2E_LOGS']) console.log(`[${id}] ${line}`);
+    },
+  });
+  return {
+    nats,
+    s3server,
+    mongo,
+    backend,
+    mesh,
+    s3,
+    api: `http://127.0.0.1:${o.apiPort}`,
+    logs,
+    async stop() {
+      await mesh.stop();
+      await Promise.allSettled([backend.stop(), mongo.stop(), s3server.stop(), nats.stop()]);
+    },
+  };
+}
+
+export const headers = { ApiKey: API_KEY, 'content-type': 'application/json' };
+
+export async function submit(sys: System, body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${sys.api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify(body) });
+  if (res.status !== 200) throw new Error(`POST /video/encoding: ${res.status} ${await res.text()}`);
+  return (await res.json()) as string;
+}
+
+export async function putInput(sys: System, key: string, path: string): Promise<void> {
+  await putObject(sys.s3, { bucket: BUCKETS.input, key }, await readFile(path), { contentType: 'video/mp4' });
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Job = Record<string, any>;
+
+export async function getJob(sys: System, taskId: string): Promise<Job> {
+  const res = await fetch(`${sys.api}/video/encoding/${taskId}`, { headers });
+  if (res.status !== 200) throw new Error(`GET: ${res.status} ${await res.text()}`);
+  return (await res.json()) as Job;
+}
+
+/** Polls GET until the job reaches one of `states`. */
+export async function waitForState(sys: System, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
+  let job: Job = {};
+  while (Date.now() < deadline) {
+    job = await getJob(sys, taskId);
+    if (states.includes(job['state'])) return job;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`job ${taskId} not ${states.join('/')} within ${timeoutMs} ms: ${JSON.stringify(job)}`);
+}
+
+/** Lines of service `id` whose JSON has all of `fields`. */
+export function logLines(sys: System, id: string, fields: Record<string, unknown>): Record<string, unknown>[] {
+  return (sys.logs.get(id) ?? [])
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    })
+    .filter((rec) => Object.entries(fields).every(([k, v]) => rec[k] === v));
+}
