@@ -53,7 +53,7 @@ export const Probe = z.object({
     /** Coded size, before rotation. */
     width: z.number().int().positive(),
     height: z.number().int().positive(),
-    /** Clockwise degrees a player applies: 0, 90, 180 or 270. */
+    /** Display-matrix rotation as ffprobe reports it, normalised to 0, 90, 180 or 270; FFmpeg's autorotate applies it. */
     rotation: z.number().int(),
     frameRate: Rational,
     pixFmt: z.string(),

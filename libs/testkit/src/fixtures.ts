@@ -1,1 +1,42 @@
-export {};
+/** Test media made by FFmpeg on the spot: no binary fixtures in the repo. */
+import { execFile } from 'node:child_process';
+import { rename } from 'node:fs/promises';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface ClipOptions {
+  width: number;
+  height: number;
+  seconds: number;
+  fps?: number;
+  audio?: boolean;
+  /** Written as display-matrix metadata, the way phones record portrait video. */
+  rotation?: 0 | 90 | 180 | 270;
+  codec?: 'h264' | 'hevc';
+  pixFmt?: string;
+  interlaced?: boolean;
+}
+
+/** Writes an MP4 test clip (testsrc2 picture, 440 Hz tone) to `path` and returns `path`. */
+export async function makeClip(path: string, o: ClipOptions): Promise<string> {
+  const fps = o.fps ?? 30;
+  const args = ['-hide_banner', '-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc2=size=${o.width}x${o.height}:rate=${fps}`];
+  if (o.audio) args.push('-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000');
+  args.push('-t', String(o.seconds), '-map', '0:v');
+  if (o.audio) args.push('-map', '1:a', '-c:a', 'aac', '-b:a', '96k');
+  if (o.codec === 'hevc') args.push('-c:v', 'libx265', '-preset', 'ultrafast', '-x265-params', 'log-level=error', '-tag:v', 'hvc1');
+  else args.push('-c:v', 'libx264', '-preset', 'ultrafast');
+  args.push('-pix_fmt', o.pixFmt ?? 'yuv420p');
+  if (o.interlaced) args.push('-flags', '+ildct+ilme', '-top', '1');
+  const rotated = o.rotation && o.rotation !== 0;
+  const encoded = rotated ? `${path}.tmp.mp4` : path;
+  await run('ffmpeg', [...args, encoded]);
+  if (rotated) {
+    // FFmpeg 5.1 writes the rotation into the display matrix only on a stream copy.
+    await run('ffmpeg', ['-hide_banner', '-v', 'error', '-y', '-i', encoded, '-c', 'copy', '-metadata:s:v:0', `rotate=${o.rotation}`, `${path}.rot.mp4`]);
+    await rename(`${path}.rot.mp4`, path);
+    await import('node:fs/promises').then((fs) => fs.rm(encoded, { force: true }));
+  }
+  return path;
+}

@@ -1,0 +1,71 @@
+/** FFmpeg argument arrays, built from the probe, the job's plan and a rendition profile. */
+import type { MediaPlan, Probe } from '@mesh/common';
+import { gopFrames, outputSize } from './geometry.ts';
+import { inputGuard } from './guard.ts';
+import type { RenditionProfile } from './profiles.ts';
+
+export function transcodeArgs(o: { input: string; output: string; probe: Probe; plan: MediaPlan; profile: RenditionProfile }): string[] {
+  const { probe, plan, profile } = o;
+  const { width, height } = outputSize(probe, profile);
+  const gop = gopFrames(plan);
+  const rate = `${plan.frameRate.num}/${plan.frameRate.den}`;
+  const filters = [
+    // Interlaced sources: one progressive frame per frame, only where the frame is flagged interlaced.
+    ...(probe.video.interlaced ? ['yadif=mode=send_frame:deint=interlaced'] : []),
+    // FFmpeg has already rotated the frames upright (autorotate), so this is the display size.
+    `scale=${width}:${height}`,
+    // Square pixels, so width/height in the manifest are what players show.
+    'setsar=1',
+    // 8-bit 4:2:0: what every browser decodes (10-bit and 4:2:2 sources are converted).
+    'format=yuv420p',
+  ];
+  return [
+    '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
+    ...inputGuard(),
+    '-i', o.input,
+    '-map', '0:v:0',
+    ...(plan.audio ? ['-map', '0:a:0'] : []),
+    // Drop subtitles, data streams and metadata (phones put GPS positions there).
+    '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+    '-vf', filters.join(','),
+    // One constant rate shared by all renditions: keyframe times only match if the frame times do.
+    '-r', rate, '-fps_mode', 'cfr',
+    '-c:v', 'libx264', '-preset', profile.preset, '-profile:v', profile.h264Profile,
+    '-b:v', `${profile.videoKbps}k`, '-maxrate', `${profile.maxKbps}k`, '-bufsize', `${profile.bufKbps}k`,
+    // One closed GOP per segment and no scene-cut keyframes: every segment of every rendition starts
+    // with an IDR frame at the same time, so players can switch renditions at any segment.
+    '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
+    '-x264-params', 'scenecut=0:open_gop=0',
+    // And force one at each segment boundary, for rates where the segment is not a whole number of frames.
+    '-force_key_frames', `expr:gte(t,n_forced*${plan.segmentSeconds})`,
+    ...(plan.audio ? ['-c:a', 'aac', '-b:a', `${profile.audioKbps}k`, '-ac', '2', '-ar', '48000'] : ['-an']),
+    // Index first: the packager and any direct player read it without seeking to the end.
+    '-movflags', '+faststart',
+    // Machine-readable progress on stdout (out_time_us=...), for the job's progress.
+    '-progress', 'pipe:1', '-nostats',
+    o.output,
+  ];
+}
+
+/** Where the thumbnail is taken: at 1 s, or the middle of a video shorter than 2 s. */
+export function thumbnailTime(durationSec: number): number {
+  return durationSec >= 2 ? 1 : durationSec / 2;
+}
+
+export const THUMBNAIL_MAX_WIDTH = 640;
+
+export function thumbnailArgs(o: { input: string; output: string; probe: Probe }): string[] {
+  return [
+    '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
+    ...inputGuard(),
+    // Seeking before -i jumps to the nearest keyframe and decodes from there: fast on long videos.
+    '-ss', thumbnailTime(o.probe.durationSec).toFixed(3),
+    '-i', o.input,
+    '-map', '0:v:0', '-frames:v', '1',
+    // Upright (autorotate), at most 640 wide, even height, square pixels.
+    '-vf', `scale='min(${THUMBNAIL_MAX_WIDTH},iw)':-2,setsar=1`,
+    '-q:v', '3',
+    '-f', 'image2', '-update', '1',
+    o.output,
+  ];
+}

@@ -1,0 +1,68 @@
+/** Output sizes and the per-job media plan, from the probe alone. */
+import { RENDITION_NAMES, type MediaPlan, type Probe, type Rational, type Rendition } from '@mesh/common';
+import { PROFILES, SEGMENT_SECONDS, type RenditionProfile } from './profiles.ts';
+
+/** The size a player shows: coded size with width and height swapped for 90/270 rotation. */
+export function displaySize(probe: Probe): { width: number; height: number } {
+  const { width, height, rotation } = probe.video;
+  return rotation === 90 || rotation === 270 ? { width: height, height: width } : { width, height };
+}
+
+const even = (n: number) => Math.max(2, 2 * Math.round(n / 2));
+
+/** Short side = the profile's target, long side by the display aspect ratio; both even (H.264 4:2:0 needs it). */
+export function outputSize(probe: Probe, profile: RenditionProfile): { width: number; height: number } {
+  const { width, height } = displaySize(probe);
+  const portrait = height > width;
+  const short = portrait ? width : height;
+  const long = portrait ? height : width;
+  const outShort = even(profile.shortSide);
+  const outLong = even((long * profile.shortSide) / short);
+  return portrait ? { width: outShort, height: outLong } : { width: outLong, height: outShort };
+}
+
+/** Common rates: a measured average within 1% of one of these is that rate (VFR phone clips). */
+const STANDARD_RATES: Rational[] = [
+  { num: 24000, den: 1001 },
+  { num: 24, den: 1 },
+  { num: 25, den: 1 },
+  { num: 30000, den: 1001 },
+  { num: 30, den: 1 },
+  { num: 50, den: 1 },
+  { num: 60000, den: 1001 },
+  { num: 60, den: 1 },
+];
+
+export const MAX_FPS = 60;
+
+/** One constant output rate for every rendition: the source's, snapped to a standard rate, at most 60. */
+export function outputFrameRate(source: Rational): Rational {
+  let fps = source.num / source.den;
+  if (!Number.isFinite(fps) || fps <= 0) return { num: 30, den: 1 };
+  while (fps > MAX_FPS + 0.5) fps /= 2;
+  const standard = STANDARD_RATES.find((r) => Math.abs(r.num / r.den - fps) / fps < 0.01);
+  return standard ?? { num: Math.max(1, Math.round(fps)), den: 1 };
+}
+
+/**
+ * Which renditions to make: every profile not larger than the source (no upscaling), and always the
+ * smallest, so even a tiny source plays.
+ */
+export function planMedia(probe: Probe, o: { hasAudio: boolean; segmentSeconds?: number }): MediaPlan {
+  const { width, height } = displaySize(probe);
+  const sourceShort = Math.min(width, height);
+  const fits = RENDITION_NAMES.filter((r) => PROFILES[r].shortSide <= sourceShort);
+  const smallest = [...RENDITION_NAMES].sort((a, b) => PROFILES[a].shortSide - PROFILES[b].shortSide)[0]!;
+  const renditions: Rendition[] = fits.length > 0 ? fits : [smallest];
+  return {
+    renditions,
+    frameRate: outputFrameRate(probe.video.frameRate),
+    segmentSeconds: o.segmentSeconds ?? SEGMENT_SECONDS,
+    audio: o.hasAudio && probe.audio !== null,
+  };
+}
+
+/** Frames per GOP: one GOP per segment, so every segment starts with a keyframe. */
+export function gopFrames(plan: MediaPlan): number {
+  return Math.max(1, Math.round((plan.segmentSeconds * plan.frameRate.num) / plan.frameRate.den));
+}
