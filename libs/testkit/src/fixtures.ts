@@ -1,6 +1,6 @@
 /** Test media made by FFmpeg on the spot: no binary fixtures in the repo. */
 import { execFile } from 'node:child_process';
-import { rename } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -29,14 +29,14 @@ export async function makeClip(path: string, o: ClipOptions): Promise<string> {
   else args.push('-c:v', 'libx264', '-preset', 'ultrafast');
   args.push('-pix_fmt', o.pixFmt ?? 'yuv420p');
   if (o.interlaced) args.push('-flags', '+ildct+ilme', '-top', '1');
-  const rotated = o.rotation && o.rotation !== 0;
+  const rotated = (o.rotation ?? 0) !== 0;
   const encoded = rotated ? `${path}.tmp.mp4` : path;
   await run('ffmpeg', [...args, encoded]);
   if (rotated) {
     // FFmpeg 5.1 writes the rotation into the display matrix only on a stream copy.
     await run('ffmpeg', ['-hide_banner', '-v', 'error', '-y', '-i', encoded, '-c', 'copy', '-metadata:s:v:0', `rotate=${o.rotation}`, `${path}.rot.mp4`]);
     await rename(`${path}.rot.mp4`, path);
-    await import('node:fs/promises').then((fs) => fs.rm(encoded, { force: true }));
+    await rm(encoded, { force: true });
   }
   return path;
 }
