@@ -21,7 +21,7 @@ export function outputSize(probe: Probe, profile: RenditionProfile): { width: nu
   return portrait ? { width: outShort, height: outLong } : { width: outLong, height: outShort };
 }
 
-/** Common rates: a measured average within 1% of one of these is that rate (VFR phone clips). */
+/** Common rates: a measured average within 1% of one of these is the closest one (VFR phone clips). */
 const STANDARD_RATES: Rational[] = [
   { num: 24000, den: 1001 },
   { num: 24, den: 1 },
@@ -40,8 +40,9 @@ export function outputFrameRate(source: Rational): Rational {
   let fps = source.num / source.den;
   if (!Number.isFinite(fps) || fps <= 0) return { num: 30, den: 1 };
   while (fps > MAX_FPS + 0.5) fps /= 2;
-  const standard = STANDARD_RATES.find((r) => Math.abs(r.num / r.den - fps) / fps < 0.01);
-  return standard ?? { num: Math.max(1, Math.round(fps)), den: 1 };
+  const off = (r: Rational) => Math.abs(r.num / r.den - fps) / fps;
+  const closest = [...STANDARD_RATES].sort((a, b) => off(a) - off(b))[0]!;
+  return off(closest) < 0.01 ? closest : { num: Math.max(1, Math.round(fps)), den: 1 };
 }
 
 /**

@@ -131,7 +131,11 @@ export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: 
   }
 }
 
-/** Server-side copy; the copy source is URL-encoded per path segment so any key works. */
+/**
+ * Server-side copy; the copy source is URL-encoded per path segment, as S3 wants. The local stand-in
+ * (s3rver) decodes it with decodeURI, so there `$ ; + , ? # & =` in a source key fail: copy only keys
+ * the mesh made itself, and upload client objects instead.
+ */
 export async function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
   const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
   try {

@@ -1,15 +1,16 @@
 /**
  * downloader: work.download -> fetch the object, probe it, plan the renditions -> work.transcode.*, work.thumbnail
  *
- * The source is copied (server-side) into the work bucket under the job id, so every later stage reads
- * the same bytes even if the client overwrites its object meanwhile.
+ * The probed file is put into the work bucket under the job id, so every later stage reads the same
+ * bytes even if the client overwrites its object meanwhile. (Not a server-side copy: client keys may hold
+ * any character, and the local S3 stand-in mis-decodes some of them in x-amz-copy-source.)
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork, runService } from '@mesh/bus';
 import { int, layout, s3Config, transcodeWork, type Env } from '@mesh/common';
 import { openJobStates, planRenditions, runStage } from '@mesh/jobs';
 import { planMedia, probeFile } from '@mesh/media';
-import { copyObject, createS3, downloadToFile } from '@mesh/storage';
+import { createS3, downloadToFile, uploadFile } from '@mesh/storage';
 
 const config = (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'DOWNLOADER_CONCURRENCY', 2, { min: 1, max: 64 }) });
 
@@ -35,7 +36,7 @@ await runService({
         log.info({ probe, plan }, 'source probed');
 
         const source = { bucket: config.s3.workBucket, key: layout.source(job.jobId) };
-        await copyObject(s3, input, source);
+        await uploadFile(s3, source, path, { contentType: 'application/octet-stream' });
         await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, `${job.jobId}:source.probed`);
         await planRenditions(states, job.jobId, plan.renditions);
         for (const rendition of plan.renditions) {

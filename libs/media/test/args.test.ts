@@ -1,0 +1,210 @@
+import { describe, expect, it } from 'vitest';
+import type { MediaPlan, Probe } from '@mesh/common';
+import { gopFrames, outputFrameRate, outputSize, packagerArgs, parseProbe, planMedia, PROFILES, setBaseUrl, thumbnailArgs, thumbnailTime, transcodeArgs } from '../src/index.ts';
+
+function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean } = {}): Probe {
+  const [num, den] = more.fps ?? [30, 1];
+  return {
+    formatName: 'mov,mp4,m4a,3gp,3g2,mj2',
+    durationSec: 10,
+    sizeBytes: 1000,
+    video: { codec: 'h264', width, height, rotation: more.rotation ?? 0, frameRate: { num, den }, pixFmt: 'yuv420p', interlaced: more.interlaced ?? false },
+    audio: more.audio === false ? null : { codec: 'aac', channels: 2, sampleRate: 48000 },
+  };
+}
+
+const plan = (over: Partial<MediaPlan> = {}): MediaPlan => ({ renditions: ['720p', '360p'], frameRate: { num: 30, den: 1 }, segmentSeconds: 4, audio: true, ...over });
+
+describe('outputSize', () => {
+  it.each<[string, Probe, [number, number], [number, number]]>([
+    ['16:9 landscape', probe(1920, 1080), [1280, 720], [640, 360]],
+    ['4:3 landscape', probe(1440, 1080), [960, 720], [480, 360]],
+    ['9:16 portrait', probe(1080, 1920), [720, 1280], [360, 640]],
+    ['coded 1920x1080 rotated 90: upright portrait', probe(1920, 1080, { rotation: 90 }), [720, 1280], [360, 640]],
+    ['rotated 180 stays landscape', probe(1920, 1080, { rotation: 180 }), [1280, 720], [640, 360]],
+    ['odd 853x479', probe(853, 479), [1282, 720], [642, 360]],
+    ['square', probe(1000, 1000), [720, 720], [360, 360]],
+  ])('%s', (_name, p, hd, sd) => {
+    expect(outputSize(p, PROFILES['720p'])).toEqual({ width: hd[0], height: hd[1] });
+    expect(outputSize(p, PROFILES['360p'])).toEqual({ width: sd[0], height: sd[1] });
+  });
+});
+
+describe('planMedia', () => {
+  it.each<[string, Probe, boolean, MediaPlan['renditions'], boolean]>([
+    ['1080p with audio', probe(1920, 1080), true, ['720p', '360p'], true],
+    ['720p source', probe(1280, 720), true, ['720p', '360p'], true],
+    ['480p source: no upscale to 720p', probe(854, 480), true, ['360p'], true],
+    ['tiny source still gets the smallest', probe(320, 240), true, ['360p'], true],
+    ['has_audio false drops the audio', probe(1920, 1080), false, ['720p', '360p'], false],
+    ['no audio stream despite has_audio', probe(1920, 1080, { audio: false }), true, ['720p', '360p'], false],
+    ['portrait 720x1280', probe(720, 1280), true, ['720p', '360p'], true],
+  ])('%s', (_name, p, hasAudio, renditions, audio) => {
+    expect(planMedia(p, { hasAudio })).toMatchObject({ renditions, audio, segmentSeconds: 4 });
+  });
+});
+
+describe('outputFrameRate and GOP', () => {
+  it.each<[[number, number], [number, number]]>([
+    [[30, 1], [30, 1]],
+    [[30000, 1001], [30000, 1001]],
+    [[2997, 100], [30000, 1001]],
+    [[25, 1], [25, 1]],
+    [[120, 1], [60, 1]],
+    [[240, 1], [60, 1]],
+    [[1792, 60], [30000, 1001]], // a 29.87 fps VFR average snaps to the closest standard rate
+    [[17, 1], [17, 1]],
+    [[0, 1], [30, 1]],
+  ])('%j -> %j', ([num, den], [onum, oden]) => {
+    expect(outputFrameRate({ num, den })).toEqual({ num: onum, den: oden });
+  });
+
+  it.each<[[number, number], number]>([
+    [[30, 1], 120],
+    [[25, 1], 100],
+    [[30000, 1001], 120],
+    [[60, 1], 240],
+  ])('a 4 s segment at %j fps is %i frames', ([num, den], frames) => {
+    expect(gopFrames(plan({ frameRate: { num, den } }))).toBe(frames);
+  });
+});
+
+describe('transcodeArgs', () => {
+  const args = (p: Probe, pl: MediaPlan) => transcodeArgs({ input: '/in/src', output: '/out/720p.mp4', probe: p, plan: pl, profile: PROFILES['720p'] });
+  const after = (a: string[], flag: string) => a[a.indexOf(flag) + 1];
+
+  it('restricts the input before -i, to local files in real video containers', () => {
+    const a = args(probe(1920, 1080), plan());
+    expect(a.indexOf('-protocol_whitelist')).toBeLessThan(a.indexOf('-i'));
+    expect(after(a, '-protocol_whitelist')).toBe('file');
+    expect(after(a, '-format_whitelist')).toContain('mov,mp4');
+    expect(after(a, '-format_whitelist')).not.toContain('hls');
+  });
+
+  it('aligns keyframes to the segment: fixed GOP, no scene cut, forced boundaries, constant rate', () => {
+    const a = args(probe(1920, 1080), plan());
+    expect(after(a, '-g')).toBe('120');
+    expect(after(a, '-keyint_min')).toBe('120');
+    expect(after(a, '-sc_threshold')).toBe('0');
+    expect(after(a, '-x264-params')).toContain('scenecut=0');
+    expect(after(a, '-force_key_frames')).toBe('expr:gte(t,n_forced*4)');
+    expect(after(a, '-r')).toBe('30/1');
+    expect(after(a, '-fps_mode')).toBe('cfr');
+    expect(after(a, '-vf')).toBe('scale=1280:720,setsar=1,format=yuv420p');
+    expect(a.at(-1)).toBe('/out/720p.mp4');
+  });
+
+  it.each<[string, boolean, string[], string[]]>([
+    ['with audio', true, ['-map', '0:a:0', '-c:a', 'aac'], ['-an']],
+    ['without audio', false, ['-an'], ['0:a:0', 'aac']],
+  ])('%s', (_name, audio, present, absent) => {
+    const a = args(probe(1920, 1080), plan({ audio }));
+    for (const p of present) expect(a).toContain(p);
+    for (const p of absent) expect(a).not.toContain(p);
+  });
+
+  it('deinterlaces only interlaced sources', () => {
+    expect(args(probe(1920, 1080, { interlaced: true }), plan()).join(' ')).toContain('yadif');
+    expect(args(probe(1920, 1080), plan()).join(' ')).not.toContain('yadif');
+  });
+
+  it('scales a rotated source to its upright size', () => {
+    const a = args(probe(1920, 1080, { rotation: 270 }), plan());
+    expect(after(a, '-vf')).toContain('scale=720:1280');
+  });
+});
+
+describe('thumbnail', () => {
+  it.each([
+    [60, 1],
+    [2, 1],
+    [1.5, 0.75],
+    [0.4, 0.2],
+  ])('a %f s video is shot at %f s', (duration, at) => {
+    expect(thumbnailTime(duration)).toBe(at);
+  });
+
+  it('seeks before -i, takes one frame, writes a JPEG', () => {
+    const a = thumbnailArgs({ input: '/in/src', output: '/out/t.jpg', probe: probe(1920, 1080) });
+    expect(a.indexOf('-ss')).toBeLessThan(a.indexOf('-i'));
+    expect(a).toEqual(expect.arrayContaining(['-frames:v', '1', '-protocol_whitelist', 'file']));
+    expect(a.at(-1)).toBe('/out/t.jpg');
+  });
+});
+
+describe('packagerArgs', () => {
+  it('lays out video per rendition and one audio stream', () => {
+    const a = packagerArgs({ renditions: [{ rendition: '720p', path: '/t/720p.mp4' }, { rendition: '360p', path: '/t/360p.mp4' }], audioFrom: '/t/720p.mp4', outDir: '/t/pkg', segmentSeconds: 4 });
+    expect(a.slice(0, 3)).toEqual([
+      'in=/t/720p.mp4,stream=video,init_segment=/t/pkg/video/720p/init.mp4,segment_template=/t/pkg/video/720p/$Number$.m4s',
+      'in=/t/360p.mp4,stream=video,init_segment=/t/pkg/video/360p/init.mp4,segment_template=/t/pkg/video/360p/$Number$.m4s',
+      'in=/t/720p.mp4,stream=audio,init_segment=/t/pkg/audio/init.mp4,segment_template=/t/pkg/audio/$Number$.m4s',
+    ]);
+    expect(a).toEqual(expect.arrayContaining(['--segment_duration', '4', '--generate_static_live_mpd', '--mpd_output', '/t/pkg/manifest.mpd']));
+    expect(a.join(' ')).not.toContain('--base_urls');
+  });
+
+  it('refuses paths that would split a stream descriptor', () => {
+    expect(() => packagerArgs({ renditions: [{ rendition: '720p', path: '/t/a,b.mp4' }], outDir: '/t/pkg', segmentSeconds: 4 })).toThrow(/must not contain/);
+  });
+});
+
+describe('setBaseUrl', () => {
+  const mpd = `<?xml version="1.0" encoding="UTF-8"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static">\n  <BaseURL>http%3A%2F%2Fold</BaseURL>\n  <Period id="0">\n  </Period>\n</MPD>\n`;
+
+  it('writes base_url exactly, XML-escaped, never percent-encoded, replacing any other', () => {
+    const out = setBaseUrl(mpd, 'https://cdn.example.test/v a/ü?x=1&y="2"');
+    expect(out).toContain('<BaseURL>https://cdn.example.test/v a/ü?x=1&amp;y=&quot;2&quot;</BaseURL>');
+    expect(out).not.toContain('old');
+    expect(out.indexOf('<BaseURL>')).toBeLessThan(out.indexOf('<Period'));
+  });
+
+  it('keeps ProgramInformation first, as the schema wants', () => {
+    const withInfo = mpd.replace('<Period', '<ProgramInformation><Title>t</Title></ProgramInformation>\n  <Period');
+    const out = setBaseUrl(withInfo.replace('  <BaseURL>http%3A%2F%2Fold</BaseURL>\n', ''), 'https://x/');
+    expect(out.indexOf('</ProgramInformation>')).toBeLessThan(out.indexOf('<BaseURL>'));
+  });
+
+  it('writes no BaseURL for an empty base_url', () => {
+    expect(setBaseUrl(mpd, '')).not.toContain('BaseURL');
+  });
+});
+
+describe('parseProbe', () => {
+  const videoStream = { codec_type: 'video', codec_name: 'h264', width: 1920, height: 1080, avg_frame_rate: '30000/1001', pix_fmt: 'yuv420p', field_order: 'progressive' };
+  const audioStream = { codec_type: 'audio', codec_name: 'aac', channels: 2, sample_rate: '48000' };
+
+  it('reads a video with audio', () => {
+    expect(parseProbe({ streams: [videoStream, audioStream], format: { format_name: 'mov,mp4', duration: '12.5' } }, 10)).toEqual({
+      formatName: 'mov,mp4',
+      durationSec: 12.5,
+      sizeBytes: 10,
+      video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30000, den: 1001 }, pixFmt: 'yuv420p', interlaced: false },
+      audio: { codec: 'aac', channels: 2, sampleRate: 48000 },
+    });
+  });
+
+  it.each([
+    [-90, 270],
+    [90, 90],
+    [180, 180],
+    [-180, 180],
+  ])('display matrix rotation %i reads as %i', (rotation, expected) => {
+    const p = parseProbe({ streams: [{ ...videoStream, side_data_list: [{ side_data_type: 'Display Matrix', rotation }] }], format: { duration: '1' } }, 10);
+    expect(p.video.rotation).toBe(expected);
+  });
+
+  it('reads interlacing from the field order', () => {
+    expect(parseProbe({ streams: [{ ...videoStream, field_order: 'tt' }], format: { duration: '1' } }, 10).video.interlaced).toBe(true);
+  });
+
+  it.each<[string, unknown, number, RegExp]>([
+    ['audio only', { streams: [audioStream], format: { duration: '3' } }, 10, /no video stream, only audio \(aac\)/],
+    ['mp3 with cover art', { streams: [{ ...audioStream, codec_name: 'mp3' }, { ...videoStream, codec_name: 'mjpeg', disposition: { attached_pic: 1 } }], format: { duration: '3' } }, 10, /no video stream/],
+    ['no streams', { streams: [], format: {} }, 10, /no streams/],
+    ['empty file', {}, 0, /empty/],
+    ['no duration', { streams: [videoStream], format: {} }, 10, /no readable duration/],
+  ])('%s is refused with a reason', (_name, json, size, reason) => {
+    expect(() => parseProbe(json, size)).toThrow(reason);
+  });
+});

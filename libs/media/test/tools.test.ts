@@ -1,0 +1,121 @@
+/** The argument builders run through real ffprobe, ffmpeg and Shaka Packager on clips made here. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { createLogger, InputError, ToolError } from '@mesh/common';
+import { makeClip, REPO_ROOT, tempDir } from '@mesh/testkit';
+import { outputSize, packagerArgs, planMedia, probeFile, PROFILES, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+
+const run = promisify(execFile);
+const log = createLogger('test', 'silent');
+let dir: { path: string; remove(): Promise<void> };
+const at = (name: string) => join(dir.path, name);
+
+beforeAll(async () => {
+  dir = await tempDir('media');
+});
+afterAll(() => dir.remove());
+
+async function streamInfo(path: string): Promise<string> {
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_type,codec_name,width,height', '-of', 'csv=p=0', path]);
+  return stdout.trim();
+}
+
+async function keyframeTimes(path: string): Promise<number[]> {
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags', '-of', 'csv=p=0', path]);
+  return stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(','))
+    .filter(([, flags]) => flags?.includes('K'))
+    .map(([pts]) => Number(pts));
+}
+
+describe('probe, transcode, package', () => {
+  it('turns a 1280x720 clip with audio into two aligned renditions and a valid DASH manifest', async () => {
+    const src = await makeClip(at('src.mp4'), { width: 1280, height: 720, seconds: 9, audio: true });
+    const probe = await probeFile(src, { log });
+    expect(probe).toMatchObject({ durationSec: expect.closeTo(9, 0), video: { codec: 'h264', width: 1280, height: 720, rotation: 0 }, audio: { codec: 'aac' } });
+    const plan = planMedia(probe, { hasAudio: true });
+    for (const r of plan.renditions) {
+      let progressed = 0;
+      await runTool('ffmpeg', transcodeArgs({ input: src, output: at(`${r}.mp4`), probe, plan, profile: PROFILES[r] }), { log, onProgress: (s) => (progressed = s) });
+      expect(progressed).toBeGreaterThan(8);
+      const { width, height } = outputSize(probe, PROFILES[r]);
+      expect(await streamInfo(at(`${r}.mp4`))).toBe(`h264,video,${width},${height}\naac,audio`);
+    }
+    const [k720, k360] = await Promise.all([keyframeTimes(at('720p.mp4')), keyframeTimes(at('360p.mp4'))]);
+    expect(k720).toEqual([0, 4, 8]);
+    expect(k360).toEqual(k720);
+
+    const out = at('pkg');
+    await mkdir(out);
+    await runTool('packager', packagerArgs({ renditions: plan.renditions.map((r) => ({ rendition: r, path: at(`${r}.mp4`) })), audioFrom: at('720p.mp4'), outDir: out, segmentSeconds: 4 }), { log });
+    const manifest = join(out, 'manifest.mpd');
+    await writeFile(manifest, setBaseUrl(await readFile(manifest, 'utf8'), 'https://cdn.example.test/a b/?x=1&y=2'));
+    await run('xmllint', ['--noout', '--schema', join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd'), manifest]);
+    const xml = await readFile(manifest, 'utf8');
+    expect(xml).toContain('<BaseURL>https://cdn.example.test/a b/?x=1&amp;y=2</BaseURL>');
+    expect(xml).toContain('width="1280" height="720"');
+    expect(xml).toContain('width="640" height="360"');
+  }, 120_000);
+
+  it('makes a rotated phone video upright', async () => {
+    const src = await makeClip(at('phone.mp4'), { width: 640, height: 360, seconds: 2, audio: false, rotation: 90 });
+    const probe = await probeFile(src, { log });
+    expect(probe.video).toMatchObject({ width: 640, height: 360, rotation: 90 });
+    const plan = planMedia(probe, { hasAudio: true });
+    expect(plan).toMatchObject({ renditions: ['360p'], audio: false });
+    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('phone-360.mp4'), probe, plan, profile: PROFILES['360p'] }), { log });
+    expect(await streamInfo(at('phone-360.mp4'))).toBe('h264,video,360,640');
+    await runTool('ffmpeg', thumbnailArgs({ input: src, output: at('phone.jpg'), probe }), { log });
+    expect(await streamInfo(at('phone.jpg'))).toBe('mjpeg,video,360,640');
+  }, 60_000);
+});
+
+describe('refusals', () => {
+  it('refuses an HLS playlist disguised as an mp4 without reading what it names', async () => {
+    await writeFile(at('secret.ts'), 'secret');
+    await writeFile(at('playlist.mp4'), `#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n${at('secret.ts')}\n#EXT-X-ENDLIST\n`);
+    const err = await probeFile(at('playlist.mp4'), { log }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as InputError).code).toBe('NOT_A_VIDEO');
+    expect((err as Error).message).toMatch(/not an allowed video format/);
+  });
+
+  it('refuses a concat list', async () => {
+    await writeFile(at('list.mp4'), `ffconcat version 1.0\nfile '${at('src.mp4')}'\n`);
+    await expect(probeFile(at('list.mp4'), { log })).rejects.toMatchObject({ code: 'NOT_A_VIDEO' });
+  });
+
+  it.each<[string, string | Buffer, string]>([
+    ['text', 'hello, this is not a video\n'.repeat(50), 'NOT_A_VIDEO'],
+    ['zero bytes', '', 'SOURCE_EMPTY'],
+  ])('refuses %s', async (name, content, code) => {
+    await writeFile(at(`${name}.mp4`), content);
+    await expect(probeFile(at(`${name}.mp4`), { log })).rejects.toMatchObject({ code });
+  });
+
+  it('refuses an audio-only file', async () => {
+    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'sine=frequency=440', '-t', '2', '-c:a', 'aac', at('tone.mp4')]);
+    await expect(probeFile(at('tone.mp4'), { log })).rejects.toThrow(/no video stream, only audio \(aac\)/);
+  });
+
+  it('reports a failing tool with its exit code and last stderr line', async () => {
+    const err = await runTool('ffmpeg', ['-v', 'error', '-i', at('missing.mp4'), at('x.mp4')], { log }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect((err as ToolError).exitCode).toBe(1);
+    expect((err as Error).message).toMatch(/ffmpeg failed \(exit 1\): .*No such file/);
+  });
+
+  it('stops a running tool when its signal aborts', async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error('service stopping')), 300);
+    const started = Date.now();
+    const args = ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-t', '600', '-c:v', 'libx264', '-preset', 'slow', '-f', 'null', '-'];
+    await expect(runTool('ffmpeg', args, { log, signal: ac.signal })).rejects.toThrow(/ffmpeg stopped/);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+});

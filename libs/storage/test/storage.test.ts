@@ -1,0 +1,104 @@
+/** The S3 helpers against a real local S3 server. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { InputError } from '@mesh/common';
+import { startS3, tempDir, type S3Server } from '@mesh/testkit';
+import { contentTypeFor, copyObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadFile } from '../src/index.ts';
+
+let server: S3Server;
+let s3: S3Client;
+let dir: { path: string; remove(): Promise<void> };
+const bucket = 'storage-test';
+
+beforeAll(async () => {
+  server = await startS3({ buckets: ['cors-bucket'] });
+  s3 = createS3({ endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } });
+  await ensureBuckets(s3, [bucket, bucket]);
+  dir = await tempDir('storage');
+});
+afterAll(async () => {
+  await server.stop();
+  await dir.remove();
+});
+
+describe('storage', () => {
+  it.each(['plain.mp4', 'with space/ü n\u00efcode.mp4', `quote's "and" $(shell);.mp4`, '-leading-dash.mp4'])('round-trips the key %j', async (key) => {
+    await putObject(s3, { bucket, key }, 'hello');
+    expect(await getText(s3, { bucket, key })).toBe('hello');
+    const path = join(dir.path, 'down');
+    expect(await downloadToFile(s3, { bucket, key }, path)).toBe(5);
+    // Any key may be a copy's destination.
+    await copyObject(s3, { bucket, key: 'plain.mp4' }, { bucket, key: `copies/${key}` });
+    expect(await getText(s3, { bucket, key: `copies/${key}` })).toBe('hello');
+  });
+
+  it('copies from keys with spaces and unicode', async () => {
+    await putObject(s3, { bucket, key: 'src dir/ü.m4s' }, 'seg');
+    await copyObject(s3, { bucket, key: 'src dir/ü.m4s' }, { bucket, key: 'dst/ü.m4s' });
+    expect(await getText(s3, { bucket, key: 'dst/ü.m4s' })).toBe('seg');
+  });
+
+  it('names a missing object and a missing bucket as input errors', async () => {
+    const missing = await downloadToFile(s3, { bucket, key: 'nope.mp4' }, join(dir.path, 'x')).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(InputError);
+    expect(missing).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'object s3://storage-test/nope.mp4 does not exist' });
+    const noBucket = await downloadToFile(s3, { bucket: 'no-such-bucket', key: 'a' }, join(dir.path, 'x')).catch((e: unknown) => e);
+    expect(noBucket).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'bucket no-such-bucket does not exist' });
+    expect(await getText(s3, { bucket, key: 'nope' })).toBeNull();
+    expect(await headObject(s3, { bucket, key: 'nope' })).toBeNull();
+  });
+
+  it('uploads a 20 MB file in parts, with its content type', async () => {
+    const path = join(dir.path, 'big.mp4');
+    const data = randomBytes(20 * 1024 * 1024);
+    await writeFile(path, data);
+    expect(await uploadFile(s3, { bucket, key: 'big/video.mp4' }, path)).toBe(data.length);
+    const head = await headObject(s3, { bucket, key: 'big/video.mp4' });
+    expect(head).toMatchObject({ size: data.length, contentType: 'video/mp4' });
+    await downloadToFile(s3, { bucket, key: 'big/video.mp4' }, join(dir.path, 'big2'));
+    expect((await readFile(join(dir.path, 'big2'))).equals(data)).toBe(true);
+  });
+
+  it('sets content types and cache control on copies', async () => {
+    await putObject(s3, { bucket, key: 'pkg/manifest.mpd' }, '<MPD/>');
+    await copyObject(s3, { bucket, key: 'pkg/manifest.mpd' }, { bucket, key: 'out/manifest.mpd' }, { cacheControl: 'no-cache' });
+    expect(await headObject(s3, { bucket, key: 'out/manifest.mpd' })).toMatchObject({ contentType: 'application/dash+xml', cacheControl: 'no-cache' });
+  });
+
+  it('lists and deletes by prefix', async () => {
+    for (let i = 0; i < 3; i++) await putObject(s3, { bucket, key: `list/${i}.m4s` }, 'x');
+    expect((await listKeys(s3, bucket, 'list/')).sort()).toEqual(['list/0.m4s', 'list/1.m4s', 'list/2.m4s']);
+    expect(await deletePrefix(s3, bucket, 'list/')).toBe(3);
+    expect(await listKeys(s3, bucket, 'list/')).toEqual([]);
+  });
+
+  it('hands out a presigned PUT that works without credentials', async () => {
+    const url = await presignPut(s3, { bucket, key: 'uploads/my clip ü.mp4' }, { expiresSec: 60, contentType: 'video/mp4' });
+    const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'video/mp4' }, body: 'video bytes' });
+    expect(res.status).toBe(200);
+    expect(await getText(s3, { bucket, key: 'uploads/my clip ü.mp4' })).toBe('video bytes');
+  });
+
+  it('lets a browser on another origin read a configured bucket (CORS)', async () => {
+    await putObject(s3, { bucket: 'cors-bucket', key: 'a.m4s' }, 'seg');
+    const res = await fetch(`${server.endpoint}/cors-bucket/a.m4s`, { headers: { Origin: 'http://player.example.test' } });
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
+  it.each([
+    ['manifest.mpd', 'application/dash+xml'],
+    ['video/720p/1.m4s', 'video/iso.segment'],
+    ['video/720p/init.mp4', 'video/mp4'],
+    ['thumb.jpg', 'image/jpeg'],
+    ['12345', 'application/octet-stream'],
+  ])('content type of %s is %s', (key, type) => {
+    expect(contentTypeFor(key)).toBe(type);
+  });
+
+  it('builds path-style public URLs with encoded keys', () => {
+    expect(publicUrl('http://s3.test/', { bucket: 'out', key: 'a b/ü#1/manifest.mpd' })).toBe('http://s3.test/out/a%20b/%C3%BC%231/manifest.mpd');
+  });
+});
