@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a fresh Debian machine, skipping what is already there:
-# Debian's ffmpeg, nats-server and libxml2-utils (xmllint), then the npm packages from the lockfile
-# (which include the Node 24 runtime every script runs on, and Shaka Packager).
+# Debian's ffmpeg, nats-server and libxml2-utils (xmllint) - and with `test`, chromium for the playback
+# test - then the npm packages from the lockfile (which include the Node 24 runtime every script runs on,
+# Shaka Packager and Shaka Player).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
+if [ "${1:-}" = test ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if ((${#need[@]})); then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   sudo=""

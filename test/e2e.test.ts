@@ -11,7 +11,8 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BACKEND_KEY, BUCKETS, headers, putInput, startSystem, submit, waitForState, type Job, type System } from './support/harness.ts';
+import { BACKEND_KEY, BUCKETS, headers, outputBaseUrl, putInput, startSystem, submit, waitForState, type Job, type System } from './support/harness.ts';
+import { playInBrowser } from './support/playback.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
 
 const run = promisify(execFile);
@@ -52,11 +53,14 @@ describe.each([
 ])('a 1280x720 clip $name', ({ audio, key, videoId }) => {
   let taskId: string;
   let job: Job;
-  const baseUrl = `https://cdn.example.test/v/${videoId}/?a=1&b=2`;
+  // One clip names where its package really is, so a browser can play it; the other carries a CDN
+  // address with characters XML must escape.
+  let baseUrl = `https://cdn.example.test/v/${videoId}/?a=1&b=2`;
 
   beforeAll(async () => {
     const clip = await makeClip(join(dir, `${videoId}.mp4`), { width: 1280, height: 720, seconds: 9, audio });
     await putInput(sys, key, clip);
+    if (audio) baseUrl = outputBaseUrl(sys, key);
     taskId = await submit(sys, { object_key: key, base_url: baseUrl, video_id: videoId, has_audio: audio });
     job = await waitForState(sys, taskId, ['complete', 'failed']);
   }, 180_000);
@@ -102,6 +106,15 @@ describe.each([
       expect(a.pts).toBeCloseTo(b.pts, 3);
     }
   });
+
+  it.runIf(audio)('plays in a browser, on both renditions', async () => {
+    const report = await playInBrowser(`${baseUrl}manifest.mpd`, { screenshot: join(dir, 'playback.png') });
+    expect(report.errors).toEqual([]);
+    expect(report.tracks.map((t) => t.height).sort()).toEqual([360, 720]);
+    expect(report.playedSec).toBeGreaterThan(2);
+    expect(report.switchedHeight).toBe(360);
+    expect(report.playedAfterSwitchSec).toBeGreaterThan(1.5);
+  }, 90_000);
 
   it('writes a JPEG thumbnail under the video id', async () => {
     const jpeg = await getBytes(BUCKETS.thumbnails, videoId);

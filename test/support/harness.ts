@@ -3,7 +3,7 @@
  * server, a backend webhook receiver, and the eight services as separate processes.
  */
 import { readFile } from 'node:fs/promises';
-import { createS3, ensureBuckets, putObject } from '@mesh/storage';
+import { createS3, publicUrl, putObject } from '@mesh/storage';
 import { startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
 import type { S3Client } from '@aws-sdk/client-s3';
 
@@ -26,11 +26,11 @@ export interface System {
 
 export async function startSystem(o: { replicas?: Partial<Record<ServiceName, number>>; apiPort: number; env?: Record<string, string> }): Promise<System> {
   const nats = await startNats();
-  const s3server = await startS3();
+  // Buckets created at start with CORS, so a browser can play what the mesh writes.
+  const s3server = await startS3({ buckets: Object.values(BUCKETS) });
   const mongo = await startMongo();
   const backend = await startWebhookReceiver();
   const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
-  await ensureBuckets(s3, Object.values(BUCKETS));
   const logs = new Map<string, string[]>();
   const mesh = await startMesh({
     replicas: o.replicas ?? {},
@@ -89,6 +89,11 @@ export async function putInput(sys: System, key: string, path: string): Promise<
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Job = Record<string, any>;
+
+/** Where the package of `objectKey` can be fetched from: the base_url a client would send. */
+export function outputBaseUrl(sys: System, objectKey: string): string {
+  return `${publicUrl(sys.s3server.endpoint, { bucket: BUCKETS.output, key: objectKey })}/`;
+}
 
 export async function getJob(sys: System, taskId: string): Promise<Job> {
   const res = await fetch(`${sys.api}/video/encoding/${taskId}`, { headers });
