@@ -37,6 +37,12 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   await ensureStream(bus.jsm, STREAMS.events);
   const parts = await o.start({ bus, log, config });
   log.info('service started');
+  // A launcher that started us with an IPC channel (tests, `npm start`) learns we are ready, whatever
+  // the log level; the channel must not keep the process alive.
+  if (process.send) {
+    process.send({ ready: true });
+    process.channel?.unref();
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -74,7 +74,9 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     durable,
     filterSubject: subject,
     ackWaitMs,
-    maxDeliver,
+    // Headroom past our own limit: when recording a failure fails on the last try, the message must
+    // still come back so the failure is recorded once NATS or S3 is reachable again.
+    maxDeliver: maxDeliver + 3,
     maxAckPending: 1000,
   });
   const consumer = await o.bus.js.consumers.get(stream, durable);
@@ -87,10 +89,11 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     let raw: unknown;
     let message: T | undefined;
     const heartbeat = setInterval(() => msg.working(), Math.max(1000, ackWaitMs / 3));
-    const tmp = await mkdtemp(join(tmpdir(), `${durable}-`));
     const startedAt = Date.now();
     let log = o.log.child({ seq: msg.seq, delivery: deliveryCount });
+    let tmp: string | undefined;
     try {
+      tmp = await mkdtemp(join(tmpdir(), `${durable}-`));
       raw = parseJson(msg.data);
       message = check(schema, raw, msg.subject);
       log = log.child({ jobId: o.source.jobIdOf(message) });
@@ -118,7 +121,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       }
     } finally {
       clearInterval(heartbeat);
-      await rm(tmp, { recursive: true, force: true });
+      if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }
   };
 

@@ -18,6 +18,8 @@ export interface ServiceProcess {
   id: string;
   child: ChildProcess;
   exited: Promise<number | null>;
+  /** Resolves when the service has connected and is taking work. */
+  ready: Promise<void>;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<number | null>;
   kill(): Promise<number | null>;
@@ -30,11 +32,13 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
   const child = spawn(process.execPath, [join(REPO_ROOT, 'services', name, 'src', 'main.ts')], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    // The IPC channel carries the service's "ready" message.
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   const sink = o.onLine ?? (() => undefined);
   for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream! }).on('line', (line) => sink(id, line));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  const ready = new Promise<void>((resolve) => child.on('message', (m: { ready?: boolean }) => m?.ready && resolve()));
   const stop = async (graceMs = 10_000) => {
     if (child.exitCode !== null || child.signalCode !== null) return exited;
     child.kill('SIGTERM');
@@ -47,7 +51,7 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     return exited;
   };
-  return { name, id, child, exited, stop, kill };
+  return { name, id, child, exited, ready, stop, kill };
 }
 
 export interface Mesh {
@@ -65,21 +69,18 @@ export async function startMesh(o: { env: Record<string, string>; replicas?: Par
   const processes: ServiceProcess[] = [];
   const launch = async (name: ServiceName, replica: number) => {
     const tail: string[] = [];
-    let ready!: () => void;
-    const started = new Promise<void>((resolve) => (ready = resolve));
     const p = startService(name, o.env, {
       replica,
       onLine: (id, line) => {
         tail.push(line);
         if (tail.length > 30) tail.shift();
-        if (line.includes('"msg":"service started"')) ready();
         o.onLine?.(id, line);
       },
     });
     processes.push(p);
     const timeoutMs = o.timeoutMs ?? 30_000;
     const outcome = await Promise.race([
-      started.then(() => 'ready' as const),
+      p.ready.then(() => 'ready' as const),
       p.exited.then((code) => `exited with ${code}` as const),
       new Promise<string>((resolve) => setTimeout(() => resolve(`not started within ${timeoutMs} ms`), timeoutMs).unref()),
     ]);
