@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createLogger, RENDITION_NAMES, type Rendition } from '@mesh/common';
 import { packagerArgs, planMedia, probeFile, PROFILES, runTool, transcodeArgs } from '@mesh/media';
 import { createS3, putObject } from '@mesh/storage';
-import { freePort, makeClip, startMesh, startMongo, startNats, startS3, startWebhookReceiver, tempDir } from '@mesh/testkit';
+import { freePort, makeClip, meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, tempDir } from '@mesh/testkit';
 
 const log = createLogger('bench', 'warn');
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
@@ -65,30 +65,14 @@ async function rawPath(input: string, dir: string) {
 }
 
 async function meshPath(input: string) {
-  const [nats, s3server, mongo, backend] = await Promise.all([startNats(), startS3({ buckets: ['bench-in', 'bench-out', 'bench-thumbs', 'bench-work'] }), startMongo(), startWebhookReceiver()]);
+  const buckets = { input: 'bench-in', output: 'bench-out', thumbnails: 'bench-thumbs', work: 'bench-work' };
+  const [nats, s3server, mongo, backend] = await Promise.all([startNats(), startS3({ buckets: Object.values(buckets) }), startMongo(), startWebhookReceiver()]);
   const port = await freePort();
-  const env = {
-    NATS_URL: nats.url,
-    MONGODB_URI: mongo.uri,
-    S3_ENDPOINT: s3server.endpoint,
-    AWS_ACCESS_KEY_ID: s3server.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3server.secretAccessKey,
-    AWS_REGION: 'us-east-1',
-    S3_INPUT_BUCKET: 'bench-in',
-    S3_OUTPUT_BUCKET: 'bench-out',
-    S3_THUMBNAIL_OUTPUT_BUCKET: 'bench-thumbs',
-    S3_WORK_BUCKET: 'bench-work',
-    APP_API_KEY: 'bench',
-    MAIN_API_ENDPOINT: backend.url,
-    MAIN_API_KEY: 'bench',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'warn',
-  };
+  const env = meshEnv({ natsUrl: nats.url, mongoUri: mongo.uri, s3: s3server, buckets, apiKey: 'bench', apiPort: port, backendUrl: backend.url, backendKey: 'bench', logLevel: 'warn' });
   const mesh = await startMesh({ env });
   try {
     const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    await putObject(s3, { bucket: 'bench-in', key: 'bench/source.mp4' }, await readFile(input));
+    await putObject(s3, { bucket: buckets.input, key: 'bench/source.mp4' }, await readFile(input));
     const api = `http://127.0.0.1:${port}`;
     const headers = { ApiKey: 'bench', 'content-type': 'application/json' };
     const started = Date.now();

@@ -12,7 +12,8 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { formatLogLine, makeClip, REPO_ROOT, startMesh, startMongo, startNats, startS3, startWebhookReceiver } from '@mesh/testkit';
+import { publicUrl } from '@mesh/storage';
+import { formatLogLine, makeClip, meshEnv, REPO_ROOT, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type S3Server } from '@mesh/testkit';
 
 const env = process.env;
 const dataDir = join(REPO_ROOT, '.data');
@@ -22,10 +23,10 @@ const say = (text: string) => process.stdout.write(`\n\x1b[1m${text}\x1b[0m\n`);
 async function main() {
   await mkdir(dataDir, { recursive: true });
   const buckets = {
-    S3_INPUT_BUCKET: env['S3_INPUT_BUCKET'] ?? 'video-input',
-    S3_OUTPUT_BUCKET: env['S3_OUTPUT_BUCKET'] ?? 'video-output',
-    S3_THUMBNAIL_OUTPUT_BUCKET: env['S3_THUMBNAIL_OUTPUT_BUCKET'] ?? 'video-thumbnails',
-    S3_WORK_BUCKET: env['S3_WORK_BUCKET'] ?? 'video-mesh-work',
+    input: env['S3_INPUT_BUCKET'] ?? 'video-input',
+    output: env['S3_OUTPUT_BUCKET'] ?? 'video-output',
+    thumbnails: env['S3_THUMBNAIL_OUTPUT_BUCKET'] ?? 'video-thumbnails',
+    work: env['S3_WORK_BUCKET'] ?? 'video-mesh-work',
   };
 
   let natsUrl = env['NATS_URL'];
@@ -34,13 +35,10 @@ async function main() {
     stops.push(() => nats.stop());
     natsUrl = nats.url;
   }
-  let s3Env: Record<string, string>;
-  if (env['S3_ENDPOINT']) {
-    s3Env = {};
-  } else {
-    const s3 = await startS3({ port: Number(env['LOCAL_S3_PORT'] ?? 4569), dir: join(dataDir, 's3'), buckets: Object.values(buckets) });
-    stops.push(() => s3.stop());
-    s3Env = { S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: 'us-east-1' };
+  let s3: S3Server | undefined;
+  if (!env['S3_ENDPOINT']) {
+    s3 = await startS3({ port: Number(env['LOCAL_S3_PORT'] ?? 4569), dir: join(dataDir, 's3'), buckets: Object.values(buckets) });
+    stops.push(() => s3!.stop());
   }
   let mongoUri = env['MONGODB_URI'];
   if (!mongoUri) {
@@ -65,24 +63,27 @@ async function main() {
 
   const apiKey = env['APP_API_KEY'] ?? 'local-dev-key';
   const port = env['PORT'] ?? '8000';
-  const meshEnv: Record<string, string> = {
-    ...buckets,
-    ...s3Env,
-    NATS_URL: natsUrl,
-    MONGODB_URI: mongoUri,
-    APP_API_KEY: apiKey,
-    PORT: port,
+  const servicesEnv = {
+    ...meshEnv({
+      natsUrl,
+      mongoUri,
+      ...(s3 ? { s3 } : {}),
+      buckets,
+      apiKey,
+      apiPort: Number(port),
+      backendUrl: webhookUrl,
+      backendKey: env['MAIN_API_KEY'] ?? 'local-backend-key',
+      logLevel: env['LOG_LEVEL'] ?? 'info',
+    }),
     HOST: env['HOST'] ?? '127.0.0.1',
-    MAIN_API_ENDPOINT: webhookUrl,
-    MAIN_API_KEY: env['MAIN_API_KEY'] ?? 'local-backend-key',
   };
   say('Starting the 8 services...');
-  const mesh = await startMesh({ env: meshEnv, onLine: (id, line) => console.log(formatLogLine(id, line)) });
+  const mesh = await startMesh({ env: servicesEnv, onLine: (id, line) => console.log(formatLogLine(id, line)) });
   stops.unshift(() => mesh.stop());
   const api = `http://127.0.0.1:${port}`;
   say(`Mesh is up. API: ${api}  (ApiKey: ${apiKey})`);
 
-  if (env['SAMPLE'] !== '0') await convertSample(api, apiKey, meshEnv);
+  if (env['SAMPLE'] !== '0') await convertSample(api, apiKey, { s3Endpoint: s3?.endpoint ?? env['S3_ENDPOINT'], outputBucket: buckets.output });
   say(
     [
       'Submit your own video:',
@@ -96,14 +97,15 @@ async function main() {
   );
 }
 
-async function convertSample(api: string, apiKey: string, meshEnv: Record<string, string>) {
+async function convertSample(api: string, apiKey: string, out: { s3Endpoint: string | undefined; outputBucket: string }) {
   const clip = await makeClip(join(dataDir, 'sample.mp4'), { width: 1280, height: 720, seconds: 10, audio: true });
   say('Converting a generated sample (10 s, 1280x720, with audio)...');
   const headers = { ApiKey: apiKey, 'content-type': 'application/json' };
   const upload = (await (await fetch(`${api}/uploads`, { method: 'POST', headers, body: JSON.stringify({ filename: 'sample.mp4' }) })).json()) as { object_key: string; upload_url: string };
   const put = await fetch(upload.upload_url, { method: 'PUT', headers: { 'content-type': 'video/mp4' }, body: await readFile(clip) });
   if (!put.ok) throw new Error(`sample upload failed: ${put.status}`);
-  const outputBase = meshEnv['S3_ENDPOINT'] ? `${meshEnv['S3_ENDPOINT']}/${meshEnv['S3_OUTPUT_BUCKET']}/${upload.object_key.split('/').map(encodeURIComponent).join('/')}/` : `https://example.invalid/${upload.object_key}/`;
+  // base_url = where the package will be served from: here, the S3 endpoint itself.
+  const outputBase = out.s3Endpoint ? `${publicUrl(out.s3Endpoint, { bucket: out.outputBucket, key: upload.object_key })}/` : `https://example.invalid/${upload.object_key}/`;
   const started = Date.now();
   const taskId = (await (
     await fetch(`${api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: upload.object_key, base_url: outputBase, video_id: 'sample', has_audio: true }) })
@@ -126,7 +128,7 @@ async function convertSample(api: string, apiKey: string, meshEnv: Record<string
       `Sample converted: task ${taskId}`,
       `  first playable manifest after ${(playableAt / 1000).toFixed(1)} s, all renditions (${job.renditions.join(', ')}) after ${((Date.now() - started) / 1000).toFixed(1)} s`,
       `  manifest:  ${job.manifest?.url}`,
-      `  thumbnail: ${meshEnv['S3_ENDPOINT'] ?? 's3:/'}/${job.thumbnail?.bucket}/${job.thumbnail?.key}`,
+      `  thumbnail: ${!job.thumbnail ? 'none (see stages.thumbnail in the status)' : out.s3Endpoint ? publicUrl(out.s3Endpoint, job.thumbnail) : `s3://${job.thumbnail.bucket}/${job.thumbnail.key}`}`,
       `  status:    curl -s ${api}/video/encoding/${taskId} -H 'ApiKey: ${apiKey}'`,
     ].join('\n'),
   );

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createS3, publicUrl, putObject } from '@mesh/storage';
-import { startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
+import { meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
 import type { S3Client } from '@aws-sdk/client-s3';
 
 export const BUCKETS = { input: 'e2e-input', output: 'e2e-output', thumbnails: 'e2e-thumbs', work: 'e2e-work' } as const;
@@ -35,22 +35,7 @@ export async function startSystem(o: { replicas?: Partial<Record<ServiceName, nu
   const mesh = await startMesh({
     replicas: o.replicas ?? {},
     env: {
-      NATS_URL: nats.url,
-      MONGODB_URI: mongo.uri,
-      S3_ENDPOINT: s3server.endpoint,
-      AWS_ACCESS_KEY_ID: s3server.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3server.secretAccessKey,
-      AWS_REGION: 'us-east-1',
-      S3_INPUT_BUCKET: BUCKETS.input,
-      S3_OUTPUT_BUCKET: BUCKETS.output,
-      S3_THUMBNAIL_OUTPUT_BUCKET: BUCKETS.thumbnails,
-      S3_WORK_BUCKET: BUCKETS.work,
-      APP_API_KEY: API_KEY,
-      MAIN_API_ENDPOINT: backend.url,
-      MAIN_API_KEY: BACKEND_KEY,
-      PORT: String(o.apiPort),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
+      ...meshEnv({ natsUrl: nats.url, mongoUri: mongo.uri, s3: s3server, buckets: BUCKETS, apiKey: API_KEY, apiPort: o.apiPort, backendUrl: backend.url, backendKey: BACKEND_KEY }),
       ...o.env,
     },
     onLine: (id, line) => {

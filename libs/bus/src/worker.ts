@@ -60,6 +60,13 @@ export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_MAX_DELIVER = 5;
 
 /** Delay before the n-th retry (1-based): 2 s, 4 s, 8 s ... capped at a minute. */
+/**
+ * One pull waits up to 5 s for a message. nats.js ends a pull after two missed idle heartbeats
+ * (nats.js#150) and defaults the heartbeat to half the expiry, so that give-up raced the pull's own end:
+ * seen here as "heartbeats missed" and a redelivery counted wrong. Heartbeats every second leave no race.
+ */
+export const PULL = { expires: 5000, idle_heartbeat: 1000 } as const;
+
 export function retryDelayMs(deliveryCount: number): number {
   return Math.min(60_000, 2000 * 2 ** Math.max(0, deliveryCount - 1));
 }
@@ -129,7 +136,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     while (!stopping) {
       let msg: JsMsg | null;
       try {
-        msg = await consumer.next({ expires: 2000 });
+        msg = await consumer.next(PULL);
       } catch (err) {
         if (stopping) break;
         o.log.warn({ err: reasonOf(err) }, 'pull failed; retrying');

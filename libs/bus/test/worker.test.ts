@@ -4,7 +4,7 @@ import { createLogger, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
 import { closeBus, connectBus, ensureStream, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker } from '../src/index.ts';
 
-const log = createLogger('test', 'silent');
+const log = createLogger('test', process.env['TEST_LOG'] ?? 'silent');
 let nats: NatsServer;
 let bus: Bus;
 const workers: Worker[] = [];

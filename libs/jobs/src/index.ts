@@ -4,3 +4,4 @@ export * from './projection.ts';
 export * from './store.ts';
 export * from './projector.ts';
 export * from './stage.ts';
+export * from './service.ts';

@@ -5,7 +5,7 @@
  * again at the first event.
  */
 import type { JsMsg } from '@nats-io/jetstream';
-import { ensureConsumer, STREAMS, type Bus } from '@mesh/bus';
+import { ensureConsumer, PULL, STREAMS, type Bus } from '@mesh/bus';
 import { JobEvent, reasonOf, type Logger } from '@mesh/common';
 import type { ProjectionStore } from './store.ts';
 
@@ -28,7 +28,7 @@ export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger
       try {
         const consumer = await bus.js.consumers.get(PROJECTOR.stream, PROJECTOR.durable);
         while (!stopping) {
-          msg = await consumer.next({ expires: 2000 });
+          msg = await consumer.next(PULL);
           if (msg) await applyMessage(store, msg, log);
         }
       } catch (err) {

@@ -125,3 +125,35 @@ export function formatLogLine(id: string, line: string): string {
     .join(' ');
   return `${clock} ${id.padEnd(16)} ${levelName.padEnd(5)} ${String(msg ?? '')}${extras ? `  ${extras}` : ''}`;
 }
+
+export interface MeshEndpoints {
+  natsUrl: string;
+  mongoUri: string;
+  /** The local S3 stand-in; leave out to use S3_ENDPOINT / AWS credentials from the environment. */
+  s3?: { endpoint: string; accessKeyId: string; secretAccessKey: string };
+  buckets: { input: string; output: string; thumbnails: string; work: string };
+  apiKey: string;
+  apiPort: number;
+  backendUrl: string;
+  backendKey: string;
+  logLevel?: string;
+}
+
+/** The environment every service of a local mesh gets: the same variables ops set in production. */
+export function meshEnv(o: MeshEndpoints): Record<string, string> {
+  return {
+    NATS_URL: o.natsUrl,
+    MONGODB_URI: o.mongoUri,
+    ...(o.s3 ? { S3_ENDPOINT: o.s3.endpoint, AWS_ACCESS_KEY_ID: o.s3.accessKeyId, AWS_SECRET_ACCESS_KEY: o.s3.secretAccessKey, AWS_REGION: 'us-east-1' } : {}),
+    S3_INPUT_BUCKET: o.buckets.input,
+    S3_OUTPUT_BUCKET: o.buckets.output,
+    S3_THUMBNAIL_OUTPUT_BUCKET: o.buckets.thumbnails,
+    S3_WORK_BUCKET: o.buckets.work,
+    APP_API_KEY: o.apiKey,
+    PORT: String(o.apiPort),
+    HOST: '127.0.0.1',
+    MAIN_API_ENDPOINT: o.backendUrl,
+    MAIN_API_KEY: o.backendKey,
+    LOG_LEVEL: o.logLevel ?? 'info',
+  };
+}

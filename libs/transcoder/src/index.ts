@@ -5,65 +5,46 @@
  * share a durable consumer; a long encode keeps its message alive (the consume loop calls working()).
  */
 import { join } from 'node:path';
-import { publishEvent, publishWork, runService } from '@mesh/bus';
+import { publishEvent, publishWork } from '@mesh/bus';
 import { int, layout, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
-import { openJobStates, runStage } from '@mesh/jobs';
+import { runStageService } from '@mesh/jobs';
 import { outputSize, PROFILES, runTool, transcodeArgs } from '@mesh/media';
-import { createS3, downloadToFile, uploadFile } from '@mesh/storage';
+import { downloadToFile, uploadFile } from '@mesh/storage';
 
 /** How often progress reaches the job's status. */
 const PROGRESS_EVERY_MS = 2000;
 
-export async function runTranscoder(rendition: Rendition): Promise<void> {
+export function runTranscoder(rendition: Rendition): Promise<void> {
   const profile = PROFILES[rendition];
-  const config = (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'TRANSCODER_CONCURRENCY', 1, { min: 1, max: 16 }) });
-  await runService({
-    name: `transcoder-${rendition.replace('p', '')}`,
-    config,
-    async start({ bus, log, config }) {
-      const s3 = createS3(config.s3);
-      const states = await openJobStates(bus);
-      const worker = await runStage({
-        bus,
-        states,
-        kind: `transcode-${rendition}`,
-        log,
-        concurrency: config.concurrency,
-        stage: () => transcodeStage(rendition),
-        async handle({ job, source, probe, plan }, { tmp, signal, log, stage }) {
-          const input = join(tmp, 'source');
-          const output = join(tmp, `${rendition}.mp4`);
-          await downloadToFile(s3, source, input, signal);
+  return runStageService({
+    name: `transcoder-${profile.shortSide}`,
+    kind: `transcode-${rendition}`,
+    config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'TRANSCODER_CONCURRENCY', 1, { min: 1, max: 16 }) }),
+    stage: () => transcodeStage(rendition),
+    async handle({ job, source, probe, plan }, { tmp, signal, log, stage }, { bus, s3, config }) {
+      const input = join(tmp, 'source');
+      const output = join(tmp, `${rendition}.mp4`);
+      await downloadToFile(s3, source, input, signal);
 
-          let lastProgress = 0;
-          await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
-            log,
-            signal,
-            onProgress: (seconds) => {
-              if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
-              lastProgress = Date.now();
-              const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
-              publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
-            },
-          });
+      let lastProgress = 0;
+      const onProgress = (seconds: number) => {
+        if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
+        lastProgress = Date.now();
+        const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
+        publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
+      };
+      await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress });
 
-          const result: RenditionOutput = {
-            rendition,
-            object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) },
-            ...outputSize(probe, profile),
-          };
-          await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
-          await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, `${job.jobId}:rendition.ready:${rendition}`);
-          await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, `${job.jobId}:package:${rendition}`);
-        },
-        // A failed rendition does not fail the job by itself: the packager decides, once it knows
-        // whether another rendition made it.
-        async onGiveUp({ job, plan }, _err, { stage, code, reason }) {
-          await publishEvent(bus, { type: 'stage.failed', jobId: job.jobId, stage, code, reason, fatal: false });
-          await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: false, rendition, reason } }, `${job.jobId}:package:${rendition}:failed`);
-        },
-      });
-      return [worker];
+      const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
+      await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
+      await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, `${job.jobId}:rendition.ready:${rendition}`);
+      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, `${job.jobId}:package:${rendition}`);
+    },
+    // A failed rendition does not fail the job by itself: the packager decides, once it knows whether
+    // another rendition made it.
+    async onGiveUp({ job, plan }, _err, { stage, code, reason }, { bus }) {
+      await publishEvent(bus, { type: 'stage.failed', jobId: job.jobId, stage, code, reason, fatal: false });
+      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: false, rendition, reason } }, `${job.jobId}:package:${rendition}:failed`);
     },
   });
 }

@@ -7,62 +7,46 @@
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { publishWork, runService } from '@mesh/bus';
+import { publishWork } from '@mesh/bus';
 import { int, layout, mapLimit, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
-import { mayPublish, openJobStates, runStage, settleRendition } from '@mesh/jobs';
+import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
 import { packagerArgs, runTool, setBaseUrl } from '@mesh/media';
-import { createS3, downloadToFile, uploadFile } from '@mesh/storage';
+import { downloadToFile, uploadFile } from '@mesh/storage';
 
-const config = (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'PACKAGER_CONCURRENCY', 2, { min: 1, max: 16 }) });
-
-await runService({
+await runStageService({
   name: 'packager',
-  config,
-  async start({ bus, log, config }) {
-    const s3 = createS3(config.s3);
-    const states = await openJobStates(bus);
-    const worker = await runStage({
-      bus,
-      states,
-      kind: 'package',
-      log,
-      concurrency: config.concurrency,
-      stage: () => 'package',
-      async handle({ job, plan, outcome }, { tmp, signal, log }) {
-        const rendition = outcome.ok ? outcome.output.rendition : outcome.rendition;
-        const rec = await settleRendition(states, job.jobId, rendition, outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason });
-        if (!outcome.ok || rec.phase === 'failed') return;
-        const ready = RENDITION_NAMES.filter((r) => rec.ready.includes(r));
-        if (!mayPublish(rec, ready)) {
-          log.info({ ready, published: rec.published }, 'a manifest with more renditions is out already; nothing to package');
-          return;
-        }
+  kind: 'package',
+  config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'PACKAGER_CONCURRENCY', 2, { min: 1, max: 16 }) }),
+  stage: () => 'package',
+  async handle({ job, plan, outcome }, { tmp, signal, log }, { bus, states, s3, config }) {
+    const rendition = outcome.ok ? outcome.output.rendition : outcome.rendition;
+    const rec = await settleRendition(states, job.jobId, rendition, outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason });
+    if (!outcome.ok || rec.phase === 'failed') return;
+    const ready = RENDITION_NAMES.filter((r) => rec.ready.includes(r));
+    if (!mayPublish(rec, ready)) {
+      log.info({ ready, published: rec.published }, 'a manifest with more renditions is out already; nothing to package');
+      return;
+    }
 
-        const inputs = [];
-        for (const r of ready) {
-          const path = join(tmp, `${r}.mp4`);
-          await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
-          inputs.push({ rendition: r, path });
-        }
-        const outDir = join(tmp, 'package');
-        await mkdir(outDir);
-        await runTool('packager', packagerArgs({ renditions: inputs, ...(plan.audio ? { audioFrom: inputs[0]!.path } : {}), outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
-
-        // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
-        const manifestPath = join(outDir, layout.manifestName);
-        await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
-
-        const prefix = layout.packagePrefix(job.jobId, ready);
-        const files = (await readdir(outDir, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name)));
-        await mapLimit(files, 8, (file) => uploadFile(s3, { bucket: config.s3.workBucket, key: prefix + file }, join(outDir, file)));
-        await publishWork(
-          bus,
-          'upload',
-          { kind: 'upload', job, renditions: ready, package: { bucket: config.s3.workBucket, prefix, files, manifest: layout.manifestName } },
-          `${job.jobId}:upload:${ready.join('+')}`,
-        );
-      },
+    const inputs = await mapLimit(ready, 2, async (r) => {
+      const path = join(tmp, `${r}.mp4`);
+      await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
+      return { rendition: r, path };
     });
-    return [worker];
+    const outDir = join(tmp, 'package');
+    await mkdir(outDir);
+    const audioFrom = plan.audio ? { audioFrom: inputs[0]!.path } : {};
+    await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
+
+    // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
+    const manifestPath = join(outDir, layout.manifestName);
+    await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
+
+    const prefix = layout.packagePrefix(job.jobId, ready);
+    const entries = await readdir(outDir, { recursive: true, withFileTypes: true });
+    const files = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name)));
+    await mapLimit(files, 8, (file) => uploadFile(s3, { bucket: config.s3.workBucket, key: prefix + file }, join(outDir, file)));
+    const pkg = { bucket: config.s3.workBucket, prefix, files, manifest: layout.manifestName };
+    await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, package: pkg }, `${job.jobId}:upload:${ready.join('-')}`);
   },
 });

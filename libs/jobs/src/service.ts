@@ -1,0 +1,50 @@
+/**
+ * A whole stage service in one call: config, NATS, the S3 client, the job states and the consume loop.
+ * What is left in a service's main.ts is what that stage does with its message.
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
+import { runService, type Bus, type WorkContext, type WorkMessage } from '@mesh/bus';
+import type { Env, Logger, S3Config, Stage, WorkKind } from '@mesh/common';
+import { createS3 } from '@mesh/storage';
+import { openJobStates, type JobStates } from './lifecycle.ts';
+import { runStage } from './stage.ts';
+
+export interface StageService<C> {
+  bus: Bus;
+  states: JobStates;
+  s3: S3Client;
+  config: C;
+  log: Logger;
+}
+
+export interface StageServiceOptions<K extends WorkKind, C extends { s3: S3Config; concurrency: number }> {
+  name: string;
+  kind: K;
+  config: (env: Env) => C;
+  stage: (message: WorkMessage<K>) => Stage;
+  handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }, service: StageService<C>) => Promise<void>;
+  /** For stages whose failure does not fail the job (see runStage). */
+  onGiveUp?: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }, service: StageService<C>) => Promise<void>;
+}
+
+export function runStageService<K extends WorkKind, C extends { s3: S3Config; concurrency: number }>(o: StageServiceOptions<K, C>): Promise<void> {
+  return runService({
+    name: o.name,
+    config: o.config,
+    async start({ bus, log, config }) {
+      const service: StageService<C> = { bus, log, config, s3: createS3(config.s3), states: await openJobStates(bus) };
+      const onGiveUp = o.onGiveUp;
+      const worker = await runStage({
+        bus,
+        states: service.states,
+        kind: o.kind,
+        log,
+        concurrency: config.concurrency,
+        stage: o.stage,
+        handle: (message, ctx) => o.handle(message, ctx, service),
+        ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),
+      });
+      return [worker];
+    },
+  });
+}
