@@ -27,6 +27,8 @@ export function readMpd(xml: string): { baseUrl: string | undefined; representat
   const representations: RepresentationInfo[] = [];
   for (const set of xml.matchAll(/<AdaptationSet([^>]*)>([\s\S]*?)<\/AdaptationSet>/g)) {
     const contentType = attr(set[1]!, 'contentType') as 'video' | 'audio';
+    // Attributes on the AdaptationSet hold for each of its Representations (Shaka puts them there when there is one).
+    const inherited = (tag: string, name: string) => attr(tag, name) ?? attr(set[1]!, name);
     for (const rep of set[2]!.matchAll(/<Representation([^>]*)>([\s\S]*?)<\/Representation>/g)) {
       const tag = rep[1]!;
       const tpl = /<SegmentTemplate([^>]*)>([\s\S]*?)<\/SegmentTemplate>/.exec(rep[2]!)!;
@@ -46,15 +48,15 @@ export function readMpd(xml: string): { baseUrl: string | undefined; representat
           t += d;
         }
       }
-      const width = attr(tag, 'width');
-      const height = attr(tag, 'height');
+      const width = inherited(tag, 'width');
+      const height = inherited(tag, 'height');
       representations.push({
         id: attr(tag, 'id')!,
         contentType,
         ...(width ? { width: Number(width) } : {}),
         ...(height ? { height: Number(height) } : {}),
         bandwidth: Number(attr(tag, 'bandwidth')),
-        codecs: attr(tag, 'codecs') ?? '',
+        codecs: inherited(tag, 'codecs') ?? '',
         init: attr(tpl[1]!, 'initialization')!,
         segments,
       });

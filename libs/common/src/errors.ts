@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'SOURCE_EMPTY'
   | 'NOT_A_VIDEO'
   | 'SOURCE_UNSUPPORTED'
+  | 'SOURCE_TOO_LARGE'
+  | 'SOURCE_TOO_LONG'
   | 'TOOL_FAILED'
   | 'STORAGE_FAILED'
   | 'NO_RENDITION'

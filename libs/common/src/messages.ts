@@ -56,6 +56,8 @@ export const Probe = z.object({
     /** Display-matrix rotation as ffprobe reports it, normalised to 0, 90, 180 or 270; FFmpeg's autorotate applies it. */
     rotation: z.number().int(),
     frameRate: Rational,
+    /** Shape of a coded pixel: 16:15 for PAL DV, whose 720x576 shows as 768x576. */
+    sampleAspectRatio: Rational,
     pixFmt: z.string(),
     interlaced: z.boolean(),
   }),

@@ -2,9 +2,13 @@
 import { RENDITION_NAMES, type MediaPlan, type Probe, type Rational, type Rendition } from '@mesh/common';
 import { PROFILES, SEGMENT_SECONDS, type RenditionProfile } from './profiles.ts';
 
-/** The size a player shows: coded size with width and height swapped for 90/270 rotation. */
+/**
+ * The size a player shows: the coded width stretched by the pixel aspect ratio, then width and height
+ * swapped for 90/270 rotation.
+ */
 export function displaySize(probe: Probe): { width: number; height: number } {
-  const { width, height, rotation } = probe.video;
+  const { height, rotation, sampleAspectRatio: sar } = probe.video;
+  const width = Math.round((probe.video.width * sar.num) / sar.den);
   return rotation === 90 || rotation === 270 ? { width: height, height: width } : { width, height };
 }
 

@@ -5,3 +5,4 @@ export * from './probe.ts';
 export * from './ffmpeg.ts';
 export * from './packager.ts';
 export * from './run.ts';
+export * from './limits.ts';

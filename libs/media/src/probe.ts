@@ -23,6 +23,7 @@ interface FfStream {
   disposition?: { attached_pic?: number };
   tags?: { rotate?: string };
   side_data_list?: { side_data_type?: string; rotation?: number }[];
+  sample_aspect_ratio?: string;
 }
 
 interface FfProbe {
@@ -31,7 +32,7 @@ interface FfProbe {
 }
 
 function rational(text: string | undefined): Rational | null {
-  const m = /^(\d+)\/(\d+)$/.exec(text ?? '');
+  const m = /^(\d+)[/:](\d+)$/.exec(text ?? '');
   if (!m || Number(m[1]) === 0 || Number(m[2]) === 0) return null;
   return { num: Number(m[1]), den: Number(m[2]) };
 }
@@ -68,11 +69,21 @@ export function parseProbe(json: unknown, sizeBytes: number): Probe {
       height: video.height ?? 0,
       rotation: rotationOf(video),
       frameRate: rational(video.avg_frame_rate) ?? rational(video.r_frame_rate) ?? { num: 30, den: 1 },
+      sampleAspectRatio: rational(video.sample_aspect_ratio) ?? { num: 1, den: 1 },
       pixFmt: video.pix_fmt ?? 'unknown',
       interlaced: ['tt', 'bb', 'tb', 'bt'].includes(video.field_order ?? ''),
     },
     audio: audio ? { codec: audio.codec_name ?? 'unknown', channels: audio.channels ?? 0, sampleRate: Number(audio.sample_rate ?? 0) } : null,
   };
+}
+
+/** ffprobe's complaints without our temp path or `[demuxer @ 0x...]` prefixes, each once: "moov atom not found; Invalid data ...". */
+function readableStderr(stderr: string, path: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.replaceAll(`${path}: `, '').replace(/^\[[^\]]*@ 0x[0-9a-f]+\]\s*/, '').trim())
+    .filter(Boolean);
+  return [...new Set(lines)].join('; ') || 'unreadable';
 }
 
 /** Probes a local file. Anything ffprobe cannot read is not a video, and retrying will not change that. */
@@ -86,7 +97,7 @@ export async function probeFile(path: string, o: { log: Logger; signal?: AbortSi
     if (err instanceof ToolError) {
       const why = err.stderrTail.includes('not on whitelist')
         ? 'its container is not an allowed video format (playlists, concat lists and image sequences are refused)'
-        : err.stderrTail.trim().split('\n').at(-1)?.replace(`${path}: `, '') ?? 'unreadable';
+        : readableStderr(err.stderrTail, path);
       throw new InputError('NOT_A_VIDEO', `not a video file ffprobe can read: ${why}`, err);
     }
     throw err;

@@ -2,13 +2,13 @@ import { describe, expect, it } from 'vitest';
 import type { MediaPlan, Probe } from '@mesh/common';
 import { gopFrames, outputFrameRate, outputSize, packagerArgs, parseProbe, planMedia, PROFILES, setBaseUrl, thumbnailArgs, thumbnailTime, transcodeArgs } from '../src/index.ts';
 
-function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean } = {}): Probe {
+function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean; sar?: [number, number] } = {}): Probe {
   const [num, den] = more.fps ?? [30, 1];
   return {
     formatName: 'mov,mp4,m4a,3gp,3g2,mj2',
     durationSec: 10,
     sizeBytes: 1000,
-    video: { codec: 'h264', width, height, rotation: more.rotation ?? 0, frameRate: { num, den }, pixFmt: 'yuv420p', interlaced: more.interlaced ?? false },
+    video: { codec: 'h264', width, height, rotation: more.rotation ?? 0, frameRate: { num, den }, sampleAspectRatio: { num: more.sar?.[0] ?? 1, den: more.sar?.[1] ?? 1 }, pixFmt: 'yuv420p', interlaced: more.interlaced ?? false },
     audio: more.audio === false ? null : { codec: 'aac', channels: 2, sampleRate: 48000 },
   };
 }
@@ -24,6 +24,8 @@ describe('outputSize', () => {
     ['rotated 180 stays landscape', probe(1920, 1080, { rotation: 180 }), [1280, 720], [640, 360]],
     ['odd 853x479', probe(853, 479), [1282, 720], [642, 360]],
     ['square', probe(1000, 1000), [720, 720], [360, 360]],
+    ['PAL DV 720x576 with 16:15 pixels shows 4:3', probe(720, 576, { sar: [16, 15] }), [960, 720], [480, 360]],
+    ['anamorphic 1440x1080 with 4:3 pixels shows 16:9', probe(1440, 1080, { sar: [4, 3] }), [1280, 720], [640, 360]],
   ])('%s', (_name, p, hd, sd) => {
     expect(outputSize(p, PROFILES['720p'])).toEqual({ width: hd[0], height: hd[1] });
     expect(outputSize(p, PROFILES['360p'])).toEqual({ width: sd[0], height: sd[1] });
@@ -179,7 +181,7 @@ describe('parseProbe', () => {
       formatName: 'mov,mp4',
       durationSec: 12.5,
       sizeBytes: 10,
-      video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30000, den: 1001 }, pixFmt: 'yuv420p', interlaced: false },
+      video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30000, den: 1001 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false },
       audio: { codec: 'aac', channels: 2, sampleRate: 48000 },
     });
   });
@@ -192,6 +194,10 @@ describe('parseProbe', () => {
   ])('display matrix rotation %i reads as %i', (rotation, expected) => {
     const p = parseProbe({ streams: [{ ...videoStream, side_data_list: [{ side_data_type: 'Display Matrix', rotation }] }], format: { duration: '1' } }, 10);
     expect(p.video.rotation).toBe(expected);
+  });
+
+  it('reads the pixel aspect ratio', () => {
+    expect(parseProbe({ streams: [{ ...videoStream, sample_aspect_ratio: '16:15' }], format: { duration: '1' } }, 10).video.sampleAspectRatio).toEqual({ num: 16, den: 15 });
   });
 
   it('reads interlacing from the field order', () => {

@@ -46,6 +46,17 @@ function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInp
   return new MeshError('STORAGE_FAILED', `${action} ${s3url(ref)} failed: ${detail}`, { cause: err });
 }
 
+export async function bucketExists(s3: S3Client, bucket: string): Promise<boolean> {
+  try {
+    await s3.send(new HeadBucketCommand({ Bucket: bucket }));
+    return true;
+  } catch (err) {
+    const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+    if (status === 404) return false;
+    throw storageError(err, 'head of bucket', { bucket, key: '' }, false);
+  }
+}
+
 export async function ensureBuckets(s3: S3Client, names: string[]): Promise<void> {
   for (const Bucket of names) {
     try {

@@ -16,6 +16,10 @@ export interface ClipOptions {
   codec?: 'h264' | 'hevc';
   pixFmt?: string;
   interlaced?: boolean;
+  /** Variable frame rate: frame durations jitter around 1/fps, as phones record. */
+  vfr?: boolean;
+  /** Pixel aspect ratio, e.g. '16/15' for PAL DV. */
+  sar?: string;
 }
 
 /** Writes an MP4 test clip (testsrc2 picture, 440 Hz tone) to `path` and returns `path`. */
@@ -29,6 +33,11 @@ export async function makeClip(path: string, o: ClipOptions): Promise<string> {
   else args.push('-c:v', 'libx264', '-preset', 'ultrafast');
   args.push('-pix_fmt', o.pixFmt ?? 'yuv420p');
   if (o.interlaced) args.push('-flags', '+ildct+ilme', '-top', '1');
+  if (o.sar) args.push('-vf', `setsar=${o.sar}`);
+  if (o.vfr) {
+    // Millisecond timestamps, every third frame 8 ms late; passthrough and a 1 ms encoder time base keep them.
+    args.push('-vf', `settb=1/1000,setpts=trunc(N*1000/${fps})+8*not(mod(N\\,3))`, '-fps_mode', 'passthrough', '-enc_time_base', '1:1000', '-video_track_timescale', '1000');
+  }
   const rotated = (o.rotation ?? 0) !== 0;
   const encoded = rotated ? `${path}.tmp.mp4` : path;
   await run('ffmpeg', [...args, encoded]);

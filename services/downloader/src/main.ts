@@ -7,20 +7,36 @@
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
-import { int, layout, s3Config, transcodeWork, type Env } from '@mesh/common';
+import { InputError, int, layout, s3Config, transcodeWork, type Env } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
-import { planMedia, probeFile } from '@mesh/media';
-import { downloadToFile, uploadFile } from '@mesh/storage';
+import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
+import { bucketExists, downloadToFile, headObject, uploadFile } from '@mesh/storage';
 
 await runStageService({
   name: 'downloader',
   kind: 'download',
-  config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'DOWNLOADER_CONCURRENCY', 2, { min: 1, max: 64 }) }),
+  config: (env: Env) => ({
+    s3: s3Config(env),
+    concurrency: int(env, 'DOWNLOADER_CONCURRENCY', 2, { min: 1, max: 64 }),
+    limits: {
+      maxBytes: int(env, 'MAX_SOURCE_BYTES', DEFAULT_LIMITS.maxBytes, { min: 1 }),
+      maxDurationSec: int(env, 'MAX_SOURCE_DURATION_SEC', DEFAULT_LIMITS.maxDurationSec, { min: 1 }),
+      maxPixels: int(env, 'MAX_SOURCE_PIXELS', DEFAULT_LIMITS.maxPixels, { min: 1 }),
+    },
+  }),
   stage: () => 'download',
   async handle({ job }, { tmp, signal, log }, { bus, states, s3, config }) {
+    const input = { bucket: config.s3.inputBucket, key: job.objectKey };
+    const head = await headObject(s3, input);
+    if (!head) {
+      const what = (await bucketExists(s3, input.bucket)) ? `object s3://${input.bucket}/${input.key}` : `bucket ${input.bucket}`;
+      throw new InputError('SOURCE_NOT_FOUND', `${what} does not exist`);
+    }
+    checkSize(head.size, config.limits);
     const path = join(tmp, 'source');
-    await downloadToFile(s3, { bucket: config.s3.inputBucket, key: job.objectKey }, path, signal);
+    await downloadToFile(s3, input, path, signal);
     const probe = await probeFile(path, { log, signal });
+    checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');
 

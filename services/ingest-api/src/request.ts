@@ -28,7 +28,9 @@ const EncodingRequest = z.strictObject({
     .min(1)
     .max(1024)
     // eslint-disable-next-line no-control-regex
-    .refine((k) => !/[\u0000-\u001f\u007f]/.test(k), 'must not contain control characters'),
+    .refine((k) => !/[\u0000-\u001f\u007f]/.test(k), 'must not contain control characters')
+    // HTTP clients resolve "." and ".." segments, so such a key would name another object.
+    .refine((k) => !k.startsWith('/') && !k.split('/').some((seg) => seg === '.' || seg === '..'), "must not start with '/' or contain '.' or '..' segments"),
   base_url: z
     .string()
     .max(2048)
