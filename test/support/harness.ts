@@ -24,12 +24,17 @@ export interface System {
   stop(): Promise<void>;
 }
 
-export async function startSystem(o: { replicas?: Partial<Record<ServiceName, number>>; apiPort: number; env?: Record<string, string> }): Promise<System> {
+export async function startSystem(o: {
+  replicas?: Partial<Record<ServiceName, number>>;
+  apiPort: number;
+  env?: Record<string, string>;
+  backend?: Parameters<typeof startWebhookReceiver>[0];
+}): Promise<System> {
   const nats = await startNats();
   // Buckets created at start with CORS, so a browser can play what the mesh writes.
   const s3server = await startS3({ buckets: Object.values(BUCKETS) });
   const mongo = await startMongo();
-  const backend = await startWebhookReceiver();
+  const backend = await startWebhookReceiver(o.backend);
   const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
   const logs = new Map<string, string[]>();
   const mesh = await startMesh({
@@ -86,16 +91,27 @@ export async function getJob(sys: System, taskId: string): Promise<Job> {
   return (await res.json()) as Job;
 }
 
-/** Polls GET until the job reaches one of `states`. */
+/** Polls GET until the job reaches one of `states`; an API that is down or restarting is waited for. */
 export async function waitForState(sys: System, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
   let job: Job = {};
   while (Date.now() < deadline) {
-    job = await getJob(sys, taskId);
+    job = await getJob(sys, taskId).catch((err: unknown) => ({ unavailable: String(err) }));
     if (states.includes(job['state'])) return job;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`job ${taskId} not ${states.join('/')} within ${timeoutMs} ms: ${JSON.stringify(job)}`);
+}
+
+/** Waits until service `id` has logged a line with all of `fields`, and returns it. */
+export async function waitForLog(sys: System, id: string, fields: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = logLines(sys, id, fields)[0];
+    if (line) return line;
+    if (Date.now() > deadline) throw new Error(`${id} did not log ${JSON.stringify(fields)} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** Lines of service `id` whose JSON has all of `fields`. */

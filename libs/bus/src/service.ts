@@ -3,7 +3,7 @@
  * line naming the variable, exit 78), connect to NATS, make sure the streams exist, start the work, and
  * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0.
  */
-import { ConfigError, commonConfig, createLogger, reasonOf, type Env, type Logger } from '@mesh/common';
+import { ConfigError, commonConfig, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { closeBus, connectBus, type Bus } from './connect.ts';
 import { ensureStream, STREAMS } from './topology.ts';
 
@@ -14,7 +14,7 @@ export interface Stoppable {
 export interface ServiceOptions<C> {
   name: string;
   config: (env: Env) => C;
-  start: (ctx: { bus: Bus; log: Logger; config: C }) => Promise<Stoppable[]>;
+  start: (ctx: { bus: Bus; log: Logger; config: C; common: CommonConfig }) => Promise<Stoppable[]>;
 }
 
 export const EX_CONFIG = 78;
@@ -22,7 +22,7 @@ export const EX_CONFIG = 78;
 export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   const log = createLogger(o.name);
   let config: C;
-  let common;
+  let common: CommonConfig;
   try {
     common = commonConfig(process.env);
     config = o.config(process.env);
@@ -35,7 +35,7 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
   await ensureStream(bus.jsm, STREAMS.work);
   await ensureStream(bus.jsm, STREAMS.events);
-  const parts = await o.start({ bus, log, config });
+  const parts = await o.start({ bus, log, config, common });
   log.info('service started');
   // A launcher that started us with an IPC channel (tests, `npm start`) learns we are ready, whatever
   // the log level; the channel must not keep the process alive.

@@ -53,12 +53,15 @@ export function bucket(env: Env, name: string, fallback?: string): string {
 export interface CommonConfig {
   natsUrl: string;
   logLevel: string;
+  /** How long a delivered message may go without an ack or a heartbeat before it is redelivered: how soon a crash is noticed. */
+  ackWaitMs: number;
 }
 
 export function commonConfig(env: Env): CommonConfig {
   return {
     natsUrl: url(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
+    ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
   };
 }
 

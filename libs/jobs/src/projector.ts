@@ -15,13 +15,13 @@ export interface Projector {
   stop(): Promise<void>;
 }
 
-export async function ensureProjectorConsumer(bus: Bus): Promise<void> {
-  await ensureConsumer(bus.jsm, { ...PROJECTOR, ackWaitMs: 30_000, maxDeliver: -1, maxAckPending: 1 });
+export async function ensureProjectorConsumer(bus: Bus, ackWaitMs = 30_000): Promise<void> {
+  await ensureConsumer(bus.jsm, { ...PROJECTOR, ackWaitMs, maxDeliver: -1, maxAckPending: 1 });
 }
 
-export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger): Promise<Projector> {
+export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger, o: { ackWaitMs?: number } = {}): Promise<Projector> {
   let stopping = false;
-  await ensureProjectorConsumer(bus);
+  await ensureProjectorConsumer(bus, o.ackWaitMs);
   const loop = async () => {
     while (!stopping) {
       let msg: JsMsg | null = null;
@@ -37,7 +37,7 @@ export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger
         log.warn({ err: reasonOf(err) }, 'projector: retrying');
         await sleep(1000);
         // The consumer may have been deleted for a rebuild: recreate it (it starts at the first event).
-        await ensureProjectorConsumer(bus).catch(() => undefined);
+        await ensureProjectorConsumer(bus, o.ackWaitMs).catch(() => undefined);
       }
     }
   };

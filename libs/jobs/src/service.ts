@@ -31,7 +31,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
   return runService({
     name: o.name,
     config: o.config,
-    async start({ bus, log, config }) {
+    async start({ bus, log, config, common }) {
       const service: StageService<C> = { bus, log, config, s3: createS3(config.s3), states: await openJobStates(bus) };
       const onGiveUp = o.onGiveUp;
       const worker = await runStage({
@@ -40,6 +40,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         kind: o.kind,
         log,
         concurrency: config.concurrency,
+        ackWaitMs: common.ackWaitMs,
         stage: o.stage,
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),

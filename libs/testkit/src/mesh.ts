@@ -58,6 +58,8 @@ export interface Mesh {
   processes: ServiceProcess[];
   /** Starts one more replica of a service (scaling), resolved once it is consuming. */
   add(name: ServiceName): Promise<ServiceProcess>;
+  /** Starts a stopped or killed process again under the same id (a restart by the supervisor). */
+  respawn(p: ServiceProcess): Promise<ServiceProcess>;
   stop(): Promise<void>;
 }
 
@@ -96,6 +98,11 @@ export async function startMesh(o: { env: Record<string, string>; replicas?: Par
   const mesh: Mesh = {
     processes,
     add,
+    async respawn(old) {
+      await old.kill();
+      processes.splice(processes.indexOf(old), 1);
+      return launch(old.name, Number(old.id.split('#')[1] ?? 1));
+    },
     async stop() {
       await Promise.all(processes.map((p) => p.stop()));
     },

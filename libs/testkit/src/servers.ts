@@ -162,6 +162,8 @@ export interface MongoServer {
   uri: string;
   port: number;
   stop(): Promise<void>;
+  /** Stops and starts again on the same port: every document is gone (the server keeps them in memory). */
+  restart(): Promise<void>;
 }
 
 /** The MongoDB-wire-compatible jongodb server (in memory: data is gone when it stops). */
@@ -170,7 +172,11 @@ export async function startMongo(o: { port?: number } = {}): Promise<MongoServer
   const pkgDir = join(require.resolve('@jongodb/memory-server-bin-linux-x64-gnu/package.json'), '..');
   const logDir = (await tempDir('mongo')).path;
   const logFile = join(logDir, 'jongodb.log');
-  const server = await launch('jongodb', join(pkgDir, 'bin', 'jongodb'), [`--host=127.0.0.1`, `--port=${port}`], logFile, async () => (await readFile(logFile, 'utf8')).includes('JONGODB_URI='));
+  const start = async () => {
+    await writeFile(logFile, '');
+    return launch('jongodb', join(pkgDir, 'bin', 'jongodb'), [`--host=127.0.0.1`, `--port=${port}`], logFile, async () => (await readFile(logFile, 'utf8')).includes('JONGODB_URI='));
+  };
+  let server = await start();
   const printed = /JONGODB_URI=(\S+)/.exec(await readFile(logFile, 'utf8'))![1]!;
   return {
     uri: printed,
@@ -178,6 +184,10 @@ export async function startMongo(o: { port?: number } = {}): Promise<MongoServer
     async stop() {
       await server.stop();
       await rm(logDir, { recursive: true, force: true });
+    },
+    async restart() {
+      await server.stop();
+      server = await start();
     },
   };
 }

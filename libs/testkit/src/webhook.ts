@@ -21,12 +21,13 @@ export interface WebhookReceiver {
   stop(): Promise<void>;
 }
 
-export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest) => number; port?: number } = {}): Promise<WebhookReceiver> {
+/** `respond` picks the status, and may take its time (a slow backend). */
+export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest) => number | Promise<number>; port?: number } = {}): Promise<WebhookReceiver> {
   const received: ReceivedRequest[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
       const text = Buffer.concat(chunks).toString('utf8');
       let body: unknown = text;
       try {
@@ -36,7 +37,7 @@ export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest)
       }
       const entry = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, at: Date.now() };
       received.push(entry);
-      res.statusCode = o.respond?.(entry) ?? 200;
+      res.statusCode = (await o.respond?.(entry)) ?? 200;
       res.setHeader('content-type', 'application/json');
       res.end('{}');
     });

@@ -22,9 +22,9 @@ const config = (env: Env) => ({
 await runService({
   name: 'ingest-api',
   config,
-  async start({ bus, log, config }) {
+  async start({ bus, log, config, common }) {
     const store = await openProjectionStore(config.mongoUri);
-    const projector = await runProjector(bus, store, log.child({ part: 'projector' }));
+    const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { ackWaitMs: common.ackWaitMs });
     const s3 = createS3(config.s3);
 
     const app = createApp({

@@ -18,13 +18,14 @@ const STATUS: Partial<Record<JobEvent['type'], WebhookStatus>> = { 'job.playable
 await runService({
   name: 'notifier',
   config,
-  async start({ bus, log, config }) {
+  async start({ bus, log, config, common }) {
     const worker = await runWorker({
       bus,
       log,
       source: { stream: STREAMS.events.name, durable: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>`, schema: JobEvent, jobIdOf: (e) => e.jobId },
       concurrency: 4,
       maxDeliver: config.maxDeliver,
+      ackWaitMs: common.ackWaitMs,
       async handle(event, { log }) {
         const status = STATUS[event.type];
         if (!status) return;

@@ -1,0 +1,128 @@
+/**
+ * Nothing lost: each of the eight services is SIGKILLed while it holds a job's message and restarted,
+ * nats-server restarts mid-job, and the MongoDB projection is lost; every job still finishes correctly
+ * and the backend hears of it (duplicates carry the same Idempotency-Key, so it can drop them).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getText } from '@mesh/storage';
+import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
+import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForState, type System } from './support/harness.ts';
+import { readMpd } from './support/mpd.ts';
+
+let sys: System;
+let dir: string;
+let clip: string;
+/** Jobs whose backend call should hang for a while, so the notifier can be killed holding it. */
+const slowBackendFor = new Set<string>();
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'faults-'));
+  sys = await startSystem({
+    apiPort: await freePort(),
+    // A crashed holder's message comes back after 3 s instead of 30.
+    env: { ACK_WAIT_MS: '3000' },
+    backend: {
+      respond: async (req) => {
+        const taskId = (req.body as { taskId?: string }).taskId ?? '';
+        if (slowBackendFor.delete(taskId)) await new Promise((r) => setTimeout(r, 4000));
+        return 200;
+      },
+    },
+  });
+  clip = await makeClip(join(dir, 'clip.mp4'), { width: 1280, height: 720, seconds: 12, audio: true });
+}, 120_000);
+
+afterAll(async () => {
+  await sys?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+let n = 0;
+async function newJob(): Promise<string> {
+  const key = `faults/clip-${++n}.mp4`;
+  await putInput(sys, key, clip);
+  return submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: `faults-${n}`, has_audio: true });
+}
+
+/** The job ends complete, its manifest holds both renditions, and the backend heard SUCCESS (once per key). */
+async function expectDelivered(taskId: string) {
+  const job = await waitForState(sys, taskId, ['complete', 'failed'], 120_000);
+  expect(job).toMatchObject({ task_status: 'SUCCESS', state: 'complete', renditions: ['720p', '360p'] });
+  const mpd = readMpd((await getText(sys.s3, { bucket: BUCKETS.output, key: job['manifest'].key }))!);
+  expect(mpd.representations.filter((r) => r.contentType === 'video').map((r) => r.height)).toEqual([720, 360]);
+  await sys.backend.waitFor((all) => all.some((r) => (r.body as { taskId?: string }).taskId === taskId));
+  const keys = new Set(sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => r.headers['idempotency-key']));
+  expect([...keys]).toEqual([`${taskId}:SUCCESS`]);
+}
+
+/** Where each stage is surely holding the job's message. */
+const HOLDING: [ServiceName, Record<string, unknown>][] = [
+  ['downloader', { msg: 'running ffprobe' }],
+  ['transcoder-720', { msg: 'running ffmpeg' }],
+  ['transcoder-360', { msg: 'running ffmpeg' }],
+  ['thumbnailer', { msg: 'running ffmpeg' }],
+  ['packager', { msg: 'running packager' }],
+  ['uploader', { msg: 'work started' }],
+];
+
+describe('SIGKILL while holding a message', () => {
+  it.each(HOLDING)('%s: the message comes back to the restarted process and the job completes', async (name, at) => {
+    const taskId = await newJob();
+    await waitForLog(sys, name, { ...at, jobId: taskId });
+    const victim = sys.mesh.processes.find((p) => p.id === name)!;
+    await victim.kill();
+    await sys.mesh.respawn(victim);
+    // The restarted process gets the same message again (the job may finish first through another
+    // rendition's message; the redelivery must come all the same, and change nothing).
+    await waitForLog(sys, name, { jobId: taskId, msg: 'work done', delivery: 2 }, 30_000);
+    await expectDelivered(taskId);
+  }, 150_000);
+
+  it('notifier: killed while the backend call is in flight, the notification is sent again with the same key', async () => {
+    const taskId = await newJob();
+    slowBackendFor.add(taskId);
+    await sys.backend.waitFor((all) => all.some((r) => (r.body as { taskId?: string }).taskId === taskId), 120_000);
+    const victim = sys.mesh.processes.find((p) => p.id === 'notifier')!;
+    await victim.kill();
+    await sys.mesh.respawn(victim);
+    await sys.backend.waitFor((all) => all.filter((r) => (r.body as { taskId?: string }).taskId === taskId).length >= 2, 60_000);
+    await expectDelivered(taskId);
+    const job = await waitForState(sys, taskId, ['complete']);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await getJob(sys, taskId))['notifications']).toMatchObject([{ status: 'SUCCESS', httpStatus: 200 }]);
+    expect(job['state']).toBe('complete');
+  }, 150_000);
+
+  it('ingest-api: killed with a job in flight, it comes back and answers for the job', async () => {
+    const taskId = await newJob();
+    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+    const victim = sys.mesh.processes.find((p) => p.id === 'ingest-api')!;
+    await victim.kill();
+    await sys.mesh.respawn(victim);
+    await expectDelivered(taskId);
+  }, 150_000);
+});
+
+describe('infrastructure faults', () => {
+  it('nats-server restarting mid-job loses nothing; services reconnect by themselves', async () => {
+    const taskId = await newJob();
+    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+    await sys.nats.restart();
+    await expectDelivered(taskId);
+    for (const p of sys.mesh.processes) expect(p.child.exitCode, p.id).toBeNull();
+  }, 150_000);
+
+  it('the MongoDB projection lost entirely is rebuilt from the event stream', async () => {
+    const done = await newJob();
+    const before = await waitForState(sys, done, ['complete']);
+    await sys.mongo.restart();
+    expect((await fetch(`${sys.api}/video/encoding/${done}`, { headers })).status).toBe(404);
+    const res = await fetch(`${sys.api}/admin/projection/rebuild`, { method: 'POST', headers });
+    expect(res.status).toBe(202);
+    const after = await waitForState(sys, done, ['complete'], 60_000);
+    expect({ ...after, updated_at: null }).toEqual({ ...before, updated_at: null });
+  }, 150_000);
+});
