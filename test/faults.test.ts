@@ -126,3 +126,31 @@ describe('infrastructure faults', () => {
     expect({ ...after, updated_at: null }).toEqual({ ...before, updated_at: null });
   }, 150_000);
 });
+
+describe('SIGTERM', () => {
+  it('lets work in flight finish, then exits 0', async () => {
+    const taskId = await newJob();
+    await waitForLog(sys, 'transcoder-360', { msg: 'running ffmpeg', jobId: taskId });
+    const victim = sys.mesh.processes.find((p) => p.id === 'transcoder-360')!;
+    expect(await victim.stop(30_000)).toBe(0);
+    expect(await waitForLog(sys, 'transcoder-360', { msg: 'work done', jobId: taskId }, 1000)).toBeTruthy();
+    await sys.mesh.respawn(victim);
+    await expectDelivered(taskId);
+  }, 150_000);
+
+  it('past the drain deadline, stops FFmpeg, hands the message back and exits 0; another process finishes it', async () => {
+    // Only a replica with a 1 s drain deadline takes this job.
+    const first = sys.mesh.processes.find((p) => p.id === 'transcoder-720')!;
+    await first.stop();
+    const short = await sys.mesh.add('transcoder-720', { DRAIN_MS: '1000' });
+    const taskId = await newJob();
+    await waitForLog(sys, short.id, { msg: 'running ffmpeg', jobId: taskId });
+    const started = Date.now();
+    expect(await short.stop(30_000)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const handedBack = await waitForLog(sys, short.id, { msg: 'work interrupted by shutdown; handed back', jobId: taskId }, 1000);
+    expect(handedBack['err']).toMatch(/ffmpeg stopped: .*service stopping/);
+    await sys.mesh.respawn(first);
+    await expectDelivered(taskId);
+  }, 150_000);
+});

@@ -58,6 +58,8 @@ export interface Worker {
 
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_MAX_DELIVER = 5;
+/** On SIGTERM, work in flight may finish for this long; then it is stopped and handed back. */
+export const DEFAULT_DRAIN_MS = 25_000;
 
 /** Delay before the n-th retry (1-based): 2 s, 4 s, 8 s ... capped at a minute. */
 /**
@@ -109,6 +111,12 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       await msg.ackAck();
       log.info({ ms: Date.now() - startedAt }, 'work done');
     } catch (err) {
+      if (abort.signal.aborted) {
+        // Stopping: hand the message back at once for another replica; this try does not count against the job.
+        log.warn({ err: reasonOf(err) }, 'work interrupted by shutdown; handed back');
+        msg.nak();
+        return;
+      }
       const last = isPermanent(err) || deliveryCount >= maxDeliver;
       if (!last) {
         const delay = retryDelayMs(deliveryCount);
@@ -151,7 +159,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
   return {
     async stop() {
       stopping = true;
-      const drainMs = o.drainMs ?? 30_000;
+      const drainMs = o.drainMs ?? DEFAULT_DRAIN_MS;
       const timer = setTimeout(() => abort.abort(new Error('service stopping')), drainMs);
       await Promise.allSettled(loops);
       clearTimeout(timer);

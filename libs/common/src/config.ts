@@ -55,6 +55,8 @@ export interface CommonConfig {
   logLevel: string;
   /** How long a delivered message may go without an ack or a heartbeat before it is redelivered: how soon a crash is noticed. */
   ackWaitMs: number;
+  /** On SIGTERM, how long work in flight may finish before it is stopped and handed back. */
+  drainMs: number;
 }
 
 export function commonConfig(env: Env): CommonConfig {
@@ -62,6 +64,7 @@ export function commonConfig(env: Env): CommonConfig {
     natsUrl: url(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
+    drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 10 * 60_000 }),
   };
 }
 

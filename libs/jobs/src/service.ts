@@ -41,6 +41,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         log,
         concurrency: config.concurrency,
         ackWaitMs: common.ackWaitMs,
+        drainMs: common.drainMs,
         stage: o.stage,
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),

@@ -20,6 +20,7 @@ export interface StageOptions<K extends WorkKind> {
   concurrency?: number;
   ackWaitMs?: number;
   maxDeliver?: number;
+  drainMs?: number;
 }
 
 export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker> {
@@ -30,6 +31,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
     concurrency: o.concurrency ?? 1,
     ...(o.ackWaitMs ? { ackWaitMs: o.ackWaitMs } : {}),
     ...(o.maxDeliver ? { maxDeliver: o.maxDeliver } : {}),
+    ...(o.drainMs !== undefined ? { drainMs: o.drainMs } : {}),
     async handle(message, ctx) {
       const stage = o.stage(message);
       const jobId = message.job.jobId;

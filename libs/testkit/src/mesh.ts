@@ -56,8 +56,8 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
 
 export interface Mesh {
   processes: ServiceProcess[];
-  /** Starts one more replica of a service (scaling), resolved once it is consuming. */
-  add(name: ServiceName): Promise<ServiceProcess>;
+  /** Starts one more replica of a service (scaling), resolved once it is consuming; `env` adds to the mesh's. */
+  add(name: ServiceName, env?: Record<string, string>): Promise<ServiceProcess>;
   /** Starts a stopped or killed process again under the same id (a restart by the supervisor). */
   respawn(p: ServiceProcess): Promise<ServiceProcess>;
   stop(): Promise<void>;
@@ -69,9 +69,9 @@ export interface Mesh {
  */
 export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number }): Promise<Mesh> {
   const processes: ServiceProcess[] = [];
-  const launch = async (name: ServiceName, replica: number) => {
+  const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}) => {
     const tail: string[] = [];
-    const p = startService(name, o.env, {
+    const p = startService(name, { ...o.env, ...extraEnv }, {
       replica,
       onLine: (id, line) => {
         tail.push(line);
@@ -90,10 +90,10 @@ export async function startMesh(o: { env: Record<string, string>; replicas?: Par
     return p;
   };
   const counts = new Map<ServiceName, number>();
-  const add = (name: ServiceName) => {
+  const add = (name: ServiceName, env?: Record<string, string>) => {
     const n = (counts.get(name) ?? 0) + 1;
     counts.set(name, n);
-    return launch(name, n);
+    return launch(name, n, env);
   };
   const mesh: Mesh = {
     processes,

@@ -26,6 +26,7 @@ await runService({
       concurrency: 4,
       maxDeliver: config.maxDeliver,
       ackWaitMs: common.ackWaitMs,
+      drainMs: common.drainMs,
       async handle(event, { log }) {
         const status = STATUS[event.type];
         if (!status) return;
