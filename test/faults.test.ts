@@ -17,6 +17,8 @@ let dir: string;
 let clip: string;
 /** Jobs whose backend call should hang for a while, so the notifier can be killed holding it. */
 const slowBackendFor = new Set<string>();
+/** Statuses the backend answers for a job, one per request, before it answers 200. */
+const backendAnswers = new Map<string, number[]>();
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'faults-'));
@@ -28,7 +30,7 @@ beforeAll(async () => {
       respond: async (req) => {
         const taskId = (req.body as { taskId?: string }).taskId ?? '';
         if (slowBackendFor.delete(taskId)) await new Promise((r) => setTimeout(r, 4000));
-        return 200;
+        return backendAnswers.get(taskId)?.shift() ?? 200;
       },
     },
   });
@@ -92,7 +94,7 @@ describe('SIGKILL while holding a message', () => {
     await expectDelivered(taskId);
     const job = await waitForState(sys, taskId, ['complete']);
     await new Promise((r) => setTimeout(r, 500));
-    expect((await getJob(sys, taskId))['notifications']).toMatchObject([{ status: 'SUCCESS', httpStatus: 200 }]);
+    expect((await getJob(sys, taskId))['notifications']).toMatchObject([{ status: 'SUCCESS', httpStatus: 200, outcome: 'delivered' }]);
     expect(job['state']).toBe('complete');
   }, 150_000);
 
@@ -105,6 +107,49 @@ describe('SIGKILL while holding a message', () => {
     await expectDelivered(taskId);
   }, 150_000);
 });
+
+describe('a backend that is down or refuses', () => {
+  const callsFor = (taskId: string) => sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId);
+
+  it('is retried with backoff after 5xx until it answers, with one idempotency key, and the job shows the last try', async () => {
+    const key = `faults/backend-${++n}.mp4`;
+    await putInput(sys, key, clip);
+    // The job id is only known after the POST; answers are looked up per request, so set them at once.
+    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: 'backend-5xx', has_audio: true });
+    backendAnswers.set(taskId, [503, 502]);
+    await sys.backend.waitFor(() => callsFor(taskId).length >= 3, 90_000);
+    const calls = callsFor(taskId);
+    expect(calls.map((c) => c.headers['idempotency-key'])).toEqual([`${taskId}:SUCCESS`, `${taskId}:SUCCESS`, `${taskId}:SUCCESS`]);
+    // Backoff: the second retry waits longer than the first (1-2 s, then 2-4 s).
+    const gaps = [calls[1]!.at - calls[0]!.at, calls[2]!.at - calls[1]!.at];
+    expect(gaps[0]).toBeGreaterThanOrEqual(900);
+    expect(gaps[1]).toBeGreaterThanOrEqual(1900);
+    const job = await until(() => getJob(sys, taskId), (j) => j['notifications']?.[0]?.outcome === 'delivered');
+    expect(job['notifications']).toMatchObject([{ status: 'SUCCESS', httpStatus: 200, attempt: 3, outcome: 'delivered' }]);
+  }, 150_000);
+
+  it('is not retried after a 4xx; the refusal shows on the job', async () => {
+    const key = `faults/backend-${++n}.mp4`;
+    await putInput(sys, key, clip);
+    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: 'backend-4xx', has_audio: true });
+    backendAnswers.set(taskId, [400]);
+    const job = await until(() => getJob(sys, taskId), (j) => j['stages']?.notify?.state === 'failed', 90_000);
+    expect(job['notifications']).toMatchObject([{ status: 'SUCCESS', httpStatus: 400, attempt: 1, outcome: 'gave_up' }]);
+    expect(job['stages'].notify.reason).toMatch(/answered 400/);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(callsFor(taskId)).toHaveLength(1);
+  }, 150_000);
+});
+
+async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await get().catch(() => undefined);
+    if (v !== undefined && ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out; last ${JSON.stringify(v)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 describe('infrastructure faults', () => {
   it('nats-server restarting mid-job loses nothing; services reconnect by themselves', async () => {

@@ -61,7 +61,6 @@ export const DEFAULT_MAX_DELIVER = 5;
 /** On SIGTERM, work in flight may finish for this long; then it is stopped and handed back. */
 export const DEFAULT_DRAIN_MS = 25_000;
 
-/** Delay before the n-th retry (1-based): 2 s, 4 s, 8 s ... capped at a minute. */
 /**
  * One pull waits up to 5 s for a message. nats.js ends a pull after two missed idle heartbeats
  * (nats.js#150) and defaults the heartbeat to half the expiry, so that give-up raced the pull's own end:
@@ -69,8 +68,13 @@ export const DEFAULT_DRAIN_MS = 25_000;
  */
 export const PULL = { expires: 5000, idle_heartbeat: 1000 } as const;
 
-export function retryDelayMs(deliveryCount: number): number {
-  return Math.min(60_000, 2000 * 2 ** Math.max(0, deliveryCount - 1));
+/**
+ * Delay before retrying after the n-th delivery (1-based): exponential (2 s, 4 s, 8 s ... capped at a
+ * minute) with jitter over its upper half, so retries of many messages failing together spread out.
+ */
+export function retryDelayMs(deliveryCount: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(60_000, 2000 * 2 ** Math.max(0, deliveryCount - 1));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
 export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {

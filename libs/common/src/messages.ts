@@ -152,7 +152,16 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** Every rendition that could be made is in the manifest. */
   z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
   z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
-  z.object({ ...base, type: z.literal('notification.sent'), status: z.enum(['SUCCESS', 'FAILED']), httpStatus: z.number().int() }),
+  /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
+  z.object({
+    ...base,
+    type: z.literal('notification.sent'),
+    status: z.enum(['SUCCESS', 'FAILED']),
+    httpStatus: z.number().int(),
+    attempt: z.number().int().positive(),
+    outcome: z.enum(['delivered', 'retrying', 'gave_up']),
+    error: z.string().optional(),
+  }),
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;
 export type JobEventType = JobEvent['type'];

@@ -32,7 +32,8 @@ export interface JobView {
   manifest?: ObjectRef & { url: string };
   thumbnail?: ObjectRef;
   error?: { stage: Stage; code: string; reason: string };
-  notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; at: string }[];
+  /** The last try per status sent to the backend. */
+  notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; attempt: number; outcome: 'delivered' | 'retrying' | 'gave_up'; error?: string; at: string }[];
   createdAt: string;
   updatedAt: string;
   lastSeq: number;
@@ -121,7 +122,10 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       next.error = { stage: event.stage, code: event.code, reason: event.reason };
       break;
     case 'notification.sent':
-      next.notifications = [...next.notifications, { status: event.status, httpStatus: event.httpStatus, at: event.at }];
+      next.notifications = [
+        ...next.notifications.filter((n) => n.status !== event.status),
+        { status: event.status, httpStatus: event.httpStatus, attempt: event.attempt, outcome: event.outcome, ...(event.error ? { error: event.error } : {}), at: event.at },
+      ];
       break;
   }
   return next;
