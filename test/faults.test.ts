@@ -162,7 +162,11 @@ describe('infrastructure faults', () => {
 
   it('the MongoDB projection lost entirely is rebuilt from the event stream', async () => {
     const done = await newJob();
-    const before = await waitForState(sys, done, ['complete']);
+    // Settled: complete, every stage reported done, the backend told.
+    const before = await until(
+      () => getJob(sys, done),
+      (j) => j['state'] === 'complete' && Object.values(j['stages'] as Record<string, { state: string }>).every((st) => st.state === 'done') && j['notifications'].length === 1,
+    );
     await sys.mongo.restart();
     expect((await fetch(`${sys.api}/video/encoding/${done}`, { headers })).status).toBe(404);
     const res = await fetch(`${sys.api}/admin/projection/rebuild`, { method: 'POST', headers });
