@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getText } from '@mesh/storage';
+import { CreateBucketCommand, DeleteBucketCommand } from '@aws-sdk/client-s3';
+import { deletePrefix, getText } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
 import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForState, type System } from './support/harness.ts';
 import { readMpd } from './support/mpd.ts';
@@ -25,7 +26,7 @@ beforeAll(async () => {
   sys = await startSystem({
     apiPort: await freePort(),
     // A crashed holder's message comes back after 3 s instead of 30.
-    env: { ACK_WAIT_MS: '3000' },
+    env: { ACK_WAIT_MS: '3000', MAX_DELIVER: '3' },
     backend: {
       respond: async (req) => {
         const taskId = (req.body as { taskId?: string }).taskId ?? '';
@@ -49,15 +50,15 @@ async function newJob(): Promise<string> {
   return submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: `faults-${n}`, has_audio: true });
 }
 
-/** The job ends complete, its manifest holds both renditions, and the backend heard SUCCESS (once per key). */
-async function expectDelivered(taskId: string) {
+/** The job ends complete, its manifest holds both renditions, and the backend heard SUCCESS (once per key), after `before`. */
+async function expectDelivered(taskId: string, before: string[] = []) {
   const job = await waitForState(sys, taskId, ['complete', 'failed'], 120_000);
   expect(job).toMatchObject({ task_status: 'SUCCESS', state: 'complete', renditions: ['720p', '360p'] });
   const mpd = readMpd((await getText(sys.s3, { bucket: BUCKETS.output, key: job['manifest'].key }))!);
   expect(mpd.representations.filter((r) => r.contentType === 'video').map((r) => r.height)).toEqual([720, 360]);
   await sys.backend.waitFor((all) => all.some((r) => (r.body as { taskId?: string }).taskId === taskId));
   const keys = new Set(sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => r.headers['idempotency-key']));
-  expect([...keys]).toEqual([`${taskId}:SUCCESS`]);
+  expect([...keys]).toEqual([...before.map((s) => `${taskId}:${s}`), `${taskId}:SUCCESS`]);
 }
 
 /** Where each stage is surely holding the job's message. */
@@ -150,6 +151,40 @@ async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_00
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+describe('dead letters', () => {
+  it('a message that keeps failing fails the job with the reason, is kept, and re-driven finishes the job', async () => {
+    // The output bucket disappears: every upload fails until the stage gives up.
+    await deletePrefix(sys.s3, BUCKETS.output, '');
+    await sys.s3.send(new DeleteBucketCommand({ Bucket: BUCKETS.output }));
+    let taskId = '';
+    try {
+      taskId = await newJob();
+      const failed = await waitForState(sys, taskId, ['failed', 'complete'], 120_000);
+      expect(failed).toMatchObject({ task_status: 'FAILURE', error: { stage: 'upload', code: 'STORAGE_FAILED' } });
+      expect(failed['task_result']).toMatch(/e2e-output/);
+    } finally {
+      await sys.s3.send(new CreateBucketCommand({ Bucket: BUCKETS.output }));
+    }
+    const letters = await until(
+      async () => ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { seq: number; jobId: string; subject: string; reason: string; deliveries: number }[] }).dead_letters,
+      (all) => all.some((l) => l.jobId === taskId),
+    );
+    const mine = letters.filter((l) => l.jobId === taskId);
+    expect(mine.every((l) => l.subject === 'work.upload' && l.deliveries === 3 && /does not exist/.test(l.reason))).toBe(true);
+    for (const letter of mine) {
+      const res = await fetch(`${sys.api}/admin/dead-letters/${letter.seq}/redrive`, { method: 'POST', headers });
+      expect(res.status).toBe(202);
+    }
+    // The backend was told FAILED when the job failed, and SUCCESS once it recovered.
+    await expectDelivered(taskId, ['FAILED']);
+    const job = await getJob(sys, taskId);
+    expect(job['error']).toBeNull();
+    const left = ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters;
+    expect(left.filter((l) => l.jobId === taskId)).toEqual([]);
+    expect((await fetch(`${sys.api}/admin/dead-letters/999999/redrive`, { method: 'POST', headers })).status).toBe(404);
+  }, 150_000);
+});
 
 describe('infrastructure faults', () => {
   it('nats-server restarting mid-job loses nothing; services reconnect by themselves', async () => {

@@ -3,3 +3,4 @@ export * from './topology.ts';
 export * from './publish.ts';
 export * from './worker.ts';
 export * from './service.ts';
+export * from './dead-letters.ts';

@@ -35,6 +35,7 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
   await ensureStream(bus.jsm, STREAMS.work);
   await ensureStream(bus.jsm, STREAMS.events);
+  await ensureStream(bus.jsm, STREAMS.deadLetters);
   const parts = await o.start({ bus, log, config, common });
   log.info('service started');
   // A launcher that started us with an IPC channel (tests, `npm start`) learns we are ready, whatever

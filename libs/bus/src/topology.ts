@@ -27,6 +27,15 @@ export const STREAMS = {
     max_age: nanos(30 * DAY_MS),
     duplicate_window: nanos(2 * 60 * 1000),
   },
+  /** Messages given up on, kept for operators to inspect and re-drive: `dead.<consumer>`. */
+  deadLetters: {
+    name: 'DEAD_LETTERS',
+    subjects: ['dead.>'],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(30 * DAY_MS),
+    duplicate_window: nanos(2 * 60 * 1000),
+  },
 } satisfies Record<string, Partial<StreamConfig> & { name: string; subjects: string[] }>;
 
 export type StreamName = (typeof STREAMS)[keyof typeof STREAMS]['name'];

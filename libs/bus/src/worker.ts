@@ -12,6 +12,7 @@ import { isPermanent, reasonOf, WORK, type Logger, type WorkKind } from '@mesh/c
 import type { Bus } from './connect.ts';
 import { ensureConsumer, STREAMS, type StreamName } from './topology.ts';
 import { check, type WorkMessage } from './publish.ts';
+import { deadLetter } from './dead-letters.ts';
 
 export interface WorkContext {
   log: Logger;
@@ -131,6 +132,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       log.error({ err: reasonOf(err), permanent: isPermanent(err) }, 'work failed, giving up');
       try {
         await o.onGiveUp(message, raw, err);
+        await deadLetter(o.bus, msg, { durable, jobId: message ? o.source.jobIdOf(message) : undefined, reason: reasonOf(err) });
         // No reason string: nats-server 2.9 ignores term() with a reason and redelivers.
         msg.term();
       } catch (giveUpErr) {

@@ -57,6 +57,8 @@ export interface CommonConfig {
   ackWaitMs: number;
   /** On SIGTERM, how long work in flight may finish before it is stopped and handed back. */
   drainMs: number;
+  /** Tries a stage gets at one message before it gives up on it (and dead-letters it). */
+  maxDeliver: number;
 }
 
 export function commonConfig(env: Env): CommonConfig {
@@ -65,6 +67,7 @@ export function commonConfig(env: Env): CommonConfig {
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
     drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 10 * 60_000 }),
+    maxDeliver: int(env, 'MAX_DELIVER', 5, { min: 1, max: 100 }),
   };
 }
 

@@ -152,6 +152,8 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** Every rendition that could be made is in the manifest. */
   z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
   z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
+  /** An operator re-drove a dead letter of a failed job: it is processing again. */
+  z.object({ ...base, type: z.literal('job.reopened'), reason: z.string() }),
   /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
   z.object({
     ...base,

@@ -7,7 +7,7 @@
 import { Kvm, type KV } from '@nats-io/kv';
 import { publishEvent, type Bus } from '@mesh/bus';
 import type { ObjectRef, Rendition } from '@mesh/common';
-import { newRecord, pendingAnnouncements, withAnnounced, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
+import { newRecord, pendingAnnouncements, reopened, withAnnounced, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
 
 export interface JobStates {
   bus: Bus;
@@ -81,6 +81,15 @@ export async function failStage(states: JobStates, jobId: string, failure: Failu
   const rec = await mutate(states, jobId, (r) => withFailure(r, failure));
   await publishEvent(states.bus, { type: 'stage.failed', jobId, ...failure, fatal: rec.phase === 'failed' && rec.failure?.stage === failure.stage });
   return announce(states, rec);
+}
+
+/** Reopens a failed job so a re-driven message can finish it. Returns whether it was failed. */
+export async function reopenJob(states: JobStates, jobId: string, reason: string): Promise<boolean> {
+  const before = await getRecord(states, jobId);
+  if (before?.phase !== 'failed') return false;
+  await mutate(states, jobId, reopened);
+  await publishEvent(states.bus, { type: 'job.reopened', jobId, reason });
+  return true;
 }
 
 /**

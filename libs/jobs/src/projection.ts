@@ -121,6 +121,11 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       if (next.state !== 'playable' && next.state !== 'complete') next.state = 'failed';
       next.error = { stage: event.stage, code: event.code, reason: event.reason };
       break;
+    case 'job.reopened': {
+      next.state = 'processing';
+      const { error: _error, ...rest } = next;
+      return rest;
+    }
     case 'notification.sent':
       next.notifications = [
         ...next.notifications.filter((n) => n.status !== event.status),

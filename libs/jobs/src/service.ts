@@ -42,6 +42,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         concurrency: config.concurrency,
         ackWaitMs: common.ackWaitMs,
         drainMs: common.drainMs,
+        maxDeliver: common.maxDeliver,
         stage: o.stage,
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),

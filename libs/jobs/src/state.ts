@@ -61,6 +61,13 @@ export function withFailure(rec: JobRecord, failure: Failure): JobRecord {
   return { ...rec, phase: 'failed', failure };
 }
 
+/** A failed job runs again (a re-driven dead letter): its failure is forgotten, so it may fail or finish anew. */
+export function reopened(rec: JobRecord): JobRecord {
+  if (rec.phase !== 'failed') return rec;
+  const { failure: _failure, ...rest } = rec;
+  return { ...rest, phase: 'active', failedRenditions: {}, announced: rec.announced.filter((t) => t !== 'job.failed') };
+}
+
 export function withAnnounced(rec: JobRecord, types: JobEventType[]): JobRecord {
   return { ...rec, announced: union(rec.announced, types) };
 }

@@ -162,7 +162,8 @@ export async function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o
       }),
     );
   } catch (err) {
-    throw storageError(err, `copy to ${s3url(to)} from`, from, true);
+    // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
+    throw storageError(err, `copy to ${s3url(to)} from`, from, false);
   }
 }
 

@@ -4,6 +4,8 @@
  *   GET  /video/encoding/{task_id}  -> {task_id, task_status, task_result, ...details}
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents from the event stream
+ *   GET  /admin/dead-letters        -> messages the stages gave up on, with why
+ *   POST /admin/dead-letters/{seq}/redrive -> sends one back to its stage (reopening its job if failed)
  *   GET  /healthz                   (no key)
  * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403.
  */
@@ -12,6 +14,7 @@ import Router from '@koa/router';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import type { DeadLetter } from '@mesh/bus';
 import { toApiResponse, type ProjectionStore } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
@@ -24,6 +27,7 @@ export interface ApiDeps {
   submit: (spec: JobSpec) => Promise<void>;
   presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
   rebuildProjection: () => Promise<void>;
+  deadLetters: { list: () => Promise<DeadLetter[]>; redrive: (seq: number) => Promise<DeadLetter | null> };
   bodyLimitBytes?: number;
 }
 
@@ -96,6 +100,23 @@ export function createApp(deps: ApiDeps): Koa {
     await deps.rebuildProjection();
     ctx.status = 202;
     ctx.body = { rebuilding: true };
+  });
+
+  router.get('/admin/dead-letters', async (ctx) => {
+    ctx.body = { dead_letters: await deps.deadLetters.list() };
+  });
+
+  router.post('/admin/dead-letters/:seq/redrive', async (ctx) => {
+    const seq = Number(ctx.params['seq']);
+    const letter = Number.isSafeInteger(seq) && seq > 0 ? await deps.deadLetters.redrive(seq) : null;
+    if (!letter) {
+      ctx.status = 404;
+      ctx.body = { error: `no dead letter ${ctx.params['seq']}` };
+      return;
+    }
+    deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId }, 'dead letter re-driven');
+    ctx.status = 202;
+    ctx.body = { redriven: letter };
   });
 
   app.use(router.routes());

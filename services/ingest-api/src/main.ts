@@ -4,9 +4,9 @@
  * A job starts with `job.created` on the event stream (written straight into the projection too, so an
  * immediate GET finds it), then `work.download` queues the first stage.
  */
-import { publishEvent, publishWork, runService } from '@mesh/bus';
+import { getDeadLetter, listDeadLetters, publishEvent, publishWork, redrive, runService } from '@mesh/bus';
 import { int, s3Config, str, url, type Env } from '@mesh/common';
-import { openProjectionStore, rebuildProjection, runProjector } from '@mesh/jobs';
+import { openJobStates, openProjectionStore, rebuildProjection, reopenJob, runProjector } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { createApp } from './app.ts';
 
@@ -26,6 +26,7 @@ await runService({
     const store = await openProjectionStore(config.mongoUri);
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { ackWaitMs: common.ackWaitMs });
     const s3 = createS3(config.s3);
+    const states = await openJobStates(bus);
 
     const app = createApp({
       apiKey: config.apiKey,
@@ -41,6 +42,15 @@ await runService({
         return { url: await presignPut(s3, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
       },
       rebuildProjection: () => rebuildProjection(bus, store),
+      deadLetters: {
+        list: () => listDeadLetters(bus),
+        async redrive(seq) {
+          const letter = await getDeadLetter(bus, seq);
+          // A failed job must be open again, or the stages would drop the re-driven work as moot.
+          if (letter?.jobId) await reopenJob(states, letter.jobId, `dead letter ${seq} re-driven to ${letter.subject}`);
+          return redrive(bus, seq);
+        },
+      },
     });
     const server = app.listen(config.port, config.host);
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));

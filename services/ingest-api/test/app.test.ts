@@ -24,6 +24,7 @@ beforeAll(async () => {
     },
     presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
     rebuildProjection: async () => undefined,
+    deadLetters: { list: async () => [], redrive: async () => null },
     bodyLimitBytes: 1024,
   });
   server = app.listen(0, '127.0.0.1');
