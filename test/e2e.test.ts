@@ -156,6 +156,27 @@ describe('a file that is not a video', () => {
   });
 });
 
+describe('retrying a FAILED task', () => {
+  it('runs it again from the start once the cause is fixed', async () => {
+    const key = 'clips/late-upload.mp4';
+    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/r/', video_id: 'late', has_audio: true });
+    const failed = await waitForState(sys, taskId, ['failed', 'complete']);
+    expect(failed).toMatchObject({ task_status: 'FAILURE', attempt: 1, error: { code: 'SOURCE_NOT_FOUND' } });
+
+    await putInput(sys, key, await makeClip(join(dir, 'late.mp4'), { width: 640, height: 360, seconds: 2, audio: true }));
+    const res = await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers });
+    expect(res.status).toBe(202);
+    expect(await res.json()).toBe(taskId);
+    const job = await waitForState(sys, taskId, ['complete', 'failed']);
+    expect(job).toMatchObject({ task_status: 'SUCCESS', attempt: 2, renditions: ['360p'], error: null });
+
+    await sys.backend.waitFor((all) => all.filter((r) => (r.body as { taskId?: string }).taskId === taskId).length === 2);
+    const told = sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => (r.body as { status: string }).status);
+    expect(told).toEqual(['FAILED', 'SUCCESS']);
+    expect((await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers })).status).toBe(409);
+  }, 120_000);
+});
+
 describe('the API on the running mesh', () => {
   it('hands out a presigned upload URL that a client can PUT a video to and then submit', async () => {
     const res = await fetch(`${sys.api}/uploads`, { method: 'POST', headers, body: JSON.stringify({ filename: 'phone clip.mp4' }) });

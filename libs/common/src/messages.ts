@@ -34,8 +34,18 @@ export const JobSpec = z.object({
   baseUrl: z.string().max(2048),
   videoId: z.string().min(1).max(256),
   hasAudio: z.boolean(),
+  /** 1, then one more each time a client retries the failed job. */
+  attempt: z.number().int().positive(),
 });
 export type JobSpec = z.infer<typeof JobSpec>;
+
+/**
+ * The message id of something a job's attempt publishes once: JetStream drops a repeat inside its
+ * duplicate window, and a retried attempt never collides with the one before.
+ */
+export function msgId(job: { jobId: string; attempt: number }, ...what: (string | number)[]): string {
+  return [job.jobId, job.attempt, ...what].join(':');
+}
 
 export const ObjectRef = z.object({ bucket: z.string().min(3), key: z.string().min(1) });
 export type ObjectRef = z.infer<typeof ObjectRef>;
@@ -152,8 +162,8 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** Every rendition that could be made is in the manifest. */
   z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
   z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
-  /** An operator re-drove a dead letter of a failed job: it is processing again. */
-  z.object({ ...base, type: z.literal('job.reopened'), reason: z.string() }),
+  /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */
+  z.object({ ...base, type: z.literal('job.reopened'), reason: z.string(), attempt: z.number().int().positive() }),
   /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
   z.object({
     ...base,

@@ -6,7 +6,7 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import { publishEvent, type Bus } from '@mesh/bus';
-import type { ObjectRef, Rendition } from '@mesh/common';
+import { msgId, type ObjectRef, type Rendition } from '@mesh/common';
 import { newRecord, pendingAnnouncements, reopened, withAnnounced, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
 
 export interface JobStates {
@@ -53,7 +53,7 @@ export async function mutate(states: JobStates, jobId: string, change: (rec: Job
 async function announce(states: JobStates, rec: JobRecord): Promise<JobRecord> {
   const events = pendingAnnouncements(rec);
   if (events.length === 0) return rec;
-  for (const event of events) await publishEvent(states.bus, event, `${rec.jobId}:${event.type}`);
+  for (const event of events) await publishEvent(states.bus, event, msgId(rec, event.type));
   return mutate(states, rec.jobId, (r) => withAnnounced(r, events.map((e) => e.type)));
 }
 
@@ -83,13 +83,16 @@ export async function failStage(states: JobStates, jobId: string, failure: Failu
   return announce(states, rec);
 }
 
-/** Reopens a failed job so a re-driven message can finish it. Returns whether it was failed. */
-export async function reopenJob(states: JobStates, jobId: string, reason: string): Promise<boolean> {
+/**
+ * Reopens a failed job so it can run again. Returns its new attempt and the job.reopened event as
+ * published (to write into the projection at once), or null when the job was not failed.
+ */
+export async function reopenJob(states: JobStates, jobId: string, reason: string): Promise<{ attempt: number; published: Awaited<ReturnType<typeof publishEvent>> } | null> {
   const before = await getRecord(states, jobId);
-  if (before?.phase !== 'failed') return false;
-  await mutate(states, jobId, reopened);
-  await publishEvent(states.bus, { type: 'job.reopened', jobId, reason });
-  return true;
+  if (before?.phase !== 'failed') return null;
+  const rec = await mutate(states, jobId, (r) => (r.attempt === before.attempt ? reopened(r) : r));
+  const published = await publishEvent(states.bus, { type: 'job.reopened', jobId, reason, attempt: rec.attempt }, msgId(rec, 'reopened'));
+  return { attempt: rec.attempt, published };
 }
 
 /**

@@ -23,6 +23,7 @@ export interface JobView {
   objectKey: string;
   baseUrl: string;
   hasAudio: boolean;
+  attempt: number;
   state: JobState;
   stages: Partial<Record<Stage, StageView>>;
   planned: Rendition[];
@@ -51,6 +52,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       objectKey: spec.objectKey,
       baseUrl: spec.baseUrl,
       hasAudio: spec.hasAudio,
+      attempt: spec.attempt,
       state: 'queued',
       stages: {},
       planned: [],
@@ -123,6 +125,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       break;
     case 'job.reopened': {
       next.state = 'processing';
+      next.attempt = event.attempt;
       const { error: _error, ...rest } = next;
       return rest;
     }
@@ -145,6 +148,7 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     task_result: taskStatus === 'SUCCESS' ? view.videoId : taskStatus === 'FAILURE' ? (view.error?.reason ?? 'failed') : null,
     state: view.state,
     video_id: view.videoId,
+    attempt: view.attempt,
     object_key: view.objectKey,
     renditions: view.renditions,
     planned_renditions: view.planned,

@@ -22,6 +22,8 @@ export interface Failure {
 
 export interface JobRecord {
   jobId: string;
+  /** Goes up each time the failed job is reopened; phase events of each attempt are announced anew. */
+  attempt: number;
   phase: Phase;
   /** Empty until the downloader has probed the source and planned the renditions. */
   expected: Rendition[];
@@ -36,7 +38,7 @@ export interface JobRecord {
 }
 
 export function newRecord(jobId: string): JobRecord {
-  return { jobId, phase: 'active', expected: [], ready: [], failedRenditions: {}, published: [], announced: [] };
+  return { jobId, attempt: 1, phase: 'active', expected: [], ready: [], failedRenditions: {}, published: [], announced: [] };
 }
 
 export function withPlan(rec: JobRecord, renditions: Rendition[]): JobRecord {
@@ -65,7 +67,7 @@ export function withFailure(rec: JobRecord, failure: Failure): JobRecord {
 export function reopened(rec: JobRecord): JobRecord {
   if (rec.phase !== 'failed') return rec;
   const { failure: _failure, ...rest } = rec;
-  return { ...rest, phase: 'active', failedRenditions: {}, announced: rec.announced.filter((t) => t !== 'job.failed') };
+  return { ...rest, attempt: rec.attempt + 1, phase: 'active', failedRenditions: {}, announced: rec.announced.filter((t) => t !== 'job.failed') };
 }
 
 export function withAnnounced(rec: JobRecord, types: JobEventType[]): JobRecord {

@@ -4,7 +4,7 @@ import { applyEvent, toApiResponse, type JobView } from '../src/projection.ts';
 
 const jobId = '00000000-0000-4000-8000-000000000002';
 const at = '2026-11-24T10:00:00.000Z';
-const spec = { jobId, objectKey: 'in/cat.mp4', baseUrl: 'https://cdn.test/cat/', videoId: '42', hasAudio: true };
+const spec = { jobId, objectKey: 'in/cat.mp4', baseUrl: 'https://cdn.test/cat/', videoId: '42', hasAudio: true, attempt: 1 };
 const manifest = { bucket: 'out', key: 'in/cat.mp4/manifest.mpd' };
 
 function fold(events: JobEvent[]): JobView | null {

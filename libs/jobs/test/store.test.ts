@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 const jobId = '00000000-0000-4000-a000-000000000001';
-const spec = { jobId, objectKey: 'in/a.mp4', baseUrl: 'https://cdn.test/a/', videoId: 'a', hasAudio: true };
+const spec = { jobId, objectKey: 'in/a.mp4', baseUrl: 'https://cdn.test/a/', videoId: 'a', hasAudio: true, attempt: 1 };
 
 async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
   const end = Date.now() + ms;

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
-import { int, layout, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
+import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { outputSize, PROFILES, runTool, transcodeArgs } from '@mesh/media';
 import { downloadToFile, uploadFile } from '@mesh/storage';
@@ -37,14 +37,14 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
 
       const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
       await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
-      await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, `${job.jobId}:rendition.ready:${rendition}`);
-      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, `${job.jobId}:package:${rendition}`);
+      await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, msgId(job, 'rendition.ready', rendition));
+      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, msgId(job, 'package', rendition));
     },
     // A failed rendition does not fail the job by itself: the packager decides, once it knows whether
     // another rendition made it.
     async onGiveUp({ job, plan }, _err, { stage, code, reason }, { bus }) {
       await publishEvent(bus, { type: 'stage.failed', jobId: job.jobId, stage, code, reason, fatal: false });
-      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: false, rendition, reason } }, `${job.jobId}:package:${rendition}:failed`);
+      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: false, rendition, reason } }, msgId(job, 'package', rendition, 'failed'));
     },
   });
 }

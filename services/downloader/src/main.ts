@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
-import { InputError, int, layout, s3Config, transcodeWork, type Env } from '@mesh/common';
+import { InputError, int, layout, msgId, s3Config, transcodeWork, type Env } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
 import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
 import { bucketExists, downloadToFile, headObject, uploadFile } from '@mesh/storage';
@@ -42,12 +42,12 @@ await runStageService({
 
     const source = { bucket: config.s3.workBucket, key: layout.source(job.jobId) };
     await uploadFile(s3, source, path, { contentType: 'application/octet-stream' });
-    await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, `${job.jobId}:source.probed`);
+    await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, msgId(job, 'source.probed'));
     await planRenditions(states, job.jobId, plan.renditions);
     for (const rendition of plan.renditions) {
       const { subject } = transcodeWork(rendition);
-      await publishWork(bus, `transcode-${rendition}`, { kind: 'transcode', job, rendition, source, probe, plan }, `${job.jobId}:transcode:${rendition}`, subject);
+      await publishWork(bus, `transcode-${rendition}`, { kind: 'transcode', job, rendition, source, probe, plan }, msgId(job, 'transcode', rendition), subject);
     }
-    await publishWork(bus, 'thumbnail', { kind: 'thumbnail', job, source, probe }, `${job.jobId}:thumbnail`);
+    await publishWork(bus, 'thumbnail', { kind: 'thumbnail', job, source, probe }, msgId(job, 'thumbnail'));
   },
 });

@@ -2,6 +2,7 @@
  * The REST API, compatible with the Python service it replaces:
  *   POST /video/encoding            {object_key, base_url, video_id, has_audio}  -> "task id" (JSON string)
  *   GET  /video/encoding/{task_id}  -> {task_id, task_status, task_result, ...details}
+ *   POST /video/encoding/{task_id}/retry -> runs a FAILED task again (409 for any other state)
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents from the event stream
  *   GET  /admin/dead-letters        -> messages the stages gave up on, with why
@@ -15,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter } from '@mesh/bus';
-import { toApiResponse, type ProjectionStore } from '@mesh/jobs';
+import { toApiResponse, type JobView, type ProjectionStore } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
 
@@ -28,6 +29,8 @@ export interface ApiDeps {
   presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
   rebuildProjection: () => Promise<void>;
   deadLetters: { list: () => Promise<DeadLetter[]>; redrive: (seq: number) => Promise<DeadLetter | null> };
+  /** Runs a FAILED job again from the start: its new attempt, or why not. */
+  retry: (view: JobView) => Promise<number>;
   bodyLimitBytes?: number;
 }
 
@@ -70,7 +73,7 @@ export function createApp(deps: ApiDeps): Koa {
 
   router.post('/video/encoding', async (ctx) => {
     const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
-    const spec: JobSpec = { jobId: randomUUID(), objectKey: req.object_key, baseUrl: req.base_url, videoId: req.video_id, hasAudio: req.has_audio };
+    const spec: JobSpec = { jobId: randomUUID(), objectKey: req.object_key, baseUrl: req.base_url, videoId: req.video_id, hasAudio: req.has_audio, attempt: 1 };
     await deps.submit(spec);
     deps.log.info({ jobId: spec.jobId, videoId: spec.videoId, objectKey: spec.objectKey }, 'job submitted');
     ctx.body = JSON.stringify(spec.jobId);
@@ -86,6 +89,26 @@ export function createApp(deps: ApiDeps): Koa {
       return;
     }
     ctx.body = toApiResponse(view);
+  });
+
+  router.post('/video/encoding/:taskId/retry', async (ctx) => {
+    const taskId = ctx.params['taskId'] ?? '';
+    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
+    if (!view) {
+      ctx.status = 404;
+      ctx.body = { error: `no task ${taskId}` };
+      return;
+    }
+    if (view.state !== 'failed') {
+      ctx.status = 409;
+      ctx.body = { error: `only a FAILED task can be retried; this one is ${toApiResponse(view).task_status}` };
+      return;
+    }
+    const attempt = await deps.retry(view);
+    deps.log.info({ jobId: view._id, attempt }, 'job retried');
+    ctx.status = 202;
+    ctx.body = JSON.stringify(view._id);
+    ctx.type = 'application/json';
   });
 
   router.post('/uploads', async (ctx) => {

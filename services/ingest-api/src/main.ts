@@ -5,7 +5,7 @@
  * immediate GET finds it), then `work.download` queues the first stage.
  */
 import { getDeadLetter, listDeadLetters, publishEvent, publishWork, redrive, runService } from '@mesh/bus';
-import { int, s3Config, str, url, type Env } from '@mesh/common';
+import { int, msgId, s3Config, str, url, type Env } from '@mesh/common';
 import { openJobStates, openProjectionStore, rebuildProjection, reopenJob, runProjector } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { createApp } from './app.ts';
@@ -33,21 +33,34 @@ await runService({
       log,
       store,
       async submit(spec) {
-        const { ack, event } = await publishEvent(bus, { type: 'job.created', jobId: spec.jobId, spec }, `${spec.jobId}:created`);
+        const { ack, event } = await publishEvent(bus, { type: 'job.created', jobId: spec.jobId, spec }, msgId(spec, 'created'));
         await store.apply(event, ack.seq);
-        await publishWork(bus, 'download', { kind: 'download', job: spec }, `${spec.jobId}:download`);
+        await publishWork(bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
       },
       async presignUpload(key, contentType) {
         const ref = { bucket: config.s3.inputBucket, key };
         return { url: await presignPut(s3, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
       },
       rebuildProjection: () => rebuildProjection(bus, store),
+      async retry(view) {
+        const reopened = await reopenJob(states, view._id, 'retried by the client');
+        if (!reopened) throw new Error(`job ${view._id} is not failed`);
+        // Into the projection now, so a GET right after the answer already shows the job running.
+        await store.apply(reopened.published.event, reopened.published.ack.seq);
+        const { attempt } = reopened;
+        const spec = { jobId: view._id, objectKey: view.objectKey, baseUrl: view.baseUrl, videoId: view.videoId, hasAudio: view.hasAudio, attempt };
+        await publishWork(bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
+        return attempt;
+      },
       deadLetters: {
         list: () => listDeadLetters(bus),
         async redrive(seq) {
           const letter = await getDeadLetter(bus, seq);
           // A failed job must be open again, or the stages would drop the re-driven work as moot.
-          if (letter?.jobId) await reopenJob(states, letter.jobId, `dead letter ${seq} re-driven to ${letter.subject}`);
+          if (letter?.jobId) {
+            const reopened = await reopenJob(states, letter.jobId, `dead letter ${seq} re-driven to ${letter.subject}`);
+            if (reopened) await store.apply(reopened.published.event, reopened.published.ack.seq);
+          }
           return redrive(bus, seq);
         },
       },

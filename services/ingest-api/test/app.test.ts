@@ -25,6 +25,7 @@ beforeAll(async () => {
     presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
     rebuildProjection: async () => undefined,
     deadLetters: { list: async () => [], redrive: async () => null },
+    retry: async () => 2,
     bodyLimitBytes: 1024,
   });
   server = app.listen(0, '127.0.0.1');
@@ -44,7 +45,7 @@ describe('POST /video/encoding', () => {
     expect(res.status).toBe(200);
     const taskId = await res.json();
     expect(typeof taskId).toBe('string');
-    expect(submitted.at(-1)).toEqual({ jobId: taskId, objectKey: 'videos/cat 1.mp4', baseUrl: valid.base_url, videoId: '42', hasAudio: true });
+    expect(submitted.at(-1)).toEqual({ jobId: taskId, objectKey: 'videos/cat 1.mp4', baseUrl: valid.base_url, videoId: '42', hasAudio: true, attempt: 1 });
   });
 
   it('accepts the camelCase spelling and a numeric video id', async () => {
@@ -96,6 +97,16 @@ describe('GET /video/encoding/{task_id}', () => {
       const res = await fetch(`${base}/video/encoding/${id}`, { headers: { ApiKey: KEY } });
       expect(res.status).toBe(404);
     }
+  });
+});
+
+describe('POST /video/encoding/{task_id}/retry', () => {
+  it('refuses a task that has not failed with 409, and an unknown one with 404', async () => {
+    const taskId = (await (await post('/video/encoding', valid)).json()) as string;
+    const res = await post(`/video/encoding/${taskId}/retry`, {});
+    expect(res.status).toBe(409);
+    expect(await res.json()).toEqual({ error: 'only a FAILED task can be retried; this one is PENDING' });
+    expect((await post('/video/encoding/6f1c2a8e-0000-4000-8000-000000000000/retry', {})).status).toBe(404);
   });
 });
 

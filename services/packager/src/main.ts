@@ -8,7 +8,7 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
-import { int, layout, mapLimit, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
+import { int, layout, mapLimit, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
 import { packagerArgs, runTool, setBaseUrl } from '@mesh/media';
 import { downloadToFile, uploadFile } from '@mesh/storage';
@@ -47,6 +47,6 @@ await runStageService({
     const files = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name)));
     await mapLimit(files, 8, (file) => uploadFile(s3, { bucket: config.s3.workBucket, key: prefix + file }, join(outDir, file)));
     const pkg = { bucket: config.s3.workBucket, prefix, files, manifest: layout.manifestName };
-    await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, package: pkg }, `${job.jobId}:upload:${ready.join('-')}`);
+    await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, package: pkg }, msgId(job, 'upload', ready.join('-')));
   },
 });

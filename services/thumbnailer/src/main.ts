@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { publishEvent } from '@mesh/bus';
-import { int, s3Config, type Env } from '@mesh/common';
+import { int, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { runTool, thumbnailArgs } from '@mesh/media';
 import { downloadToFile, uploadFile } from '@mesh/storage';
@@ -22,7 +22,7 @@ await runStageService({
     await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal });
     const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
     await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
-    await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, `${job.jobId}:thumbnail.ready`);
+    await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, msgId(job, 'thumbnail.ready'));
   },
   async onGiveUp({ job }, _err, { stage, code, reason }, { bus }) {
     await publishEvent(bus, { type: 'stage.failed', jobId: job.jobId, stage, code, reason, fatal: false });

@@ -6,7 +6,7 @@
  * published: a late or repeated upload never takes a rendition away from clients.
  */
 import { publishEvent } from '@mesh/bus';
-import { int, layout, mapLimit, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
+import { int, layout, mapLimit, msgId, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
 import { getRecord, mayPublish, recordPublished, runStageService, withJobLock } from '@mesh/jobs';
 import { contentTypeFor, copyObject, publicUrl } from '@mesh/storage';
 
@@ -39,7 +39,7 @@ await runStageService({
       const manifest = out(pkg.manifest);
       await copyObject(s3, from(pkg.manifest), manifest, { contentType: contentTypeFor(pkg.manifest), cacheControl: MANIFEST_CACHE });
       const url = publicUrl(config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`, manifest);
-      await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: manifest, url }, `${job.jobId}:manifest:${renditions.join('-')}`);
+      await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: manifest, url }, msgId(job, 'manifest', renditions.join('-')));
       await recordPublished(states, job.jobId, renditions, { object: manifest, url });
       log.info({ renditions, url }, 'manifest published');
     });
