@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BACKEND_KEY, BUCKETS, headers, outputBaseUrl, putInput, startSystem, submit, waitForState, type Job, type System } from './support/harness.ts';
+import { BACKEND_KEY, BUCKETS, getJob, headers, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForState, type Job, type System } from './support/harness.ts';
 import { playInBrowser } from './support/playback.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
 
@@ -174,6 +174,28 @@ describe('retrying a FAILED task', () => {
     const told = sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => (r.body as { status: string }).status);
     expect(told).toEqual(['FAILED', 'SUCCESS']);
     expect((await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers })).status).toBe(409);
+  }, 120_000);
+});
+
+describe('cancelling a running task', () => {
+  it('stops the FFmpeg work it started and publishes nothing more', async () => {
+    const key = 'clips/cancel-me.mp4';
+    await putInput(sys, key, await makeClip(join(dir, 'cancel.mp4'), { width: 1280, height: 720, seconds: 30, audio: true }));
+    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/c/', video_id: 'cancel', has_audio: true });
+    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+
+    const res = await fetch(`${sys.api}/video/encoding/${taskId}/cancel`, { method: 'POST', headers });
+    expect(res.status).toBe(202);
+    expect(await getJob(sys, taskId)).toMatchObject({ state: 'cancelled', task_status: 'FAILURE', task_result: 'cancelled by the client' });
+
+    const stopped = await waitForLog(sys, 'transcoder-720', { msg: 'work cancelled', jobId: taskId }, 10_000);
+    expect(stopped['err']).toMatch(/ffmpeg stopped/);
+    await new Promise((r) => setTimeout(r, 3000));
+    const job = await getJob(sys, taskId);
+    expect(job).toMatchObject({ state: 'cancelled', renditions: [] });
+    expect(await getText(sys.s3, { bucket: BUCKETS.output, key: `${key}/manifest.mpd` })).toBeNull();
+    expect(sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId)).toEqual([]);
+    expect((await fetch(`${sys.api}/video/encoding/${taskId}/cancel`, { method: 'POST', headers })).status).toBe(409);
   }, 120_000);
 });
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JsMsg } from '@nats-io/jetstream';
 import type { z } from 'zod';
-import { isPermanent, reasonOf, WORK, type Logger, type WorkKind } from '@mesh/common';
+import { isPermanent, MeshError, reasonOf, WORK, type Logger, type WorkKind } from '@mesh/common';
 import type { Bus } from './connect.ts';
 import { ensureConsumer, STREAMS, type StreamName } from './topology.ts';
 import { check, type WorkMessage } from './publish.ts';
@@ -116,6 +116,12 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       await msg.ackAck();
       log.info({ ms: Date.now() - startedAt }, 'work done');
     } catch (err) {
+      if (err instanceof MeshError && err.code === 'CANCELLED') {
+        // The client cancelled the job: nothing failed, nothing to keep.
+        log.info({ err: reasonOf(err) }, 'work cancelled');
+        msg.term();
+        return;
+      }
       if (abort.signal.aborted) {
         // Stopping: hand the message back at once for another replica; this try does not count against the job.
         log.warn({ err: reasonOf(err) }, 'work interrupted by shutdown; handed back');

@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'STORAGE_FAILED'
   | 'NO_RENDITION'
   | 'WEBHOOK_REJECTED'
-  | 'RETRIES_EXHAUSTED';
+  | 'RETRIES_EXHAUSTED'
+  | 'CANCELLED';
 
 export class MeshError extends Error {
   override name = 'MeshError';

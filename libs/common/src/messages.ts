@@ -162,6 +162,8 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** Every rendition that could be made is in the manifest. */
   z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
   z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
+  /** The client cancelled the job: work in flight is stopped, nothing more is published. */
+  z.object({ ...base, type: z.literal('job.cancelled') }),
   /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */
   z.object({ ...base, type: z.literal('job.reopened'), reason: z.string(), attempt: z.number().int().positive() }),
   /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
@@ -181,6 +183,11 @@ export type JobEventType = JobEvent['type'];
 export type NewJobEvent = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, 'at'> : never) : never;
 
 export const EVENTS_SUBJECT_PREFIX = 'events';
+
+/** Core NATS (not JetStream): tells every process working on a job to stop now. */
+export function cancelSubject(jobId: string): string {
+  return `control.cancel.${jobId}`;
+}
 export function eventSubject(jobId: string): string {
   return `${EVENTS_SUBJECT_PREFIX}.${jobId}`;
 }

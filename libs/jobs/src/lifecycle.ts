@@ -6,8 +6,8 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import { publishEvent, type Bus } from '@mesh/bus';
-import { msgId, type ObjectRef, type Rendition } from '@mesh/common';
-import { newRecord, pendingAnnouncements, reopened, withAnnounced, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
+import { cancelSubject, msgId, type ObjectRef, type Rendition } from '@mesh/common';
+import { newRecord, pendingAnnouncements, reopened, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
 
 export interface JobStates {
   bus: Bus;
@@ -93,6 +93,25 @@ export async function reopenJob(states: JobStates, jobId: string, reason: string
   const rec = await mutate(states, jobId, (r) => (r.attempt === before.attempt ? reopened(r) : r));
   const published = await publishEvent(states.bus, { type: 'job.reopened', jobId, reason, attempt: rec.attempt }, msgId(rec, 'reopened'));
   return { attempt: rec.attempt, published };
+}
+
+/**
+ * Cancels a running job: records it, publishes job.cancelled, and tells every process working on the
+ * job to stop. Null when the job was not running (finished, failed, cancelled or unknown).
+ */
+export async function cancelJob(states: JobStates, jobId: string): Promise<Awaited<ReturnType<typeof publishEvent>> | null> {
+  const before = await getRecord(states, jobId);
+  if (!before || (before.phase !== 'active' && before.phase !== 'playable')) return null;
+  const rec = await mutate(states, jobId, withCancel);
+  const published = await publishEvent(states.bus, { type: 'job.cancelled', jobId }, msgId(rec, 'cancelled'));
+  states.bus.nc.publish(cancelSubject(jobId));
+  await states.bus.nc.flush();
+  return published;
+}
+
+/** True when the job was cancelled: its remaining work is dropped. */
+export async function isCancelled(states: JobStates, jobId: string): Promise<boolean> {
+  return (await getRecord(states, jobId))?.phase === 'cancelled';
 }
 
 /**

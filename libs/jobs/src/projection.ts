@@ -5,7 +5,7 @@
  */
 import type { JobEvent, ObjectRef, Rendition, Stage } from '@mesh/common';
 
-export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed';
+export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
 export interface StageView {
   state: 'running' | 'done' | 'failed';
@@ -123,6 +123,9 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       if (next.state !== 'playable' && next.state !== 'complete') next.state = 'failed';
       next.error = { stage: event.stage, code: event.code, reason: event.reason };
       break;
+    case 'job.cancelled':
+      next.state = 'cancelled';
+      break;
     case 'job.reopened': {
       next.state = 'processing';
       next.attempt = event.attempt;
@@ -141,11 +144,13 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
 
 /** The compatible answer (task_id, task_status, task_result) plus what a client needs to follow the job. */
 export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string } = {}) {
-  const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE' }[view.state];
+  // The original service's four states: a cancelled task reads as FAILURE, with the reason.
+  const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' }[view.state];
+  const failure = view.state === 'cancelled' ? 'cancelled by the client' : (view.error?.reason ?? 'failed');
   return {
     task_id: view._id,
     task_status: taskStatus,
-    task_result: taskStatus === 'SUCCESS' ? view.videoId : taskStatus === 'FAILURE' ? (view.error?.reason ?? 'failed') : null,
+    task_result: taskStatus === 'SUCCESS' ? view.videoId : taskStatus === 'FAILURE' ? failure : null,
     state: view.state,
     video_id: view.videoId,
     attempt: view.attempt,

@@ -4,8 +4,8 @@
  * on the job. Services only write what is different about them.
  */
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
-import { MeshError, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
-import { failStage, type JobStates } from './lifecycle.ts';
+import { cancelSubject, MeshError, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { failStage, isCancelled, type JobStates } from './lifecycle.ts';
 
 export interface StageOptions<K extends WorkKind> {
   bus: Bus;
@@ -35,9 +35,23 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
     async handle(message, ctx) {
       const stage = o.stage(message);
       const jobId = message.job.jobId;
-      await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
-      await o.handle(message, { ...ctx, stage });
-      await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
+      if (await isCancelled(o.states, jobId)) {
+        ctx.log.info('job cancelled; work dropped');
+        return;
+      }
+      // A cancel while we work stops the work, FFmpeg included: the signal reaches every tool we run.
+      const cancel = new AbortController();
+      const sub = o.bus.nc.subscribe(cancelSubject(jobId), { max: 1, callback: () => cancel.abort(new Error('job cancelled')) });
+      try {
+        await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
+        await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
+        await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
+      } catch (err) {
+        if (cancel.signal.aborted) throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
+        throw err;
+      } finally {
+        sub.unsubscribe();
+      }
     },
     async onGiveUp(message, raw, err) {
       const code = err instanceof MeshError ? err.code : 'RETRIES_EXHAUSTED';

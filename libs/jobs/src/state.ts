@@ -6,13 +6,14 @@
  *   active ──first manifest published──▶ playable ──every rendition settled and published──▶ complete
  *     │                                                                                            
  *     └──fatal stage failure, or every rendition failed──▶ failed
+ *   active or playable ──client cancels──▶ cancelled
  *
  * Once playable, a job never becomes failed: a later rendition failure is recorded on its stage only,
  * and the client keeps the manifest it was told about.
  */
 import { transcodeStage, type JobEventType, type NewJobEvent, type ObjectRef, type Rendition, type Stage } from '@mesh/common';
 
-export type Phase = 'active' | 'playable' | 'complete' | 'failed';
+export type Phase = 'active' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
 export interface Failure {
   stage: Stage;
@@ -53,6 +54,7 @@ export function withRendition(rec: JobRecord, rendition: Rendition, outcome: { o
 
 /** A manifest holding `renditions` went out. Never shrinks what is published. */
 export function withPublished(rec: JobRecord, renditions: Rendition[], manifest: { object: ObjectRef; url: string }): JobRecord {
+  if (rec.phase === 'cancelled') return rec;
   if (isSubset(renditions, rec.published) && rec.manifest) return rec;
   return settle({ ...rec, published: union(rec.published, renditions), manifest });
 }
@@ -61,6 +63,11 @@ export function withPublished(rec: JobRecord, renditions: Rendition[], manifest:
 export function withFailure(rec: JobRecord, failure: Failure): JobRecord {
   if (rec.phase !== 'active') return rec;
   return { ...rec, phase: 'failed', failure };
+}
+
+/** The client cancelled: only a job still running can be. */
+export function withCancel(rec: JobRecord): JobRecord {
+  return rec.phase === 'active' || rec.phase === 'playable' ? { ...rec, phase: 'cancelled' } : rec;
 }
 
 /** A failed job runs again (a re-driven dead letter): its failure is forgotten, so it may fail or finish anew. */
@@ -81,7 +88,7 @@ export function mayPublish(rec: JobRecord, renditions: Rendition[]): boolean {
 
 /** Derives the phase from the facts. */
 export function settle(rec: JobRecord): JobRecord {
-  if (rec.phase === 'failed' || rec.phase === 'complete') return rec;
+  if (rec.phase === 'failed' || rec.phase === 'complete' || rec.phase === 'cancelled') return rec;
   const settled = rec.expected.length > 0 && rec.expected.every((r) => rec.ready.includes(r) || r in rec.failedRenditions);
   if (rec.published.length === 0) {
     if (settled && rec.ready.length === 0) {

@@ -3,6 +3,7 @@
  *   POST /video/encoding            {object_key, base_url, video_id, has_audio}  -> "task id" (JSON string)
  *   GET  /video/encoding/{task_id}  -> {task_id, task_status, task_result, ...details}
  *   POST /video/encoding/{task_id}/retry -> runs a FAILED task again (409 for any other state)
+ *   POST /video/encoding/{task_id}/cancel -> stops a running task and the FFmpeg work it started
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents from the event stream
  *   GET  /admin/dead-letters        -> messages the stages gave up on, with why
@@ -31,6 +32,8 @@ export interface ApiDeps {
   deadLetters: { list: () => Promise<DeadLetter[]>; redrive: (seq: number) => Promise<DeadLetter | null> };
   /** Runs a FAILED job again from the start: its new attempt, or why not. */
   retry: (view: JobView) => Promise<number>;
+  /** Stops a running job; false when it was not running. */
+  cancel: (view: JobView) => Promise<boolean>;
   bodyLimitBytes?: number;
 }
 
@@ -106,6 +109,25 @@ export function createApp(deps: ApiDeps): Koa {
     }
     const attempt = await deps.retry(view);
     deps.log.info({ jobId: view._id, attempt }, 'job retried');
+    ctx.status = 202;
+    ctx.body = JSON.stringify(view._id);
+    ctx.type = 'application/json';
+  });
+
+  router.post('/video/encoding/:taskId/cancel', async (ctx) => {
+    const taskId = ctx.params['taskId'] ?? '';
+    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
+    if (!view) {
+      ctx.status = 404;
+      ctx.body = { error: `no task ${taskId}` };
+      return;
+    }
+    if (!(await deps.cancel(view))) {
+      ctx.status = 409;
+      ctx.body = { error: `only a running task can be cancelled; this one is ${view.state}` };
+      return;
+    }
+    deps.log.info({ jobId: view._id }, 'job cancelled');
     ctx.status = 202;
     ctx.body = JSON.stringify(view._id);
     ctx.type = 'application/json';

@@ -6,7 +6,7 @@
  */
 import { getDeadLetter, listDeadLetters, publishEvent, publishWork, redrive, runService } from '@mesh/bus';
 import { int, msgId, s3Config, str, url, type Env } from '@mesh/common';
-import { openJobStates, openProjectionStore, rebuildProjection, reopenJob, runProjector } from '@mesh/jobs';
+import { cancelJob, openJobStates, openProjectionStore, rebuildProjection, reopenJob, runProjector } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { createApp } from './app.ts';
 
@@ -51,6 +51,11 @@ await runService({
         const spec = { jobId: view._id, objectKey: view.objectKey, baseUrl: view.baseUrl, videoId: view.videoId, hasAudio: view.hasAudio, attempt };
         await publishWork(bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
         return attempt;
+      },
+      async cancel(view) {
+        const published = await cancelJob(states, view._id);
+        if (published) await store.apply(published.event, published.ack.seq);
+        return published !== null;
       },
       deadLetters: {
         list: () => listDeadLetters(bus),

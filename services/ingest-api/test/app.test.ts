@@ -26,6 +26,7 @@ beforeAll(async () => {
     rebuildProjection: async () => undefined,
     deadLetters: { list: async () => [], redrive: async () => null },
     retry: async () => 2,
+    cancel: async () => false,
     bodyLimitBytes: 1024,
   });
   server = app.listen(0, '127.0.0.1');
