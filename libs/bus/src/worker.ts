@@ -135,7 +135,9 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         msg.nak(delay);
         return;
       }
-      log.error({ err: reasonOf(err), permanent: isPermanent(err) }, 'work failed, giving up');
+      // A permanent failure is usually the input's fault (not a video, too long): worth a warning, not a page.
+      if (isPermanent(err)) log.warn({ err: reasonOf(err), permanent: true }, 'work failed, giving up');
+      else log.error({ err: reasonOf(err), permanent: false, deliveries: deliveryCount }, 'work failed, giving up');
       try {
         await o.onGiveUp(message, raw, err);
         await deadLetter(o.bus, msg, { durable, jobId: message ? o.source.jobIdOf(message) : undefined, reason: reasonOf(err) });
