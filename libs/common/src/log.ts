@@ -5,14 +5,15 @@ export type { Logger };
 /** Keys whose values never reach a log line. */
 const REDACT = ['apiKey', 'ApiKey', 'headers.apikey', 'headers.ApiKey', 'req.headers.apikey', '*.apiKey', '*.secretAccessKey', 'secretAccessKey', 'uploadUrl', '*.uploadUrl'];
 
-export function createLogger(service: string, level = process.env['LOG_LEVEL'] ?? 'info'): Logger {
-  return pino({
+export function createLogger(service: string, level = process.env['LOG_LEVEL'] ?? 'info', destination?: pino.DestinationStream): Logger {
+  const options = {
     name: service,
     level,
     base: { service },
     redact: { paths: REDACT, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 /** Quote one argument for a POSIX shell, so a logged command can be pasted as is. */

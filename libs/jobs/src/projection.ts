@@ -36,6 +36,9 @@ export interface JobView {
   /** The last try per status sent to the backend. */
   notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; attempt: number; outcome: 'delivered' | 'retrying' | 'gave_up'; error?: string; at: string }[];
   createdAt: string;
+  /** When the first manifest was published, and when the last rendition was: what a client waits for. */
+  playableAt?: string;
+  completedAt?: string;
   updatedAt: string;
   lastSeq: number;
 }
@@ -115,9 +118,11 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     case 'job.playable':
       if (next.state === 'queued' || next.state === 'processing') next.state = 'playable';
       next.manifest ??= { ...event.manifest, url: event.url };
+      next.playableAt ??= event.at;
       break;
     case 'job.completed':
       if (next.state !== 'failed') next.state = 'complete';
+      next.completedAt ??= event.at;
       break;
     case 'job.failed':
       if (next.state !== 'playable' && next.state !== 'complete') next.state = 'failed';
@@ -164,6 +169,8 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     source: view.source ?? null,
     notifications: view.notifications,
     created_at: view.createdAt,
+    playable_at: view.playableAt ?? null,
+    completed_at: view.completedAt ?? null,
     updated_at: view.updatedAt,
   };
 }

@@ -21,7 +21,7 @@ export function transcodeArgs(o: { input: string; output: string; probe: Probe; 
   ];
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
-    ...inputGuard(),
+    ...inputGuard(o.input),
     '-i', o.input,
     '-map', '0:v:0',
     ...(plan.audio ? ['-map', '0:a:0'] : []),
@@ -57,7 +57,7 @@ export const THUMBNAIL_MAX_WIDTH = 640;
 export function thumbnailArgs(o: { input: string; output: string; probe: Probe }): string[] {
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
-    ...inputGuard(),
+    ...inputGuard(o.input),
     // Seeking before -i jumps to the nearest keyframe and decodes from there: fast on long videos.
     '-ss', thumbnailTime(o.probe.durationSec).toFixed(3),
     '-i', o.input,

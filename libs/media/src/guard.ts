@@ -15,11 +15,19 @@ export const ALLOWED_DEMUXERS = [
   'mxf',
 ];
 
-export function inputGuard(): string[] {
+/** A presigned S3 URL rather than a local file. */
+export function isUrl(input: string): boolean {
+  return /^https?:\/\//i.test(input);
+}
+
+export function inputGuard(input: string): string[] {
   return [
-    // Only the local file we were given: no http, no tcp, no concat:, no subfile:.
-    '-protocol_whitelist', 'file',
+    // Only the kind of input we were given: a local file, or the presigned URL of the job's staged source
+    // (HTTP(S) and what it runs on). Never file: beside a URL, nor concat:, subfile:, data: or pipe:.
+    '-protocol_whitelist', isUrl(input) ? 'http,https,tcp,tls' : 'file',
     // Only real video containers: hls, concat, image sequences and the like are refused.
     '-format_whitelist', ALLOWED_DEMUXERS.join(','),
+    // A long encode survives a dropped connection to S3: FFmpeg reconnects and resumes with a range request.
+    ...(isUrl(input) ? ['-reconnect', '1', '-reconnect_on_network_error', '1', '-reconnect_delay_max', '10'] : []),
   ];
 }

@@ -5,7 +5,7 @@ import { inputGuard } from './guard.ts';
 import { runTool } from './run.ts';
 
 export function ffprobeArgs(input: string): string[] {
-  return ['-hide_banner', '-v', 'error', ...inputGuard(), '-show_format', '-show_streams', '-of', 'json', input];
+  return ['-hide_banner', '-v', 'error', ...inputGuard(input), '-show_format', '-show_streams', '-of', 'json', input];
 }
 
 interface FfStream {
@@ -86,9 +86,12 @@ function readableStderr(stderr: string, path: string): string {
   return [...new Set(lines)].join('; ') || 'unreadable';
 }
 
-/** Probes a local file. Anything ffprobe cannot read is not a video, and retrying will not change that. */
-export async function probeFile(path: string, o: { log: Logger; signal?: AbortSignal }): Promise<Probe> {
-  const { size } = await stat(path);
+/**
+ * Probes a local file, or a presigned URL (then give its size, and `redact` so the URL is never logged).
+ * Anything ffprobe cannot read is not a video, and retrying will not change that.
+ */
+export async function probeFile(path: string, o: { log: Logger; signal?: AbortSignal; sizeBytes?: number; redact?: Record<string, string> }): Promise<Probe> {
+  const size = o.sizeBytes ?? (await stat(path)).size;
   if (size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
   let stdout: string;
   try {
@@ -97,7 +100,7 @@ export async function probeFile(path: string, o: { log: Logger; signal?: AbortSi
     if (err instanceof ToolError) {
       const why = err.stderrTail.includes('not on whitelist')
         ? 'its container is not an allowed video format (playlists, concat lists and image sequences are refused)'
-        : readableStderr(err.stderrTail, path);
+        : readableStderr(err.stderrTail, o.redact?.[path] ?? path);
       throw new InputError('NOT_A_VIDEO', `not a video file ffprobe can read: ${why}`, err);
     }
     throw err;

@@ -3,6 +3,7 @@
  * shell-quoted so it can be pasted, keeps only the tail of stderr, and reports ffmpeg progress.
  */
 import { createRequire } from 'node:module';
+import { setPriority } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { MeshError, shellCommand, ToolError, type Logger } from '@mesh/common';
@@ -24,10 +25,24 @@ const STDERR_TAIL = 4096;
 export async function runTool(
   tool: Tool,
   args: string[],
-  o: { log: Logger; signal?: AbortSignal; cwd?: string; onProgress?: (outSeconds: number) => void },
+  o: {
+    log: Logger;
+    signal?: AbortSignal;
+    cwd?: string;
+    onProgress?: (outSeconds: number) => void;
+    /** Secrets in the arguments (presigned URLs) and what to show instead, in logs and error messages. */
+    redact?: Record<string, string>;
+    /** CPU niceness of the tool (0-19): lower-priority work fills the gaps of higher-priority work on a shared host. */
+    niceness?: number;
+  },
 ): Promise<{ stdout: string; stderr: string; durationMs: number }> {
   const cmd = toolPath(tool);
-  o.log.info({ tool, command: shellCommand(cmd, args) }, `running ${tool}`);
+  const hide = (text: string) =>
+    Object.entries(o.redact ?? {})
+      .reduce((t, [secret, shown]) => t.replaceAll(secret, shown), text)
+      // And any presigned-URL credential that slipped through (a URL cut in two by the stderr tail).
+      .replace(/(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s'"]+/gi, '$1REDACTED');
+  o.log.info({ tool, command: hide(shellCommand(cmd, args)), ...(o.niceness ? { niceness: o.niceness } : {}) }, `running ${tool}`);
   const started = Date.now();
   const child = execa(cmd, args, {
     ...(o.cwd ? { cwd: o.cwd } : {}),
@@ -38,6 +53,13 @@ export async function runTool(
     reject: false,
     encoding: 'utf8',
   });
+  if (o.niceness && child.pid) {
+    try {
+      setPriority(child.pid, o.niceness);
+    } catch {
+      // The process may already be gone; it then fails or finishes on its own.
+    }
+  }
   let stdout = '';
   let stderr = '';
   let pending = '';
@@ -57,7 +79,7 @@ export async function runTool(
   });
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-STDERR_TAIL);
+    stderr = hide(stderr + chunk).slice(-STDERR_TAIL);
   });
   const result = await child;
   const durationMs = Date.now() - started;
@@ -67,7 +89,7 @@ export async function runTool(
   if (result.failed) {
     o.log.warn({ tool, exitCode: result.exitCode, signal: result.signal, durationMs, stderr }, `${tool} failed`);
     if (result.exitCode === undefined && !result.signal) {
-      throw new MeshError('TOOL_FAILED', `${tool} could not run: ${result.shortMessage ?? 'unknown error'}`);
+      throw new MeshError('TOOL_FAILED', `${tool} could not run: ${hide(result.shortMessage ?? 'unknown error')}`);
     }
     throw new ToolError(tool, result.exitCode, stderr || (result.signal ? `killed by ${result.signal}` : ''));
   }

@@ -83,6 +83,14 @@ describe('transcodeArgs', () => {
     expect(after(a, '-format_whitelist')).not.toContain('hls');
   });
 
+  it('lets a presigned URL be read over HTTP(S) only, never a local file, and reconnects', () => {
+    const a = transcodeArgs({ input: 'https://s3.example/work/jobs/1/source?X-Amz-Signature=abc', output: '/out/720p.mp4', probe: probe(1920, 1080), plan: plan(), profile: PROFILES['720p'] });
+    expect(after(a, '-protocol_whitelist')).toBe('http,https,tcp,tls');
+    expect(after(a, '-reconnect')).toBe('1');
+    expect(a.indexOf('-reconnect')).toBeLessThan(a.indexOf('-i'));
+    expect(args(probe(1920, 1080), plan())).not.toContain('-reconnect');
+  });
+
   it('aligns keyframes to the segment: fixed GOP, no scene cut, forced boundaries, constant rate', () => {
     const a = args(probe(1920, 1080), plan());
     expect(after(a, '-g')).toBe('120');

@@ -1,11 +1,13 @@
 /** The argument builders run through real ffprobe, ffmpeg and Shaka Packager on clips made here. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
-import { makeClip, REPO_ROOT, tempDir } from '@mesh/testkit';
+import { makeClip, REPO_ROOT, startS3, tempDir } from '@mesh/testkit';
+import { createS3, presignGet, putObject } from '@mesh/storage';
 import { outputSize, packagerArgs, planMedia, probeFile, PROFILES, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 
 const run = promisify(execFile);
@@ -17,6 +19,20 @@ beforeAll(async () => {
   dir = await tempDir('media');
 });
 afterAll(() => dir.remove());
+
+/** The newest ffmpeg child of this process (the one runTool just started). */
+function lastFfmpegPid(): number {
+  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  const mine = pids.filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.includes('(ffmpeg)') && Number(stat.split(') ')[1]!.split(' ')[1]) === process.pid;
+    } catch {
+      return false;
+    }
+  });
+  return Math.max(...mine);
+}
 
 async function streamInfo(path: string): Promise<string> {
   const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_type,codec_name,width,height', '-of', 'csv=p=0', path]);
@@ -108,6 +124,44 @@ describe('refusals', () => {
     expect(err).toBeInstanceOf(ToolError);
     expect((err as ToolError).exitCode).toBe(1);
     expect((err as Error).message).toMatch(/ffmpeg failed \(exit 1\): .*No such file/);
+  });
+
+  it('reads a presigned URL, runs at the niceness asked, and never shows the URL in logs or errors', async () => {
+    const server = await startS3({ buckets: ['media-url'] });
+    try {
+      const s3 = createS3({ endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } });
+      const src = await makeClip(at('url-src.mp4'), { width: 640, height: 360, seconds: 2, audio: true });
+      await putObject(s3, { bucket: 'media-url', key: 'jobs/1/source' }, await readFile(src));
+      const url = await presignGet(s3, { bucket: 'media-url', key: 'jobs/1/source' }, { expiresSec: 60 });
+      const lines: string[] = [];
+      const spy = createLogger('test', 'info', { write: (l: string) => lines.push(l) });
+      const redact = { [url]: 's3://media-url/jobs/1/source' };
+      const probe = await probeFile(url, { log: spy, sizeBytes: 1, redact });
+      expect(probe.video).toMatchObject({ width: 640, height: 360 });
+      let niceness = -1;
+      const plan = planMedia(probe, { hasAudio: true });
+      await runTool('ffmpeg', transcodeArgs({ input: url, output: at('url-360p.mp4'), probe, plan, profile: PROFILES['360p'] }), {
+        log: spy,
+        redact,
+        niceness: 12,
+        onProgress: () => {
+          if (niceness < 0) niceness = Number(readFileSync(`/proc/${lastFfmpegPid()}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+        },
+      });
+      expect(niceness).toBe(12);
+      expect(await streamInfo(at('url-360p.mp4'))).toContain('h264,video,640,360');
+      // A failure whose stderr names the URL: the error and the logs show the label instead.
+      const gone = await presignGet(s3, { bucket: 'media-url', key: 'jobs/1/missing' }, { expiresSec: 60 });
+      const err = await probeFile(gone, { log: spy, sizeBytes: 1, redact: { [gone]: 's3://media-url/jobs/1/missing' } }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'NOT_A_VIDEO' });
+      for (const text of [...lines, (err as Error).message]) {
+        expect(text).not.toContain('X-Amz-Signature=');
+        expect(text).not.toContain('X-Amz-Credential=');
+      }
+      expect(lines.join('\n')).toContain('s3://media-url/jobs/1/source');
+    } finally {
+      await server.stop();
+    }
   });
 
   it('stops a running tool when its signal aborts', async () => {

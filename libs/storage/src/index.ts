@@ -30,7 +30,7 @@ export function createS3(c: { endpoint?: string | undefined; region: string; cre
   });
 }
 
-const s3url = (ref: ObjectRef) => `s3://${ref.bucket}/${ref.key}`;
+export const s3url = (ref: ObjectRef): string => `s3://${ref.bucket}/${ref.key}`;
 
 /** Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. */
 function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInput: boolean): Error {
@@ -164,6 +164,41 @@ export async function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o
   } catch (err) {
     // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
     throw storageError(err, `copy to ${s3url(to)} from`, from, false);
+  }
+}
+
+/** How long stages' presigned URLs to a staged source last: past the longest encode, FFmpeg seeks with it again. */
+export const SOURCE_URL_TTL_SEC = 24 * 3600;
+
+/** The largest object a single CopyObject can copy. */
+const MAX_COPY_BYTES = 5 * 1024 ** 3;
+
+/**
+ * Puts a client's object at a key of the mesh's own: a server-side copy (no bytes through this process)
+ * when S3 can do it, else streamed through (objects over 5 GiB; stores that refuse the copy, like the
+ * local stand-in for some keys). A missing source is the input's fault. Returns how it was done.
+ */
+export async function stageObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
+  if (o.size <= MAX_COPY_BYTES) {
+    try {
+      await copyObject(s3, from, to, { contentType: 'application/octet-stream' });
+      return 'copied';
+    } catch {
+      // Fall through to the stream, which also tells a missing source from a refused copy.
+    }
+  }
+  try {
+    const res = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key }), o.signal ? { abortSignal: o.signal } : {});
+    await new Upload({
+      client: s3,
+      params: { Bucket: to.bucket, Key: to.key, Body: res.Body as Readable, ContentType: 'application/octet-stream' },
+      queueSize: 4,
+      partSize: 16 * 1024 * 1024,
+    }).done();
+    return 'streamed';
+  } catch (err) {
+    if (err instanceof MeshError) throw err;
+    throw storageError(err, `staging to ${s3url(to)} of`, from, true);
   }
 }
 

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { InputError } from '@mesh/common';
 import { startS3, tempDir, type S3Server } from '@mesh/testkit';
-import { contentTypeFor, copyObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadFile } from '../src/index.ts';
+import { contentTypeFor, copyObject, stageObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadFile } from '../src/index.ts';
 
 let server: S3Server;
 let s3: S3Client;
@@ -33,6 +33,21 @@ describe('storage', () => {
     // Any key may be a copy's destination.
     await copyObject(s3, { bucket, key: 'plain.mp4' }, { bucket, key: `copies/${key}` });
     expect(await getText(s3, { bucket, key: `copies/${key}` })).toBe('hello');
+  });
+
+  it.each(['plain source.mp4', `it's "$(rm -rf ~)"; a|b&c +1 #x?.mp4`, 'dir/vidéo 日本.mp4'])('stages the client object %j under a key of the mesh', async (key) => {
+    const data = randomBytes(300_000);
+    await putObject(s3, { bucket, key: `in/${key}` }, data);
+    // A server-side copy where S3 does it; streamed where it refuses (the stand-in, for keys with $;+,?#&=).
+    const how = await stageObject(s3, { bucket, key: `in/${key}` }, { bucket, key: 'jobs/j1/source' }, { size: data.length });
+    expect(['copied', 'streamed']).toContain(how);
+    const path = join(dir.path, 'staged');
+    await downloadToFile(s3, { bucket, key: 'jobs/j1/source' }, path);
+    expect((await readFile(path)).equals(data)).toBe(true);
+  });
+
+  it('stages a missing object as the input error it is', async () => {
+    await expect(stageObject(s3, { bucket, key: 'in/gone.mp4' }, { bucket, key: 'jobs/j2/source' }, { size: 10 })).rejects.toMatchObject({ code: 'SOURCE_NOT_FOUND' });
   });
 
   it('copies from keys with spaces and unicode', async () => {

@@ -3,13 +3,14 @@
  *
  * transcoder-720 and transcoder-360 are this code with a different rendition profile. Replicas of one
  * share a durable consumer; a long encode keeps its message alive (the consume loop calls working()).
+ * FFmpeg reads the staged source straight from S3 through a presigned URL (range requests, no local copy).
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
 import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { outputSize, PROFILES, runTool, transcodeArgs } from '@mesh/media';
-import { downloadToFile, uploadFile } from '@mesh/storage';
+import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
 
 /** How often progress reaches the job's status. */
 const PROGRESS_EVERY_MS = 2000;
@@ -19,12 +20,15 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
   return runStageService({
     name: `transcoder-${profile.shortSide}`,
     kind: `transcode-${rendition}`,
-    config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'TRANSCODER_CONCURRENCY', 1, { min: 1, max: 16 }) }),
+    config: (env: Env) => ({
+      s3: s3Config(env),
+      concurrency: int(env, 'TRANSCODER_CONCURRENCY', 1, { min: 1, max: 16 }),
+      niceness: int(env, 'FFMPEG_NICENESS', profile.niceness, { min: 0, max: 19 }),
+    }),
     stage: () => transcodeStage(rendition),
     async handle({ job, source, probe, plan }, { tmp, signal, log, stage }, { bus, s3, config }) {
-      const input = join(tmp, 'source');
+      const input = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
       const output = join(tmp, `${rendition}.mp4`);
-      await downloadToFile(s3, source, input, signal);
 
       let lastProgress = 0;
       const onProgress = (seconds: number) => {
@@ -33,7 +37,7 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
         const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
         publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
       };
-      await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress });
+      await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress, niceness: config.niceness, redact: { [input]: s3url(source) } });
 
       const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
       await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });

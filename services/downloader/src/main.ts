@@ -1,16 +1,16 @@
 /**
- * downloader: work.download -> fetch the object, probe it, plan the renditions -> work.transcode.*, work.thumbnail
+ * downloader: work.download -> stage the object, probe it, plan the renditions -> work.transcode.*, work.thumbnail
  *
- * The probed file is put into the work bucket under the job id, so every later stage reads the same
- * bytes even if the client overwrites its object meanwhile. (Not a server-side copy: client keys may hold
- * any character, and the local S3 stand-in mis-decodes some of them in x-amz-copy-source.)
+ * The source is first staged into the work bucket under the job id (a server-side copy: no bytes pass
+ * through here), so every later stage reads the same bytes even if the client overwrites or deletes its
+ * object meanwhile. ffprobe then reads the staged copy through a presigned URL: only the headers and
+ * index, not the whole file.
  */
-import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
 import { InputError, int, layout, msgId, s3Config, transcodeWork, type Env } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
 import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
-import { bucketExists, downloadToFile, headObject, uploadFile } from '@mesh/storage';
+import { bucketExists, headObject, presignGet, s3url, stageObject } from '@mesh/storage';
 
 await runStageService({
   name: 'downloader',
@@ -25,23 +25,25 @@ await runStageService({
     },
   }),
   stage: () => 'download',
-  async handle({ job }, { tmp, signal, log }, { bus, states, s3, config }) {
+  async handle({ job }, { signal, log }, { bus, states, s3, config }) {
     const input = { bucket: config.s3.inputBucket, key: job.objectKey };
     const head = await headObject(s3, input);
     if (!head) {
-      const what = (await bucketExists(s3, input.bucket)) ? `object s3://${input.bucket}/${input.key}` : `bucket ${input.bucket}`;
+      const what = (await bucketExists(s3, input.bucket)) ? `object ${s3url(input)}` : `bucket ${input.bucket}`;
       throw new InputError('SOURCE_NOT_FOUND', `${what} does not exist`);
     }
     checkSize(head.size, config.limits);
-    const path = join(tmp, 'source');
-    await downloadToFile(s3, input, path, signal);
-    const probe = await probeFile(path, { log, signal });
+    if (head.size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
+
+    const source = { bucket: config.s3.workBucket, key: layout.source(job.jobId) };
+    const staged = await stageObject(s3, input, source, { size: head.size, signal });
+    log.info({ bytes: head.size, how: staged }, 'source staged');
+    const url = await presignGet(s3, source, { expiresSec: 3600 });
+    const probe = await probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(source) } });
     checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');
 
-    const source = { bucket: config.s3.workBucket, key: layout.source(job.jobId) };
-    await uploadFile(s3, source, path, { contentType: 'application/octet-stream' });
     await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, msgId(job, 'source.probed'));
     await planRenditions(states, job.jobId, plan.renditions);
     for (const rendition of plan.renditions) {

@@ -8,18 +8,23 @@ import { publishEvent } from '@mesh/bus';
 import { int, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { runTool, thumbnailArgs } from '@mesh/media';
-import { downloadToFile, uploadFile } from '@mesh/storage';
+import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
 
 await runStageService({
   name: 'thumbnailer',
   kind: 'thumbnail',
-  config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'THUMBNAILER_CONCURRENCY', 2, { min: 1, max: 16 }) }),
+  config: (env: Env) => ({
+    s3: s3Config(env),
+    concurrency: int(env, 'THUMBNAILER_CONCURRENCY', 2, { min: 1, max: 16 }),
+    // The preview is not on the way to a playable manifest: on a shared host it yields to the encodes.
+    niceness: int(env, 'FFMPEG_NICENESS', 10, { min: 0, max: 19 }),
+  }),
   stage: () => 'thumbnail',
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
-    const input = join(tmp, 'source');
+    // FFmpeg seeks in the staged source through a presigned URL: it reads a few hundred KB, not the file.
+    const input = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
     const output = join(tmp, 'thumbnail.jpg');
-    await downloadToFile(s3, source, input, signal);
-    await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal });
+    await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) } });
     const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
     await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
     await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, msgId(job, 'thumbnail.ready'));

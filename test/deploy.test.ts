@@ -1,0 +1,128 @@
+/**
+ * Container deployment: docker-compose.yml validates with docker-compose 1.29 (Debian's) and runs every
+ * service of the mesh from the one image, with its own command and OTEL_SERVICE_NAME; the transcoders
+ * scale from the environment; the collector sends traces to Jaeger; the image is Node 24.
+ *
+ * Checks the text `docker-compose config` renders (no YAML parser): one block per service under `services:`.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT, SERVICES } from '@mesh/testkit';
+
+const run = promisify(execFile);
+const INFRA = ['nats', 'mongodb', 'minio', 'minio-init', 'otel-collector', 'jaeger'];
+
+let dir: string;
+let envFile: string;
+
+/** `docker-compose -f docker-compose.yml <args>` from the repo root, with only `env` added to a clean environment. */
+async function compose(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(TRANSCODER_\d+_REPLICAS|COMPOSE_.*)$/.test(k)));
+  // An empty env file, so a developer's ./.env does not change what is rendered.
+  const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', '--env-file', envFile, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...base, ...env },
+    timeout: 20_000,
+  });
+  return stdout;
+}
+
+/** The rendered block of each service: from `  <name>:` to the next service or top-level key. */
+function serviceBlocks(config: string): Map<string, string> {
+  const blocks = new Map<string, string>();
+  const lines = config.split('\n');
+  const start = lines.indexOf('services:');
+  expect(start).toBeGreaterThanOrEqual(0);
+  let name: string | undefined;
+  let body: string[] = [];
+  const flush = () => name !== undefined && blocks.set(name, body.join('\n'));
+  for (const line of lines.slice(start + 1)) {
+    if (/^\S/.test(line)) break;
+    const m = /^ {2}([\w.-]+):$/.exec(line);
+    if (m) {
+      flush();
+      name = m[1];
+      body = [];
+    } else body.push(line);
+  }
+  flush();
+  return blocks;
+}
+
+let services: string[];
+let blocks: Map<string, string>;
+let scaled: Map<string, string>;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'deploy-'));
+  envFile = join(dir, 'empty.env');
+  await writeFile(envFile, '');
+  const [list, config, scaledConfig] = await Promise.all([
+    compose(['config', '--services']),
+    compose(['config']),
+    compose(['config'], { TRANSCODER_720_REPLICAS: '3' }),
+  ]);
+  services = list.split('\n').filter(Boolean);
+  blocks = serviceBlocks(config);
+  scaled = serviceBlocks(scaledConfig);
+}, 60_000);
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('docker-compose.yml', () => {
+  it('has the eight services and the infrastructure', () => {
+    expect(new Set(services)).toEqual(new Set([...SERVICES, ...INFRA]));
+    expect(new Set(blocks.keys())).toEqual(new Set(services));
+  });
+
+  it.each(SERVICES)('%s runs its main.ts from the shared image, named for tracing', (name) => {
+    const block = blocks.get(name)!;
+    const entry = `services/${name}/src/main.ts`;
+    expect(block).toMatch(new RegExp(`^ {4}command:\\n {4}- node\\n {4}- ${entry}$`, 'm'));
+    expect(existsSync(join(REPO_ROOT, entry))).toBe(true);
+    expect(block).toMatch(new RegExp(`^ {6}OTEL_SERVICE_NAME: ${name}$`, 'm'));
+    expect(block).toMatch(/^ {4}image: video-mesh:latest$/m);
+    expect(block).toMatch(/^ {6}NATS_URL: nats:\/\/nats:4222$/m);
+  });
+
+  it('publishes the API and the Jaeger UI', () => {
+    expect(blocks.get('ingest-api')).toMatch(/- published: 8000\n\s+target: 8000/);
+    expect(blocks.get('jaeger')).toMatch(/- published: 16686\n\s+target: 16686/);
+  });
+
+  it('scales transcoder-720 from TRANSCODER_720_REPLICAS', () => {
+    expect(blocks.get('transcoder-720')).toMatch(/^ {6}replicas: 1$/m);
+    expect(scaled.get('transcoder-720')).toMatch(/^ {6}replicas: 3$/m);
+    expect(scaled.get('transcoder-360')).toMatch(/^ {6}replicas: 1$/m);
+  });
+});
+
+describe('image and collector', () => {
+  it('builds on node:24-slim with every workspace manifest copied before npm ci', async () => {
+    const dockerfile = await readFile(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+    expect(dockerfile.match(/^FROM .*$/gm)).toEqual(['FROM node:24-slim']);
+    // A workspace missing here makes `npm ci` in the image fail (the lockfile names it).
+    for (const root of ['libs', 'services']) {
+      for (const ws of readdirSync(join(REPO_ROOT, root))) {
+        if (!existsSync(join(REPO_ROOT, root, ws, 'package.json'))) continue;
+        expect(dockerfile).toContain(`COPY ${root}/${ws}/package.json ${root}/${ws}/\n`);
+      }
+    }
+  });
+
+  it('receives OTLP and exports traces to Jaeger', async () => {
+    const collector = await readFile(join(REPO_ROOT, 'otel', 'collector.yaml'), 'utf8');
+    expect(collector).toMatch(/^receivers:\n(?:\s*#.*\n)*\s+otlp:\n/m);
+    expect(collector).toMatch(/^ {2}otlp\/jaeger:\n\s+endpoint: jaeger:4317$/m);
+    const traces = /^ {4}traces:\n((?: {6}.*\n?)+)/m.exec(collector)?.[1] ?? '';
+    expect(traces).toMatch(/receivers: \[otlp\]/);
+    expect(traces).toMatch(/exporters: \[[^\]]*otlp\/jaeger[^\]]*\]/);
+  });
+});
