@@ -20,6 +20,7 @@ COPY libs/common/package.json libs/common/
 COPY libs/jobs/package.json libs/jobs/
 COPY libs/media/package.json libs/media/
 COPY libs/storage/package.json libs/storage/
+COPY libs/telemetry/package.json libs/telemetry/
 COPY libs/testkit/package.json libs/testkit/
 COPY libs/transcoder/package.json libs/transcoder/
 COPY services/downloader/package.json services/downloader/

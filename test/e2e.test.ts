@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BACKEND_KEY, BUCKETS, getJob, headers, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForState, type Job, type System } from './support/harness.ts';
+import { BACKEND_KEY, BUCKETS, getJob, headers, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
 import { playInBrowser } from './support/playback.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
 
@@ -62,7 +62,7 @@ describe.each([
     await putInput(sys, key, clip);
     baseUrl = outputBaseUrl(sys, key) + (audio ? '' : '?v=1&x=2');
     taskId = await submit(sys, { object_key: key, base_url: baseUrl, video_id: videoId, has_audio: audio });
-    job = await waitForState(sys, taskId, ['complete', 'failed']);
+    job = await waitForSettled(sys, taskId, ['complete', 'failed']);
   }, 180_000);
 
   it('reaches SUCCESS with both renditions, the manifest and the thumbnail in its status', () => {

@@ -163,6 +163,12 @@ describe('dead letters', () => {
       const failed = await waitForState(sys, taskId, ['failed', 'complete'], 120_000);
       expect(failed).toMatchObject({ task_status: 'FAILURE', error: { stage: 'upload', code: 'STORAGE_FAILED' } });
       expect(failed['task_result']).toMatch(/e2e-output/);
+      // Both uploads (the 720p package, then the one with both renditions) give up before the cause is
+      // fixed; otherwise the second could still be retrying and succeed or fail after the re-drive.
+      await until(
+        async () => ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters,
+        (all) => all.filter((l) => l.jobId === taskId).length === 2,
+      );
     } finally {
       await sys.s3.send(new CreateBucketCommand({ Bucket: BUCKETS.output }));
     }

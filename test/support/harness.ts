@@ -103,6 +103,20 @@ export async function waitForState(sys: System, taskId: string, states: string[]
   throw new Error(`job ${taskId} not ${states.join('/')} within ${timeoutMs} ms: ${JSON.stringify(job)}`);
 }
 
+/**
+ * Polls GET until the job reaches one of `states` and no stage is still running: the stage that
+ * completes a job reports itself done a moment after the job's phase changes.
+ */
+export async function waitForSettled(sys: System, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await waitForState(sys, taskId, states, Math.max(1, deadline - Date.now()));
+    if (Object.values(job['stages'] as Record<string, { state: string }>).every((s) => s.state !== 'running')) return job;
+    if (Date.now() > deadline) throw new Error(`job ${taskId}: stages still running: ${JSON.stringify(job['stages'])}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Waits until service `id` has logged a line with all of `fields`, and returns it. */
 export async function waitForLog(sys: System, id: string, fields: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;

@@ -5,6 +5,7 @@
  */
 import { headers } from '@nats-io/transport-node';
 import type { JsMsg } from '@nats-io/jetstream';
+import { injectContext } from '@mesh/telemetry';
 import type { Bus } from './connect.ts';
 import { STREAMS } from './topology.ts';
 
@@ -32,6 +33,8 @@ export async function deadLetter(bus: Bus, msg: JsMsg, o: { durable: string; job
   h.set(H.reason, oneLine(o.reason));
   h.set(H.deliveries, String(msg.info.deliveryCount));
   if (o.jobId) h.set(H.jobId, o.jobId);
+  // The failed work's span: the dead letter belongs to the job's trace.
+  injectContext(h);
   // One dead letter per original message, however often this is retried.
   await bus.js.publish(`dead.${o.durable}`, msg.data, { headers: h, msgID: `dead:${msg.info.stream}:${msg.seq}` });
 }
@@ -79,7 +82,10 @@ async function readDeadLetter(bus: Bus, seq: number): Promise<{ letter: DeadLett
 export async function redrive(bus: Bus, seq: number): Promise<DeadLetter | null> {
   const found = await readDeadLetter(bus, seq);
   if (!found) return null;
-  await bus.js.publish(found.letter.subject, found.data, { msgID: `redrive:${seq}` });
+  // The re-driven work continues the operator's request trace (the API span it runs in).
+  const h = headers();
+  injectContext(h);
+  await bus.js.publish(found.letter.subject, found.data, { msgID: `redrive:${seq}`, headers: h });
   await bus.jsm.streams.deleteMessage(STREAMS.deadLetters.name, seq);
   return found.letter;
 }

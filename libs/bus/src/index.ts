@@ -4,3 +4,4 @@ export * from './publish.ts';
 export * from './worker.ts';
 export * from './service.ts';
 export * from './dead-letters.ts';
+export * from './queues.ts';

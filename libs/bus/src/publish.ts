@@ -1,5 +1,7 @@
 import { eventSubject, InvalidMessageError, JobEvent, WORK, type NewJobEvent, type WorkKind } from '@mesh/common';
 import type { PubAck } from '@nats-io/jetstream';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import { injectContext, inSpan, SpanKind } from '@mesh/telemetry';
 import type { z } from 'zod';
 import type { Bus } from './connect.ts';
 
@@ -20,13 +22,28 @@ export function check<S extends z.ZodType>(schema: S, value: unknown, where: str
  */
 export async function publishWork<K extends WorkKind>(bus: Bus, kind: K, message: WorkMessage<K>, msgId: string, subject: string = WORK[kind].subject): Promise<PubAck> {
   const body = check(WORK[kind].schema, message, subject);
-  return bus.js.publish(subject, JSON.stringify(body), { msgID: msgId });
+  return traced(subject, body.job.jobId, (headers) => bus.js.publish(subject, JSON.stringify(body), { msgID: msgId, headers }));
+}
+
+/**
+ * A PRODUCER span around a publish, whose context travels in the message headers (W3C traceparent):
+ * the consumer's span becomes its child, so one job is one trace across every service.
+ */
+function traced(subject: string, jobId: string, publish: (headers: ReturnType<typeof natsHeaders>) => Promise<PubAck>): Promise<PubAck> {
+  const attributes = { 'messaging.system': 'nats', 'messaging.operation.type': 'send', 'messaging.destination.name': subject, 'job.id': jobId };
+  return inSpan(`publish ${subject}`, { kind: SpanKind.PRODUCER, attributes }, async (span) => {
+    const headers = natsHeaders();
+    injectContext(headers);
+    const ack = await publish(headers);
+    span.setAttribute('messaging.nats.stream.sequence', ack.seq);
+    return ack;
+  });
 }
 
 /** Publishes a job event, stamped now. Events with a natural identity pass `msgId` so repeats are dropped. */
 export async function publishEvent(bus: Bus, event: NewJobEvent, msgId?: string): Promise<{ ack: PubAck; event: JobEvent }> {
   const subject = eventSubject(event.jobId);
   const full = check(JobEvent, { ...event, at: new Date().toISOString() }, subject);
-  const ack = await bus.js.publish(subject, JSON.stringify(full), msgId ? { msgID: msgId } : {});
+  const ack = await traced(subject, event.jobId, (headers) => bus.js.publish(subject, JSON.stringify(full), msgId ? { msgID: msgId, headers } : { headers }));
   return { ack, event: full };
 }

@@ -1,9 +1,11 @@
 /**
  * How every service starts and stops: read and check config first (a bad value stops the service with a
  * line naming the variable, exit 78), connect to NATS, make sure the streams exist, start the work, and
- * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0.
+ * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0. Every service also
+ * traces (libs/telemetry) and serves Prometheus metrics on METRICS_PORT.
  */
 import { ConfigError, commonConfig, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
+import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
 import { ensureStream, STREAMS } from './topology.ts';
 
@@ -20,6 +22,8 @@ export interface ServiceOptions<C> {
 export const EX_CONFIG = 78;
 
 export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
+  // Tracing first, so everything after runs with a tracer (spans exported if OTEL_EXPORTER_OTLP_ENDPOINT is set).
+  const exporting = startTracing(o.name);
   const log = createLogger(o.name);
   let config: C;
   let common: CommonConfig;
@@ -37,11 +41,13 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   await ensureStream(bus.jsm, STREAMS.events);
   await ensureStream(bus.jsm, STREAMS.deadLetters);
   const parts = await o.start({ bus, log, config, common });
-  log.info('service started');
+  registry.setDefaultLabels({ service: o.name });
+  const metrics = await serveMetrics(common.metricsPort, process.env['METRICS_HOST'] ?? '0.0.0.0');
+  log.info({ metricsPort: metrics.port, tracesExported: exporting }, 'service started');
   // A launcher that started us with an IPC channel (tests, `npm start`) learns we are ready, whatever
   // the log level; the channel must not keep the process alive.
   if (process.send) {
-    process.send({ ready: true });
+    process.send({ ready: true, metricsPort: metrics.port });
     process.channel?.unref();
   }
 
@@ -53,6 +59,8 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     const results = await Promise.allSettled(parts.map((p) => p.stop()));
     for (const r of results) if (r.status === 'rejected') log.error({ err: reasonOf(r.reason) }, 'error while stopping');
     await closeBus(bus);
+    metrics.server.close();
+    await stopTracing();
     log.info('stopped');
     process.exit(0);
   };

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { JsMsg } from '@nats-io/jetstream';
 import type { z } from 'zod';
 import { isPermanent, MeshError, reasonOf, WORK, type Logger, type WorkKind } from '@mesh/common';
+import { annotate, extractContext, inFlight, inSpan, recordError, redeliveries, SpanKind, stageDuration, workItems } from '@mesh/telemetry';
 import type { Bus } from './connect.ts';
 import { ensureConsumer, STREAMS, type StreamName } from './topology.ts';
 import { check, type WorkMessage } from './publish.ts';
@@ -98,7 +99,29 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
   let stopping = false;
   o.log.info({ durable, subject, concurrency, ackWaitMs, maxDeliver }, 'worker consuming');
 
-  const processOne = async (msg: JsMsg): Promise<void> => {
+  /**
+   * Each message is one CONSUMER span, child of the span that published it (its headers carry the
+   * context), so a job's trace runs unbroken across the stages. Its outcome is counted for /metrics.
+   */
+  const processOne = (msg: JsMsg): Promise<void> => {
+    const attributes = { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': msg.subject, 'messaging.consumer.group.name': durable, 'messaging.nats.delivery_count': msg.info.deliveryCount };
+    return inSpan(`process ${msg.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(msg.headers), attributes }, async () => {
+      const startedAt = Date.now();
+      inFlight.inc({ stage: durable });
+      if (msg.info.deliveryCount > 1) redeliveries.inc({ stage: durable });
+      let outcome = 'failed';
+      try {
+        outcome = await handleOne(msg);
+      } finally {
+        inFlight.dec({ stage: durable });
+        workItems.inc({ stage: durable, outcome });
+        stageDuration.observe({ stage: durable, outcome }, (Date.now() - startedAt) / 1000);
+      }
+    });
+  };
+
+  /** Runs the handler for one message and settles it; returns the outcome. */
+  const handleOne = async (msg: JsMsg): Promise<'done' | 'retry' | 'failed' | 'cancelled' | 'handed_back'> => {
     const deliveryCount = msg.info.deliveryCount;
     let raw: unknown;
     let message: T | undefined;
@@ -110,30 +133,34 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       tmp = await mkdtemp(join(tmpdir(), `${durable}-`));
       raw = parseJson(msg.data);
       message = check(schema, raw, msg.subject);
-      log = log.child({ jobId: o.source.jobIdOf(message) });
+      const jobId = o.source.jobIdOf(message);
+      annotate({ 'job.id': jobId });
+      log = log.child({ jobId });
       log.info('work started');
       await o.handle(message, { log, signal: abort.signal, deliveryCount, tmp });
       await msg.ackAck();
       log.info({ ms: Date.now() - startedAt }, 'work done');
+      return 'done';
     } catch (err) {
       if (err instanceof MeshError && err.code === 'CANCELLED') {
         // The client cancelled the job: nothing failed, nothing to keep.
         log.info({ err: reasonOf(err) }, 'work cancelled');
         msg.term();
-        return;
+        return 'cancelled';
       }
       if (abort.signal.aborted) {
         // Stopping: hand the message back at once for another replica; this try does not count against the job.
         log.warn({ err: reasonOf(err) }, 'work interrupted by shutdown; handed back');
         msg.nak();
-        return;
+        return 'handed_back';
       }
+      recordError(err);
       const last = isPermanent(err) || deliveryCount >= maxDeliver;
       if (!last) {
         const delay = retryDelayMs(deliveryCount);
         log.warn({ err: reasonOf(err), retryInMs: delay }, 'work failed, will retry');
         msg.nak(delay);
-        return;
+        return 'retry';
       }
       // A permanent failure is usually the input's fault (not a video, too long): worth a warning, not a page.
       if (isPermanent(err)) log.warn({ err: reasonOf(err), permanent: true }, 'work failed, giving up');
@@ -143,10 +170,12 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         await deadLetter(o.bus, msg, { durable, jobId: message ? o.source.jobIdOf(message) : undefined, reason: reasonOf(err) });
         // No reason string: nats-server 2.9 ignores term() with a reason and redelivers.
         msg.term();
+        return 'failed';
       } catch (giveUpErr) {
         // Recording the failure itself failed (NATS down?): let the message come back and try again.
         log.error({ err: reasonOf(giveUpErr) }, 'could not record failure; message will be redelivered');
         msg.nak(retryDelayMs(deliveryCount));
+        return 'retry';
       }
     } finally {
       clearInterval(heartbeat);

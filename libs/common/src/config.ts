@@ -59,6 +59,7 @@ export interface CommonConfig {
   drainMs: number;
   /** Tries a stage gets at one message before it gives up on it (and dead-letters it). */
   maxDeliver: number;
+  metricsPort: number;
 }
 
 export function commonConfig(env: Env): CommonConfig {
@@ -68,6 +69,8 @@ export function commonConfig(env: Env): CommonConfig {
     ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
     drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 10 * 60_000 }),
     maxDeliver: int(env, 'MAX_DELIVER', 5, { min: 1, max: 100 }),
+    // Prometheus /metrics; 0 picks a free port (several services on one host, in tests).
+    metricsPort: int(env, 'METRICS_PORT', 9464, { min: 0, max: 65535 }),
   };
 }
 

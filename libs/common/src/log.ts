@@ -1,3 +1,4 @@
+import { trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -12,6 +13,13 @@ export function createLogger(service: string, level = process.env['LOG_LEVEL'] ?
     base: { service },
     redact: { paths: REDACT, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    // Every line written inside a span (a job's work) carries its trace, to find it in Jaeger.
+    mixin() {
+      const span = trace.getActiveSpan();
+      if (!span) return {};
+      const { traceId, spanId } = span.spanContext();
+      return { trace_id: traceId, span_id: spanId };
+    },
   };
   return destination ? pino(options, destination) : pino(options);
 }

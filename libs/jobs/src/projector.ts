@@ -7,6 +7,7 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import { ensureConsumer, PULL, STREAMS, type Bus } from '@mesh/bus';
 import { JobEvent, reasonOf, type Logger } from '@mesh/common';
+import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import type { ProjectionStore } from './store.ts';
 
 export const PROJECTOR = { stream: STREAMS.events.name, durable: 'projector', filterSubject: `${STREAMS.events.subjects[0]}` } as const;
@@ -29,7 +30,11 @@ export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger
         const consumer = await bus.js.consumers.get(PROJECTOR.stream, PROJECTOR.durable);
         while (!stopping) {
           msg = await consumer.next(PULL);
-          if (msg) await applyMessage(store, msg, log);
+          if (msg) {
+            const m = msg;
+            const attributes = { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': m.subject, 'messaging.consumer.group.name': PROJECTOR.durable };
+            await inSpan(`process ${m.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(m.headers), attributes }, () => applyMessage(store, m, log));
+          }
         }
       } catch (err) {
         if (stopping) break;

@@ -3,6 +3,7 @@
  * announce `stage.started` / `stage.done`, and when a message is given up, record a readable failure
  * on the job. Services only write what is different about them.
  */
+import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
 import { cancelSubject, MeshError, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
 import { failStage, isCancelled, type JobStates } from './lifecycle.ts';
@@ -43,9 +44,13 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
       const cancel = new AbortController();
       const sub = o.bus.nc.subscribe(cancelSubject(jobId), { max: 1, callback: () => cancel.abort(new Error('job cancelled')) });
       try {
-        await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
-        await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
-        await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
+        // The stage's own span, under the consume span: FFmpeg, S3 and publishes nest in it.
+        const attributes = { 'job.id': jobId, 'video.id': message.job.videoId, 'job.attempt': message.job.attempt, 'job.stage': stage, ...('rendition' in message ? { 'media.rendition': String(message.rendition) } : {}) };
+        await inSpan(stage, { attributes }, async () => {
+          await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
+          await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
+          await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
+        });
       } catch (err) {
         if (cancel.signal.aborted) throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
         throw err;

@@ -5,6 +5,7 @@
  */
 import { MongoClient, type Collection } from 'mongodb';
 import type { JobEvent } from '@mesh/common';
+import { inSpan, SpanKind } from '@mesh/telemetry';
 import { applyEvent, type JobView } from './projection.ts';
 
 export interface ProjectionStore {
@@ -23,7 +24,8 @@ export async function openProjectionStore(uri: string, dbName?: string): Promise
   const jobs: Collection<JobView> = client.db(dbName).collection<JobView>('jobs');
   return {
     get: (jobId) => jobs.findOne({ _id: jobId }),
-    async apply(event, seq) {
+    apply: (event, seq) =>
+      inSpan('mongodb jobs apply', { kind: SpanKind.CLIENT, attributes: { 'db.system.name': 'mongodb', 'db.collection.name': 'jobs', 'db.operation.name': 'replaceOne', 'job.id': event.jobId, 'job.event': event.type } }, async () => {
       for (let attempt = 0; attempt < 20; attempt++) {
         const current = await jobs.findOne({ _id: event.jobId });
         if (current && current.lastSeq >= seq) return false;
@@ -42,7 +44,7 @@ export async function openProjectionStore(uri: string, dbName?: string): Promise
         if (res.matchedCount === 1) return true;
       }
       throw new Error(`job ${event.jobId}: projection update kept conflicting`);
-    },
+    }),
     async drop() {
       await jobs.deleteMany({});
     },

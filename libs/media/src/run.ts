@@ -7,6 +7,7 @@ import { setPriority } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { MeshError, shellCommand, ToolError, type Logger } from '@mesh/common';
+import { inSpan, SpanKind, toolDuration } from '@mesh/telemetry';
 
 export type Tool = 'ffmpeg' | 'ffprobe' | 'packager';
 
@@ -22,7 +23,23 @@ export function toolPath(tool: Tool): string {
 
 const STDERR_TAIL = 4096;
 
-export async function runTool(
+/** Runs `tool` in its own span (a child of the stage's), timed for /metrics; see runToolUntraced. */
+export function runTool(tool: Tool, args: string[], o: Parameters<typeof runToolUntraced>[2]): ReturnType<typeof runToolUntraced> {
+  return inSpan(tool, { kind: SpanKind.INTERNAL, attributes: { 'process.executable.name': tool, ...(o.niceness ? { 'process.niceness': o.niceness } : {}) } }, async (span) => {
+    const started = Date.now();
+    try {
+      const result = await runToolUntraced(tool, args, o);
+      toolDuration.observe({ tool, result: 'ok' }, result.durationMs / 1000);
+      return result;
+    } catch (err) {
+      toolDuration.observe({ tool, result: 'failed' }, (Date.now() - started) / 1000);
+      if (err instanceof ToolError && err.exitCode !== undefined) span.setAttribute('process.exit.code', err.exitCode);
+      throw err;
+    }
+  });
+}
+
+async function runToolUntraced(
   tool: Tool,
   args: string[],
   o: {

@@ -21,6 +21,17 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { InputError, MeshError, type ObjectRef } from '@mesh/common';
+import { bytesMoved, inSpan, SpanKind } from '@mesh/telemetry';
+
+/** An S3 call in its own CLIENT span, with the object and (once known) the bytes moved. */
+function s3Span<T>(operation: string, ref: ObjectRef, fn: (done: (bytes: number, direction: 'download' | 'upload' | 'copy') => void) => Promise<T>): Promise<T> {
+  return inSpan(`s3 ${operation}`, { kind: SpanKind.CLIENT, attributes: { 'rpc.system': 'aws-api', 'rpc.service': 'S3', 'rpc.method': operation, 'aws.s3.bucket': ref.bucket, 'aws.s3.key': ref.key } }, (span) =>
+    fn((bytes, direction) => {
+      span.setAttribute('mesh.bytes', bytes);
+      bytesMoved.inc({ direction }, bytes);
+    }),
+  );
+}
 
 export function createS3(c: { endpoint?: string | undefined; region: string; credentials?: { accessKeyId: string; secretAccessKey: string } }): S3Client {
   return new S3Client({
@@ -73,15 +84,19 @@ export async function ensureBuckets(s3: S3Client, names: string[]): Promise<void
 }
 
 /** Streams an object to `path`; returns its size. */
-export async function downloadToFile(s3: S3Client, ref: ObjectRef, path: string, signal?: AbortSignal): Promise<number> {
-  try {
-    const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), signal ? { abortSignal: signal } : {});
-    await pipeline(res.Body as Readable, createWriteStream(path), signal ? { signal } : {});
-    return (await stat(path)).size;
-  } catch (err) {
-    if (err instanceof MeshError) throw err;
-    throw storageError(err, 'download of', ref, true);
-  }
+export function downloadToFile(s3: S3Client, ref: ObjectRef, path: string, signal?: AbortSignal): Promise<number> {
+  return s3Span('GetObject', ref, async (done) => {
+    try {
+      const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), signal ? { abortSignal: signal } : {});
+      await pipeline(res.Body as Readable, createWriteStream(path), signal ? { signal } : {});
+      const { size } = await stat(path);
+      done(size, 'download');
+      return size;
+    } catch (err) {
+      if (err instanceof MeshError) throw err;
+      throw storageError(err, 'download of', ref, true);
+    }
+  });
 }
 
 export interface PutOptions {
@@ -91,7 +106,15 @@ export interface PutOptions {
 }
 
 /** Uploads a file (multipart when large); returns its size. */
-export async function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions = {}): Promise<number> {
+export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions = {}): Promise<number> {
+  return s3Span('PutObject', ref, async (done) => {
+    const size = await uploadFileUntraced(s3, ref, path, o);
+    done(size, 'upload');
+    return size;
+  });
+}
+
+async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions): Promise<number> {
   const size = (await stat(path)).size;
   try {
     await new Upload({
@@ -106,12 +129,15 @@ export async function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: 
   return size;
 }
 
-export async function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions = {}): Promise<void> {
-  try {
-    await s3.send(new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, Body: body, ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl }));
-  } catch (err) {
-    throw storageError(err, 'upload to', ref, false);
-  }
+export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions = {}): Promise<void> {
+  return s3Span('PutObject', ref, async (done) => {
+    try {
+      await s3.send(new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, Body: body, ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl }));
+      done(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength, 'upload');
+    } catch (err) {
+      throw storageError(err, 'upload to', ref, false);
+    }
+  });
 }
 
 /** The object's text, or null when it does not exist. */
@@ -147,7 +173,11 @@ export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: 
  * (s3rver) decodes it with decodeURI, so there `$ ; + , ? # & =` in a source key fail: copy only keys
  * the mesh made itself, and upload client objects instead.
  */
-export async function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
+export function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
+  return s3Span('CopyObject', to, () => copyObjectUntraced(s3, from, to, o));
+}
+
+async function copyObjectUntraced(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions): Promise<void> {
   const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
   try {
     await s3.send(
@@ -178,10 +208,19 @@ const MAX_COPY_BYTES = 5 * 1024 ** 3;
  * when S3 can do it, else streamed through (objects over 5 GiB; stores that refuse the copy, like the
  * local stand-in for some keys). A missing source is the input's fault. Returns how it was done.
  */
-export async function stageObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
+export function stageObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
+  return s3Span('stage', to, async (done) => {
+    const how = await stageObjectUntraced(s3, from, to, o);
+    done(o.size, how === 'copied' ? 'copy' : 'download');
+    if (how === 'streamed') bytesMoved.inc({ direction: 'upload' }, o.size);
+    return how;
+  });
+}
+
+async function stageObjectUntraced(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
   if (o.size <= MAX_COPY_BYTES) {
     try {
-      await copyObject(s3, from, to, { contentType: 'application/octet-stream' });
+      await copyObjectUntraced(s3, from, to, { contentType: 'application/octet-stream' });
       return 'copied';
     } catch {
       // Fall through to the stream, which also tells a missing source from a refused copy.

@@ -2,3 +2,4 @@ export * from './servers.ts';
 export * from './mesh.ts';
 export * from './webhook.ts';
 export * from './fixtures.ts';
+export * from './otlp.ts';

@@ -20,6 +20,8 @@ export interface ServiceProcess {
   exited: Promise<number | null>;
   /** Resolves when the service has connected and is taking work. */
   ready: Promise<void>;
+  /** Where it serves /metrics, once ready. */
+  metricsPort?: number;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<number | null>;
   kill(): Promise<number | null>;
@@ -38,7 +40,14 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
   const sink = o.onLine ?? (() => undefined);
   for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream! }).on('line', (line) => sink(id, line));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
-  const ready = new Promise<void>((resolve) => child.on('message', (m: { ready?: boolean }) => m?.ready && resolve()));
+  let process_: ServiceProcess;
+  const ready = new Promise<void>((resolve) =>
+    child.on('message', (m: { ready?: boolean; metricsPort?: number }) => {
+      if (!m?.ready) return;
+      if (m.metricsPort) process_.metricsPort = m.metricsPort;
+      resolve();
+    }),
+  );
   const stop = async (graceMs = 10_000) => {
     if (child.exitCode !== null || child.signalCode !== null) return exited;
     child.kill('SIGTERM');
@@ -51,7 +60,8 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     return exited;
   };
-  return { name, id, child, exited, ready, stop, kill };
+  process_ = { name, id, child, exited, ready, stop, kill };
+  return process_;
 }
 
 export interface Mesh {
@@ -162,5 +172,8 @@ export function meshEnv(o: MeshEndpoints): Record<string, string> {
     MAIN_API_ENDPOINT: o.backendUrl,
     MAIN_API_KEY: o.backendKey,
     LOG_LEVEL: o.logLevel ?? 'info',
+    // Several services on one host: each picks a free port for /metrics and reports it when ready.
+    METRICS_PORT: '0',
+    METRICS_HOST: '127.0.0.1',
   };
 }

@@ -11,6 +11,7 @@ import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition,
 import { runStageService } from '@mesh/jobs';
 import { outputSize, PROFILES, runTool, transcodeArgs } from '@mesh/media';
 import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
+import { annotate, ffmpegSpeed } from '@mesh/telemetry';
 
 /** How often progress reaches the job's status. */
 const PROGRESS_EVERY_MS = 2000;
@@ -37,7 +38,10 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
         const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
         publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
       };
-      await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress, niceness: config.niceness, redact: { [input]: s3url(source) } });
+      const { durationMs } = await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress, niceness: config.niceness, redact: { [input]: s3url(source) } });
+      const speed = probe.durationSec / Math.max(0.001, durationMs / 1000);
+      ffmpegSpeed.observe({ work: `transcode-${rendition}` }, speed);
+      annotate({ 'media.duration_s': probe.durationSec, 'media.ffmpeg_speed': Number(speed.toFixed(2)) });
 
       const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
       await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });

@@ -11,12 +11,13 @@
  *   GET  /healthz                   (no key)
  * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403.
  */
+import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
-import type { DeadLetter } from '@mesh/bus';
+import type { DeadLetter, QueueDepth } from '@mesh/bus';
 import { toApiResponse, type JobView, type ProjectionStore } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
@@ -30,6 +31,8 @@ export interface ApiDeps {
   presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
   rebuildProjection: () => Promise<void>;
   deadLetters: { list: () => Promise<DeadLetter[]>; redrive: (seq: number) => Promise<DeadLetter | null> };
+  /** Per-stage queue depth from JetStream, for scaling decisions. */
+  queues: () => Promise<{ queues: QueueDepth[]; dead_letters: number }>;
   /** Runs a FAILED job again from the start: its new attempt, or why not. */
   retry: (view: JobView) => Promise<number>;
   /** Stops a running job; false when it was not running. */
@@ -43,6 +46,18 @@ export function createApp(deps: ApiDeps): Koa {
   const app = new Koa();
   const router = new Router();
   const bodyLimit = deps.bodyLimitBytes ?? 64 * 1024;
+
+  // Each request is a SERVER span (continuing a client's traceparent if it sends one): a job's trace
+  // starts here, and the publishes that start the job are its children.
+  app.use((ctx, next) => {
+    const attributes = { 'http.request.method': ctx.method, 'url.path': ctx.path };
+    return inSpan(`${ctx.method} ${ctx.path}`, { kind: SpanKind.SERVER, attributes, parent: extractContext({ get: (k) => ctx.get(k) || undefined, set: () => undefined }) }, async (span) => {
+      await next();
+      const route = (ctx as { _matchedRoute?: string })._matchedRoute;
+      if (route) span.updateName(`${ctx.method} ${route}`);
+      span.setAttribute('http.response.status_code', ctx.status);
+    });
+  });
 
   app.use(async (ctx, next) => {
     const started = Date.now();
@@ -145,6 +160,10 @@ export function createApp(deps: ApiDeps): Koa {
     await deps.rebuildProjection();
     ctx.status = 202;
     ctx.body = { rebuilding: true };
+  });
+
+  router.get('/admin/queues', async (ctx) => {
+    ctx.body = await deps.queues();
   });
 
   router.get('/admin/dead-letters', async (ctx) => {

@@ -4,10 +4,12 @@
  * A job starts with `job.created` on the event stream (written straight into the projection too, so an
  * immediate GET finds it), then `work.download` queues the first stage.
  */
-import { getDeadLetter, listDeadLetters, publishEvent, publishWork, redrive, runService } from '@mesh/bus';
-import { int, msgId, s3Config, str, url, type Env } from '@mesh/common';
+import { deadLetterCount, getDeadLetter, listDeadLetters, publishEvent, publishWork, queueDepths, redrive, runService } from '@mesh/bus';
+import { int, msgId, optional, s3Config, str, url, type Env } from '@mesh/common';
 import { cancelJob, openJobStates, openProjectionStore, rebuildProjection, reopenJob, runProjector } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
+import { annotate } from '@mesh/telemetry';
+import { registerQueueMetrics } from './queue-metrics.ts';
 import { createApp } from './app.ts';
 
 const config = (env: Env) => ({
@@ -17,6 +19,8 @@ const config = (env: Env) => ({
   mongoUri: url(env, 'MONGODB_URI', 'mongodb://127.0.0.1:27017/video_mesh', ['mongodb:', 'mongodb+srv:']),
   s3: s3Config(env),
   uploadUrlTtlSec: int(env, 'UPLOAD_URL_TTL_SEC', 3600, { min: 60, max: 7 * 24 * 3600 }),
+  // Where clients reach S3, when not at S3_ENDPOINT (MinIO inside Docker): upload URLs are signed for it.
+  publicS3Url: optional(env, 'S3_PUBLIC_URL'),
 });
 
 await runService({
@@ -26,20 +30,24 @@ await runService({
     const store = await openProjectionStore(config.mongoUri);
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { ackWaitMs: common.ackWaitMs });
     const s3 = createS3(config.s3);
+    const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
     const states = await openJobStates(bus);
 
+    registerQueueMetrics(() => queueDepths(bus), () => deadLetterCount(bus));
     const app = createApp({
+      queues: async () => ({ queues: await queueDepths(bus), dead_letters: await deadLetterCount(bus) }),
       apiKey: config.apiKey,
       log,
       store,
       async submit(spec) {
+        annotate({ 'job.id': spec.jobId, 'video.id': spec.videoId });
         const { ack, event } = await publishEvent(bus, { type: 'job.created', jobId: spec.jobId, spec }, msgId(spec, 'created'));
         await store.apply(event, ack.seq);
         await publishWork(bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
       },
       async presignUpload(key, contentType) {
         const ref = { bucket: config.s3.inputBucket, key };
-        return { url: await presignPut(s3, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
+        return { url: await presignPut(presigner, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
       },
       rebuildProjection: () => rebuildProjection(bus, store),
       async retry(view) {

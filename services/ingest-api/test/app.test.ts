@@ -25,6 +25,7 @@ beforeAll(async () => {
     presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
     rebuildProjection: async () => undefined,
     deadLetters: { list: async () => [], redrive: async () => null },
+    queues: async () => ({ queues: [], dead_letters: 0 }),
     retry: async () => 2,
     cancel: async () => false,
     bodyLimitBytes: 1024,
