@@ -121,7 +121,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
   };
 
   /** Runs the handler for one message and settles it; returns the outcome. */
-  const handleOne = async (msg: JsMsg): Promise<'done' | 'retry' | 'failed' | 'cancelled' | 'handed_back'> => {
+  const handleOne = async (msg: JsMsg): Promise<'done' | 'retry' | 'failed' | 'cancelled' | 'handed_back' | 'parked'> => {
     const deliveryCount = msg.info.deliveryCount;
     let raw: unknown;
     let message: T | undefined;
@@ -147,6 +147,14 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         log.info({ err: reasonOf(err) }, 'work cancelled');
         msg.term();
         return 'cancelled';
+      }
+      if (err instanceof MeshError && err.code === 'JOB_FAILED') {
+        // The job failed elsewhere meanwhile: not this stage's failure, but the work must not be lost.
+        // Kept as a dead letter, so re-driving the job's letters takes it the whole way.
+        log.info({ err: reasonOf(err) }, 'work parked: the job has failed');
+        await deadLetter(o.bus, msg, { durable, jobId: message ? o.source.jobIdOf(message) : undefined, reason: reasonOf(err) });
+        msg.term();
+        return 'parked';
       }
       if (abort.signal.aborted) {
         // Stopping: hand the message back at once for another replica; this try does not count against the job.

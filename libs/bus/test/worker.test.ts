@@ -1,8 +1,8 @@
 /** The consume loop against a real nats-server: ack, heartbeat, retry, give-up, shared consumers. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, sleep } from '@mesh/common';
+import { createLogger, MeshError, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
-import { closeBus, connectBus, ensureStream, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker } from '../src/index.ts';
+import { closeBus, connectBus, ensureStream, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker } from '../src/index.ts';
 
 const log = createLogger('test', process.env['TEST_LOG'] ?? 'silent');
 let nats: NatsServer;
@@ -43,6 +43,31 @@ async function until(cond: () => boolean, ms = 15_000) {
 describe('runWorker', () => {
   it('refuses to publish a message that does not match its schema', async () => {
     await expect(publishWork(bus, 'thumbnail', { ...thumbnailWork(), probe: undefined } as never, 'x')).rejects.toThrow(/invalid message on work.thumbnail: probe/);
+  });
+
+  it('parks work for a job that failed meanwhile as a dead letter, without failing the stage', async () => {
+    await ensureStream(bus.jsm, STREAMS.deadLetters);
+    let gaveUp = 0;
+    let calls = 0;
+    workers.push(
+      await runWorker({
+        bus,
+        log,
+        source: workSource('thumbnail'),
+        handle: async () => {
+          calls++;
+          throw new MeshError('JOB_FAILED', 'ready after the job had failed; kept to be re-driven', { permanent: true });
+        },
+        onGiveUp: async () => void gaveUp++,
+      }),
+    );
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    const parked = async () => (await listDeadLetters(bus)).find((l) => l.jobId === msg.job.jobId);
+    let letter = await parked();
+    for (let i = 0; !letter && i < 100; i++) letter = await sleep(100).then(parked);
+    expect(letter).toMatchObject({ subject: 'work.thumbnail', consumer: 'thumbnailer', deliveries: 1, reason: expect.stringMatching(/after the job had failed/) });
+    expect([calls, gaveUp]).toEqual([1, 0]);
   });
 
   it('acks handled work and cleans its temp dir', async () => {

@@ -16,7 +16,9 @@ export type ErrorCode =
   | 'NO_RENDITION'
   | 'WEBHOOK_REJECTED'
   | 'RETRIES_EXHAUSTED'
-  | 'CANCELLED';
+  | 'CANCELLED'
+  /** Work that arrives for a job that has failed meanwhile: parked as a dead letter, not done. */
+  | 'JOB_FAILED';
 
 export class MeshError extends Error {
   override name = 'MeshError';

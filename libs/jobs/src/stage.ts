@@ -53,6 +53,8 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
         });
       } catch (err) {
         if (cancel.signal.aborted) throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
+        // Parked work (the job failed elsewhere): the stage shows why it stopped; the consume loop keeps the message.
+        if (err instanceof MeshError && err.code === 'JOB_FAILED') await publishEvent(o.bus, { type: 'stage.failed', jobId, stage, code: err.code, reason: err.message, fatal: false });
         throw err;
       } finally {
         sub.unsubscribe();

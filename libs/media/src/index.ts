@@ -6,3 +6,4 @@ export * from './ffmpeg.ts';
 export * from './packager.ts';
 export * from './run.ts';
 export * from './limits.ts';
+export * from './yield.ts';

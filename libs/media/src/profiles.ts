@@ -13,16 +13,18 @@ export interface RenditionProfile {
   preset: string;
   h264Profile: 'high' | 'main';
   /**
-   * CPU niceness of the encode. When both transcoders share a host, 720p runs as fast as alone and 360p
-   * fills the cores' idle gaps: the first playable manifest comes as soon as 720p alone would, and both
-   * finish sooner than one after the other (measured in docs/performance.md). On a host of its own it changes nothing.
+   * CPU niceness of the encode: on a host shared with a more urgent encode, this one gets only the CPU
+   * the other leaves (and is paused outright while it runs, see yield.ts and docs/performance.md).
+   * On a host of its own it changes nothing.
    */
   niceness: number;
+  /** 0 = most urgent. On a shared host an encode pauses while a more urgent one runs (yield.ts). */
+  rank: number;
 }
 
 export const PROFILES: Record<Rendition, RenditionProfile> = {
-  '720p': { name: '720p', shortSide: 720, videoKbps: 2800, maxKbps: 3000, bufKbps: 6000, audioKbps: 128, preset: 'veryfast', h264Profile: 'high', niceness: 0 },
-  '360p': { name: '360p', shortSide: 360, videoKbps: 800, maxKbps: 900, bufKbps: 1800, audioKbps: 128, preset: 'veryfast', h264Profile: 'main', niceness: 19 },
+  '720p': { name: '720p', shortSide: 720, videoKbps: 2800, maxKbps: 3000, bufKbps: 6000, audioKbps: 128, preset: 'veryfast', h264Profile: 'high', niceness: 0, rank: 0 },
+  '360p': { name: '360p', shortSide: 360, videoKbps: 800, maxKbps: 900, bufKbps: 1800, audioKbps: 128, preset: 'veryfast', h264Profile: 'main', niceness: 19, rank: 1 },
 };
 
 /** DASH segment length. Every rendition has a keyframe at each multiple of it. */

@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { MeshError, shellCommand, ToolError, type Logger } from '@mesh/common';
 import { inSpan, SpanKind, toolDuration } from '@mesh/telemetry';
+import { yieldToUrgentEncodes, type YieldOptions } from './yield.ts';
 
 export type Tool = 'ffmpeg' | 'ffprobe' | 'packager';
 
@@ -51,6 +52,8 @@ async function runToolUntraced(
     redact?: Record<string, string>;
     /** CPU niceness of the tool (0-19): lower-priority work fills the gaps of higher-priority work on a shared host. */
     niceness?: number;
+    /** Pause while a more urgent encode runs on this host (see yield.ts). */
+    yieldTo?: YieldOptions;
   },
 ): Promise<{ stdout: string; stderr: string; durationMs: number }> {
   const cmd = toolPath(tool);
@@ -98,7 +101,11 @@ async function runToolUntraced(
   child.stderr?.on('data', (chunk: string) => {
     stderr = hide(stderr + chunk).slice(-STDERR_TAIL);
   });
+  const stopYielding = o.yieldTo && child.pid ? yieldToUrgentEncodes(child.pid, o.yieldTo, o.log) : undefined;
+  // A paused process acts on SIGTERM only once resumed: resume it as soon as it is to stop.
+  if (stopYielding) o.signal?.addEventListener('abort', stopYielding, { once: true });
   const result = await child;
+  stopYielding?.();
   const durationMs = Date.now() - started;
   if (result.isCanceled || (o.signal?.aborted ?? false)) {
     throw new MeshError('TOOL_FAILED', `${tool} stopped: ${String(o.signal?.reason ?? 'cancelled')}`);

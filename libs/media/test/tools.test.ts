@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
@@ -162,6 +162,39 @@ describe('refusals', () => {
     } finally {
       await server.stop();
     }
+  });
+
+  it('pauses an encode while a more urgent one runs on the host, resumes it after, and stops it when asked', async () => {
+    const yieldDir = at('encodes');
+    const state = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[0] ?? '';
+    const ac = new AbortController();
+    let pid = 0;
+    const seen: string[] = [];
+    const args = ['-v', 'error', '-progress', 'pipe:1', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-t', '600', '-c:v', 'libx264', '-preset', 'ultrafast', '-f', 'null', '-'];
+    const run = runTool('ffmpeg', args, { log, signal: ac.signal, yieldTo: { dir: yieldDir, rank: 1, maxPauseMs: 60_000, everyMs: 50 }, onProgress: () => (pid ||= lastFfmpegPid()) }).catch((e: unknown) => e);
+    const until = async (want: (s: string) => boolean) => {
+      for (let i = 0; i < 100 && !(pid && want(state(pid))); i++) await new Promise((r) => setTimeout(r, 50));
+      seen.push(state(pid));
+    };
+    // A marker left by a process that is gone is ignored (and cleaned up).
+    await writeFile(join(yieldDir, '0-999999999'), '');
+    await until((s) => s === 'R' || s === 'S');
+    // A more urgent encode (rank 0) of a live process appears: this one stops...
+    await writeFile(join(yieldDir, `0-${process.pid}`), '');
+    await until((s) => s === 'T');
+    // ...and goes on once it is gone.
+    await rm(join(yieldDir, `0-${process.pid}`));
+    await until((s) => s !== 'T');
+    // Paused again, then cancelled: it is resumed so it can act on the stop, and ends at once.
+    await writeFile(join(yieldDir, `0-${process.pid}`), '');
+    await until((s) => s === 'T');
+    const stopped = Date.now();
+    ac.abort(new Error('cancelled'));
+    expect(await run).toMatchObject({ message: expect.stringMatching(/ffmpeg stopped/) });
+    expect(Date.now() - stopped).toBeLessThan(2500);
+    expect(seen).toEqual([expect.stringMatching(/^[RS]$/), 'T', expect.stringMatching(/^[RS]$/), 'T']);
+    // Its own marker and the dead process's are gone.
+    expect(readdirSync(yieldDir)).toEqual([`0-${process.pid}`]);
   });
 
   it('stops a running tool when its signal aborts', async () => {

@@ -8,6 +8,9 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const registry = new Registry();
+
+/** Seconds, from a quick S3 call to a long encode. */
+const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 collectDefaultMetrics({ register: registry });
 
 /** Work items a stage finished, by outcome: done, retry, failed (given up), cancelled, handed_back. */
@@ -17,7 +20,7 @@ export const stageDuration = new Histogram({
   name: 'mesh_stage_duration_seconds',
   help: 'Time a stage spent on one work item, by stage and outcome',
   labelNames: ['stage', 'outcome'] as const,
-  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+  buckets: DURATION_BUCKETS,
   registers: [registry],
 });
 
@@ -38,7 +41,7 @@ export const toolDuration = new Histogram({
   name: 'mesh_tool_duration_seconds',
   help: 'Run time of ffmpeg, ffprobe and Shaka Packager, by tool and result',
   labelNames: ['tool', 'result'] as const,
-  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+  buckets: DURATION_BUCKETS,
   registers: [registry],
 });
 

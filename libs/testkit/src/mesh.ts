@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 
 export const SERVICES = ['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', 'packager', 'thumbnailer', 'uploader', 'notifier'] as const;
 export type ServiceName = (typeof SERVICES)[number];
@@ -175,5 +176,7 @@ export function meshEnv(o: MeshEndpoints): Record<string, string> {
     // Several services on one host: each picks a free port for /metrics and reports it when ready.
     METRICS_PORT: '0',
     METRICS_HOST: '127.0.0.1',
+    // Encodes of this mesh yield to each other, not to those of another mesh on the same machine (tests run two at once).
+    ENCODE_YIELD_DIR: join(tmpdir(), `video-mesh-encodes-${process.pid}-${o.apiPort}`),
   };
 }

@@ -5,6 +5,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pollUntil } from './wait.ts';
 import { gunzipSync } from 'node:zlib';
 
 export interface ReceivedSpan {
@@ -97,11 +98,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     url: `http://127.0.0.1:${port}`,
     spans,
     async waitFor(predicate, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!predicate(spans)) {
-        if (Date.now() > deadline) throw new Error(`otlp: condition not met within ${timeoutMs} ms (${spans.length} spans received)`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await pollUntil(() => predicate(spans), { timeoutMs, everyMs: 200, describe: () => `otlp received ${spans.length} spans` });
       return spans;
     },
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),

@@ -4,6 +4,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pollUntil } from './wait.ts';
 
 export interface ReceivedRequest {
   method: string;
@@ -48,11 +49,7 @@ export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest)
     url: `http://127.0.0.1:${port}`,
     received,
     async waitFor(predicate, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!predicate(received)) {
-        if (Date.now() > deadline) throw new Error(`webhook: condition not met within ${timeoutMs} ms; got ${JSON.stringify(received.map((r) => r.body))}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await pollUntil(() => predicate(received), { timeoutMs, everyMs: 100, describe: () => `webhook got ${JSON.stringify(received.map((r) => r.body))}` });
       return received;
     },
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),

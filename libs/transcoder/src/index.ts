@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
 import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { outputSize, PROFILES, runTool, transcodeArgs } from '@mesh/media';
+import { outputSize, PROFILES, runTool, transcodeArgs, yieldConfig } from '@mesh/media';
 import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
 import { annotate, ffmpegSpeed } from '@mesh/telemetry';
 
@@ -25,6 +25,8 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
       s3: s3Config(env),
       concurrency: int(env, 'TRANSCODER_CONCURRENCY', 1, { min: 1, max: 16 }),
       niceness: int(env, 'FFMPEG_NICENESS', profile.niceness, { min: 0, max: 19 }),
+      // Encodes on one host pause while a more urgent one runs.
+      yieldTo: yieldConfig(env, profile.rank),
     }),
     stage: () => transcodeStage(rendition),
     async handle({ job, source, probe, plan }, { tmp, signal, log, stage }, { bus, s3, config }) {
@@ -38,7 +40,14 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
         const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
         publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
       };
-      const { durationMs } = await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), { log, signal, onProgress, niceness: config.niceness, redact: { [input]: s3url(source) } });
+      const { durationMs } = await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
+        log,
+        signal,
+        onProgress,
+        niceness: config.niceness,
+        redact: { [input]: s3url(source) },
+        ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}),
+      });
       const speed = probe.durationSec / Math.max(0.001, durationMs / 1000);
       ffmpegSpeed.observe({ work: `transcode-${rendition}` }, speed);
       annotate({ 'media.duration_s': probe.durationSec, 'media.ffmpeg_speed': Number(speed.toFixed(2)) });

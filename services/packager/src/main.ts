@@ -8,7 +8,7 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
-import { int, layout, mapLimit, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
+import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
 import { packagerArgs, runTool, setBaseUrl } from '@mesh/media';
 import { downloadToFile, uploadFile } from '@mesh/storage';
@@ -21,7 +21,8 @@ await runStageService({
   async handle({ job, plan, outcome }, { tmp, signal, log }, { bus, states, s3, config }) {
     const rendition = outcome.ok ? outcome.output.rendition : outcome.rendition;
     const rec = await settleRendition(states, job.jobId, rendition, outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason });
-    if (!outcome.ok || rec.phase === 'failed') return;
+    if (!outcome.ok) return;
+    if (rec.phase === 'failed') throw new MeshError('JOB_FAILED', `${rendition} was ready after the job had failed; kept to be re-driven`, { permanent: true });
     const ready = RENDITION_NAMES.filter((r) => rec.ready.includes(r));
     if (!mayPublish(rec, ready)) {
       log.info({ ready, published: rec.published }, 'a manifest with more renditions is out already; nothing to package');

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { publishEvent } from '@mesh/bus';
 import { int, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { runTool, thumbnailArgs } from '@mesh/media';
+import { runTool, thumbnailArgs, yieldConfig } from '@mesh/media';
 import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
 
 await runStageService({
@@ -16,15 +16,17 @@ await runStageService({
   config: (env: Env) => ({
     s3: s3Config(env),
     concurrency: int(env, 'THUMBNAILER_CONCURRENCY', 2, { min: 1, max: 16 }),
-    // The preview is not on the way to a playable manifest: on a shared host it yields to the encodes.
+    // The preview is not on the way to a playable manifest: on a shared host it yields to the 720p encode
+    // (paused while it runs, see libs/media/src/yield.ts) and runs beside the 360p one at a lower priority.
     niceness: int(env, 'FFMPEG_NICENESS', 10, { min: 0, max: 19 }),
+    yieldTo: yieldConfig(env, 1),
   }),
   stage: () => 'thumbnail',
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
     // FFmpeg seeks in the staged source through a presigned URL: it reads a few hundred KB, not the file.
     const input = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
     const output = join(tmp, 'thumbnail.jpg');
-    await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) } });
+    await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) });
     const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
     await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
     await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, msgId(job, 'thumbnail.ready'));

@@ -6,7 +6,7 @@
  * published: a late or repeated upload never takes a rendition away from clients.
  */
 import { publishEvent } from '@mesh/bus';
-import { int, layout, mapLimit, msgId, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
+import { int, layout, mapLimit, MeshError, msgId, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
 import { getRecord, mayPublish, recordPublished, runStageService, withJobLock } from '@mesh/jobs';
 import { contentTypeFor, copyObject, publicUrl } from '@mesh/storage';
 
@@ -32,6 +32,8 @@ await runStageService({
 
     await withJobLock(states, job.jobId, async () => {
       const rec = await getRecord(states, job.jobId);
+      // A failed job publishes nothing until it is reopened (a retry, or its dead letters re-driven).
+      if (rec?.phase === 'failed') throw new MeshError('JOB_FAILED', `the ${renditions.join('+')} package was ready after the job had failed; kept to be re-driven`, { permanent: true });
       if (rec && !mayPublish(rec, renditions)) {
         log.info({ renditions, published: rec.published }, 'stale manifest not published: a larger one is out');
         return;
