@@ -2,7 +2,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, MeshError, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
-import { closeBus, connectBus, ensureStream, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker } from '../src/index.ts';
+import { closeBus, connectBus, ensureStream, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker, type WorkerOptions, type WorkMessage } from '../src/index.ts';
 
 const log = createLogger('test', process.env['TEST_LOG'] ?? 'silent');
 let nats: NatsServer;
@@ -32,6 +32,13 @@ function thumbnailWork() {
   return { kind: 'thumbnail' as const, job: { jobId, objectKey: 'k', baseUrl: 'http://x/', videoId: 'v', hasAudio: false, attempt: 1 }, source: { bucket: 'bkt', key: 'k' }, probe };
 }
 
+/** A thumbnail worker on the test bus, stopped after the test; `o` sets the handler and the rest. */
+async function startWorker(o: Partial<WorkerOptions<WorkMessage<'thumbnail'>>>): Promise<Worker> {
+  const worker = await runWorker({ bus, log, source: workSource('thumbnail'), handle: async () => undefined, onGiveUp: async () => undefined, ...o });
+  workers.push(worker);
+  return worker;
+}
+
 async function until(cond: () => boolean, ms = 15_000) {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -49,18 +56,13 @@ describe('runWorker', () => {
     await ensureStream(bus.jsm, STREAMS.deadLetters);
     let gaveUp = 0;
     let calls = 0;
-    workers.push(
-      await runWorker({
-        bus,
-        log,
-        source: workSource('thumbnail'),
-        handle: async () => {
-          calls++;
-          throw new MeshError('JOB_FAILED', 'ready after the job had failed; kept to be re-driven', { permanent: true });
-        },
-        onGiveUp: async () => void gaveUp++,
-      }),
-    );
+    await startWorker({
+      handle: async () => {
+        calls++;
+        throw new MeshError('JOB_FAILED', 'ready after the job had failed; kept to be re-driven', { permanent: true });
+      },
+      onGiveUp: async () => void gaveUp++,
+    });
     const msg = thumbnailWork();
     await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
     const parked = async () => (await listDeadLetters(bus)).find((l) => l.jobId === msg.job.jobId);
@@ -73,9 +75,7 @@ describe('runWorker', () => {
   it('acks handled work and cleans its temp dir', async () => {
     const seen: string[] = [];
     const dirs: string[] = [];
-    workers.push(
-      await runWorker({ bus, log, source: workSource('thumbnail'), handle: async (m, ctx) => void (seen.push(m.job.jobId), dirs.push(ctx.tmp)), onGiveUp: async () => undefined }),
-    );
+    await startWorker({ handle: async (m, ctx) => void (seen.push(m.job.jobId), dirs.push(ctx.tmp)) });
     const msg = thumbnailWork();
     await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
     await until(() => seen.length === 1);
@@ -89,19 +89,14 @@ describe('runWorker', () => {
 
   it('keeps a long job alive past ack_wait and handles it once', async () => {
     let calls = 0;
-    workers.push(
-      await runWorker({
-        bus,
-        log,
-        source: workSource('thumbnail'),
-        ackWaitMs: 1500,
-        handle: async () => {
-          calls++;
-          await sleep(4000);
-        },
-        onGiveUp: async () => undefined,
-      }),
-    );
+    await startWorker({
+      ackWaitMs: 1500,
+      handle: async () => {
+        calls++;
+        await sleep(4000);
+      },
+      onGiveUp: async () => undefined,
+    });
     const msg = thumbnailWork();
     await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
     await until(() => calls === 1);
@@ -112,19 +107,14 @@ describe('runWorker', () => {
   it('retries a failing handler, then gives up with the error after max deliveries', async () => {
     let calls = 0;
     const gaveUp: unknown[] = [];
-    workers.push(
-      await runWorker({
-        bus,
-        log,
-        source: workSource('thumbnail'),
-        maxDeliver: 2,
-        handle: async () => {
-          calls++;
-          throw new Error(`disk full (attempt ${calls})`);
-        },
-        onGiveUp: async (_m, _raw, err) => void gaveUp.push(err),
-      }),
-    );
+    await startWorker({
+      maxDeliver: 2,
+      handle: async () => {
+        calls++;
+        throw new Error(`disk full (attempt ${calls})`);
+      },
+      onGiveUp: async (_m, _raw, err) => void gaveUp.push(err),
+    });
     const msg = thumbnailWork();
     await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
     await until(() => gaveUp.length === 1);
@@ -134,7 +124,7 @@ describe('runWorker', () => {
 
   it('gives up at once on a message that does not match the schema', async () => {
     const gaveUp: unknown[] = [];
-    workers.push(await runWorker({ bus, log, source: workSource('thumbnail'), handle: async () => undefined, onGiveUp: async (m, raw, err) => void gaveUp.push([m, raw, err]) }));
+    await startWorker({ onGiveUp: async (m, raw, err) => void gaveUp.push([m, raw, err]) });
     await bus.js.publish('work.thumbnail', JSON.stringify({ kind: 'thumbnail', job: { jobId: 'nope' } }));
     await until(() => gaveUp.length === 1);
     const [message, raw, err] = gaveUp[0] as [unknown, unknown, Error];
