@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BACKEND_KEY, BUCKETS, getJob, headers, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
+import { BACKEND_KEY, BUCKETS, getJob, headers, logLines, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
 import { playInBrowser } from './support/playback.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
 
@@ -132,6 +132,17 @@ describe.each([
     expect(calls[0]).toMatchObject({ method: 'PUT', path: '/video/processing/result', body: { taskId, status: 'SUCCESS' } });
     expect(calls[0]!.headers['apikey']).toBe(BACKEND_KEY);
   });
+
+  it('logs one trace id for the job in every service, with no trace exporter configured', () => {
+    const ids = new Set<unknown>();
+    for (const id of ['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', 'packager', 'uploader', 'thumbnailer', 'notifier']) {
+      const lines = logLines(sys, id, { jobId: taskId }).filter((l) => l['trace_id'] !== undefined);
+      expect(lines.length, id).toBeGreaterThan(0);
+      for (const l of lines) ids.add(l['trace_id']);
+    }
+    expect([...ids]).toHaveLength(1);
+    expect(String([...ids][0])).toMatch(/^(?!0+$)[0-9a-f]{32}$/);
+  });
 });
 
 describe('a file that is not a video', () => {
@@ -174,6 +185,21 @@ describe('retrying a FAILED task', () => {
     const told = sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => (r.body as { status: string }).status);
     expect(told).toEqual(['FAILED', 'SUCCESS']);
     expect((await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers })).status).toBe(409);
+  }, 120_000);
+});
+
+describe('a source replaced while it is being converted', () => {
+  it('fails with a reason saying so, instead of mixing two videos', async () => {
+    const key = 'clips/replaced.mp4';
+    await putInput(sys, key, await makeClip(join(dir, 'replaced.mp4'), { width: 1280, height: 720, seconds: 30, audio: true }));
+    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/s/', video_id: 'replaced', has_audio: true });
+    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+    await putInput(sys, key, await makeClip(join(dir, 'other.mp4'), { width: 640, height: 360, seconds: 2, audio: true }));
+
+    const job = await waitForSettled(sys, taskId, ['failed', 'complete']);
+    expect(job['stages']['transcode-720p']).toMatchObject({ state: 'failed', code: 'SOURCE_CHANGED' });
+    expect(job['stages']['transcode-720p'].reason).toMatch(/clips\/replaced\.mp4 changed while it was being converted/);
+    expect(job['renditions'] ?? []).not.toContain('720p');
   }, 120_000);
 });
 

@@ -154,16 +154,16 @@ async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_00
 
 describe('dead letters', () => {
   it('a message that keeps failing fails the job with the reason, is kept, and re-driven finishes the job', async () => {
-    // The output bucket disappears: every upload fails until the stage gives up.
+    // The output bucket disappears: every write of segments fails until the packager gives up.
     await deletePrefix(sys.s3, BUCKETS.output, '');
     await sys.s3.send(new DeleteBucketCommand({ Bucket: BUCKETS.output }));
     let taskId = '';
     try {
       taskId = await newJob();
       const failed = await waitForState(sys, taskId, ['failed', 'complete'], 120_000);
-      expect(failed).toMatchObject({ task_status: 'FAILURE', error: { stage: 'upload', code: 'STORAGE_FAILED' } });
+      expect(failed).toMatchObject({ task_status: 'FAILURE', error: { stage: 'package', code: 'STORAGE_FAILED' } });
       expect(failed['task_result']).toMatch(/e2e-output/);
-      // Both pieces of work (the 720p upload, and the package or upload with both renditions) are kept
+      // Both pieces of work (the 720p package, and the 360p one) are kept
       // before the cause is fixed; otherwise the second could still be retrying during the re-drive.
       await until(
         async () => ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters,
@@ -177,9 +177,9 @@ describe('dead letters', () => {
       (all) => all.some((l) => l.jobId === taskId),
     );
     const mine = letters.filter((l) => l.jobId === taskId);
-    // The 720p upload gave up after its deliveries; the work for both renditions gave up the same way, or
-    // was parked because the job had failed by then. Either way it is kept.
-    expect(mine.filter((l) => l.subject === 'work.upload' && l.deliveries === 3 && /does not exist/.test(l.reason)).length).toBeGreaterThanOrEqual(1);
+    // The first package gave up after its deliveries; the other gave up the same way, or was parked
+    // because the job had failed by then. Either way it is kept.
+    expect(mine.filter((l) => l.subject === 'work.package' && l.deliveries === 3 && /does not exist/.test(l.reason)).length).toBeGreaterThanOrEqual(1);
     expect(mine.every((l) => /does not exist|after the job had failed/.test(l.reason))).toBe(true);
     for (const letter of mine) {
       const res = await fetch(`${sys.api}/admin/dead-letters/${letter.seq}/redrive`, { method: 'POST', headers });

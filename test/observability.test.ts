@@ -143,7 +143,9 @@ describe('metrics', () => {
     expect(sample(text, 'mesh_ffmpeg_speed_ratio_count', { work: 'transcode-720p' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'mesh_s3_bytes_total', { direction: 'upload' })).toBeGreaterThan(100_000);
     expect(sample(text, 'mesh_work_in_flight', { stage: 'transcoder-720' })).toBe(0);
-    expect(sample(await metricsOf('downloader'), 'mesh_s3_bytes_total', { direction: 'copy' })).toBeGreaterThan(100_000);
+    const packager = await metricsOf('packager');
+    expect(sample(packager, 'mesh_s3_bytes_total', { direction: 'download' })).toBeGreaterThan(100_000);
+    expect(sample(packager, 'mesh_s3_bytes_total', { direction: 'upload' })).toBeGreaterThan(100_000);
   });
 
   it('the API shows queue depths per stage, as JSON and as metrics, that follow the work', async () => {

@@ -29,7 +29,7 @@ let n = 0;
 function thumbnailWork() {
   const jobId = `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`;
   const probe = { formatName: 'mov', durationSec: 1, sizeBytes: 1, video: { codec: 'h264', width: 2, height: 2, rotation: 0, frameRate: { num: 1, den: 1 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false }, audio: null };
-  return { kind: 'thumbnail' as const, job: { jobId, objectKey: 'k', baseUrl: 'http://x/', videoId: 'v', hasAudio: false, attempt: 1 }, source: { bucket: 'bkt', key: 'k' }, probe };
+  return { kind: 'thumbnail' as const, job: { jobId, objectKey: 'k', baseUrl: 'http://x/', videoId: 'v', hasAudio: false, attempt: 1 }, source: { bucket: 'bkt', key: 'k', etag: 'e' }, probe };
 }
 
 /** A thumbnail worker on the test bus, stopped after the test; `o` sets the handler and the rest. */

@@ -7,6 +7,8 @@ export type ErrorCode =
   | 'INVALID_MESSAGE'
   | 'SOURCE_NOT_FOUND'
   | 'SOURCE_EMPTY'
+  /** The client's object was replaced or deleted while the job read it. */
+  | 'SOURCE_CHANGED'
   | 'NOT_A_VIDEO'
   | 'SOURCE_UNSUPPORTED'
   | 'SOURCE_TOO_LARGE'

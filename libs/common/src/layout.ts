@@ -5,10 +5,9 @@
 import type { Rendition } from './messages.ts';
 
 export const layout = {
-  source: (jobId: string) => `jobs/${jobId}/source`,
   rendition: (jobId: string, rendition: Rendition) => `jobs/${jobId}/renditions/${rendition}.mp4`,
-  /** One folder per rendition set: a package never overwrites another's files in the work bucket. */
-  packagePrefix: (jobId: string, renditions: readonly Rendition[]) => `jobs/${jobId}/package/${renditions.join('-')}/`,
+  /** One manifest per rendition set, waiting in the work bucket to be published. */
+  manifest: (jobId: string, renditions: readonly Rendition[]) => `jobs/${jobId}/manifests/${renditions.join('-')}.mpd`,
   /** The DASH package of `object_key` is written under `<object_key>/`. */
   outputPrefix: (objectKey: string) => `${objectKey}/`,
   manifestName: 'manifest.mpd',

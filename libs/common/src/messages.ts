@@ -50,6 +50,13 @@ export function msgId(job: { jobId: string; attempt: number }, ...what: (string 
 export const ObjectRef = z.object({ bucket: z.string().min(3), key: z.string().min(1) });
 export type ObjectRef = z.infer<typeof ObjectRef>;
 
+/**
+ * The client's object as the downloader probed it. Stages read it in place and check afterwards that its
+ * ETag is still this one, so every rendition comes from the same bytes (or the job says the object changed).
+ */
+export const SourceRef = ObjectRef.extend({ etag: z.string().min(1) });
+export type SourceRef = z.infer<typeof SourceRef>;
+
 export const Rational = z.object({ num: z.number().int().positive(), den: z.number().int().positive() });
 export type Rational = z.infer<typeof Rational>;
 
@@ -99,7 +106,7 @@ export const TranscodeWork = z.object({
   kind: z.literal('transcode'),
   job: JobSpec,
   rendition: Rendition,
-  source: ObjectRef,
+  source: SourceRef,
   probe: Probe,
   plan: MediaPlan,
 });
@@ -116,10 +123,13 @@ export const UploadWork = z.object({
   kind: z.literal('upload'),
   job: JobSpec,
   renditions: z.array(Rendition).min(1),
-  /** The package in the work bucket: `prefix` + each of `files` (paths relative to the manifest). */
-  package: z.object({ bucket: z.string(), prefix: z.string(), files: z.array(z.string()).min(1), manifest: z.string() }),
+  /**
+   * The manifest of `renditions`, in the work bucket. Its segments are in the output already (the
+   * packager writes them there first); publishing it is what makes them reachable.
+   */
+  manifest: ObjectRef,
 });
-export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: ObjectRef, probe: Probe });
+export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: SourceRef, probe: Probe });
 
 export type DownloadWork = z.infer<typeof DownloadWork>;
 export type TranscodeWork = z.infer<typeof TranscodeWork>;

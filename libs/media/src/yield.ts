@@ -1,8 +1,10 @@
 /**
- * Encodes sharing one host yield to more urgent ones. Each running encode leaves a marker file
- * `<dir>/<rank>-<pid>` (rank 0 = most urgent: the rendition on the way to the first playable
- * manifest). While a live process with a lower rank has a marker, an encode is paused (SIGSTOP) and
- * resumed (SIGCONT) when there is none, or after `maxPauseMs` so it is never starved.
+ * Encodes sharing one host yield to more urgent work. Each running encode leaves a marker file
+ * `<dir>/<rank>-<pid>` (rank 0 = most urgent: the work on the way to the first playable manifest), and
+ * so does a service doing urgent work of its own (holdUrgency: the 720p transcoder while it uploads, the
+ * packager while it makes the first manifest). While a live process with a lower rank has a marker, an
+ * encode is paused (SIGSTOP) and resumed (SIGCONT) when there is none, or after `maxPauseMs` so it is
+ * never starved.
  *
  * Niceness alone still leaves the lesser encode ~15% of the CPU on two cores (measured in
  * docs/performance.md); pausing leaves it none. Containers have their own temp dirs: there it does
@@ -36,6 +38,16 @@ const alive = (pid: number) => {
   }
 };
 
+let holds = 0;
+
+/** Marks this process as doing work of `rank` until the returned function is called. */
+export function holdUrgency(o: YieldOptions): () => void {
+  mkdirSync(o.dir, { recursive: true });
+  const marker = join(o.dir, `${o.rank}-${process.pid}-${++holds}`);
+  writeFileSync(marker, '');
+  return () => rmSync(marker, { force: true });
+}
+
 /** Starts yielding for the process `pid`; the returned function stops it (and resumes the process). */
 export function yieldToUrgentEncodes(pid: number, o: YieldOptions, log: Logger): () => void {
   mkdirSync(o.dir, { recursive: true });
@@ -51,7 +63,7 @@ export function yieldToUrgentEncodes(pid: number, o: YieldOptions, log: Logger):
       // It ended meanwhile.
     }
   };
-  const timer = setInterval(() => {
+  const check = () => {
     const now = Date.now();
     if (paused) pausedMs += now - last;
     last = now;
@@ -67,13 +79,16 @@ export function yieldToUrgentEncodes(pid: number, o: YieldOptions, log: Logger):
     const shouldPause = urgent.length > 0 && pausedMs < o.maxPauseMs;
     if (shouldPause && !paused) {
       signal('SIGSTOP');
-      log.info({ for: urgent }, 'encode paused: a more urgent one runs on this host');
+      log.info({ for: urgent }, 'encode paused: more urgent work runs on this host');
     } else if (!shouldPause && paused) {
       signal('SIGCONT');
       log.info({ pausedMs }, 'encode resumed');
     }
     paused = shouldPause;
-  }, o.everyMs ?? 200);
+  };
+  // At once, too: encodes of one job start together, and the lesser ones should not run a moment beside the urgent one.
+  check();
+  const timer = setInterval(check, o.everyMs ?? 200);
   return () => {
     clearInterval(timer);
     if (paused) signal('SIGCONT');

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
 import { makeClip, REPO_ROOT, startS3, tempDir } from '@mesh/testkit';
 import { createS3, presignGet, putObject } from '@mesh/storage';
-import { outputSize, packagerArgs, planMedia, probeFile, PROFILES, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { holdUrgency, outputSize, packagerArgs, planMedia, probeFile, PROFILES, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 
 const run = promisify(execFile);
 const log = createLogger('test', 'silent');
@@ -185,16 +185,19 @@ describe('refusals', () => {
     // ...and goes on once it is gone.
     await rm(join(yieldDir, `0-${process.pid}`));
     await until((s) => s !== 'T');
-    // Paused again, then cancelled: it is resumed so it can act on the stop, and ends at once.
-    await writeFile(join(yieldDir, `0-${process.pid}`), '');
+    // Urgent work held by a service (not an encode) pauses it too; then it is cancelled while paused:
+    // it is resumed so it can act on the stop, and ends at once.
+    const release = holdUrgency({ dir: yieldDir, rank: 0, maxPauseMs: 0 });
     await until((s) => s === 'T');
     const stopped = Date.now();
     ac.abort(new Error('cancelled'));
     expect(await run).toMatchObject({ message: expect.stringMatching(/ffmpeg stopped/) });
     expect(Date.now() - stopped).toBeLessThan(2500);
     expect(seen).toEqual([expect.stringMatching(/^[RS]$/), 'T', expect.stringMatching(/^[RS]$/), 'T']);
-    // Its own marker and the dead process's are gone.
-    expect(readdirSync(yieldDir)).toEqual([`0-${process.pid}`]);
+    // Its own marker and the dead process's are gone; the held one goes when released.
+    expect(readdirSync(yieldDir)).toEqual([expect.stringMatching(new RegExp(`^0-${process.pid}-\\d+$`))]);
+    release();
+    expect(readdirSync(yieldDir)).toEqual([]);
   });
 
   it('stops a running tool when its signal aborts', async () => {

@@ -2,8 +2,10 @@
  * S3 helpers: plain functions over an S3Client, no wrapper state. Missing sources become InputErrors
  * (the job fails with a reason naming the object); other failures are retryable StorageErrors.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import {
@@ -20,7 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { InputError, MeshError, type ObjectRef } from '@mesh/common';
+import { InputError, mapLimit, MeshError, type ObjectRef, type SourceRef } from '@mesh/common';
 import { bytesMoved, inSpan, SpanKind } from '@mesh/telemetry';
 
 /** An S3 call in its own CLIENT span, with the object and (once known) the bytes moved. */
@@ -152,11 +154,12 @@ export async function getText(s3: S3Client, ref: ObjectRef): Promise<string | nu
   }
 }
 
-export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: number; contentType?: string; cacheControl?: string; metadata: Record<string, string> } | null> {
+export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: number; etag: string; contentType?: string; cacheControl?: string; metadata: Record<string, string> } | null> {
   try {
     const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
     return {
       size: res.ContentLength ?? 0,
+      etag: (res.ETag ?? '').replaceAll('"', ''),
       ...(res.ContentType ? { contentType: res.ContentType } : {}),
       ...(res.CacheControl ? { cacheControl: res.CacheControl } : {}),
       metadata: res.Metadata ?? {},
@@ -197,59 +200,86 @@ async function copyObjectUntraced(s3: S3Client, from: ObjectRef, to: ObjectRef, 
   }
 }
 
-/** How long stages' presigned URLs to a staged source last: past the longest encode, FFmpeg seeks with it again. */
+/** How long stages' presigned URLs to the source last: past the longest encode, FFmpeg seeks with it again. */
 export const SOURCE_URL_TTL_SEC = 24 * 3600;
 
-/** The largest object a single CopyObject can copy. */
-const MAX_COPY_BYTES = 5 * 1024 ** 3;
-
 /**
- * Puts a client's object at a key of the mesh's own: a server-side copy (no bytes through this process)
- * when S3 can do it, else streamed through (objects over 5 GiB; stores that refuse the copy, like the
- * local stand-in for some keys). A missing source is the input's fault. Returns how it was done.
+ * Runs `fn` with a presigned URL to the client's object (FFmpeg reads it in place, with range requests),
+ * then checks the object is still the one probed: same ETag. An object replaced or deleted meanwhile
+ * fails the work with SOURCE_CHANGED / SOURCE_NOT_FOUND, also when `fn` failed because of it, so no
+ * output ever mixes two versions of a source and the reason says what happened.
  */
-export function stageObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
-  return s3Span('stage', to, async (done) => {
-    const how = await stageObjectUntraced(s3, from, to, o);
-    done(o.size, how === 'copied' ? 'copy' : 'download');
-    if (how === 'streamed') bytesMoved.inc({ direction: 'upload' }, o.size);
-    return how;
-  });
+export async function withSourceUrl<T>(s3: S3Client, source: SourceRef, fn: (url: string) => Promise<T>): Promise<T> {
+  const url = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
+  let result: T;
+  try {
+    result = await fn(url);
+  } catch (err) {
+    await assertSourceUnchanged(s3, source);
+    throw err;
+  }
+  await assertSourceUnchanged(s3, source);
+  return result;
 }
 
-async function stageObjectUntraced(s3: S3Client, from: ObjectRef, to: ObjectRef, o: { size: number; signal?: AbortSignal }): Promise<'copied' | 'streamed'> {
-  if (o.size <= MAX_COPY_BYTES) {
-    try {
-      await copyObjectUntraced(s3, from, to, { contentType: 'application/octet-stream' });
-      return 'copied';
-    } catch {
-      // Fall through to the stream, which also tells a missing source from a refused copy.
-    }
-  }
-  try {
-    const res = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key }), o.signal ? { abortSignal: o.signal } : {});
-    await new Upload({
-      client: s3,
-      params: { Bucket: to.bucket, Key: to.key, Body: res.Body as Readable, ContentType: 'application/octet-stream' },
-      queueSize: 4,
-      partSize: 16 * 1024 * 1024,
-    }).done();
-    return 'streamed';
-  } catch (err) {
-    if (err instanceof MeshError) throw err;
-    throw storageError(err, `staging to ${s3url(to)} of`, from, true);
+async function assertSourceUnchanged(s3: S3Client, source: SourceRef): Promise<void> {
+  const now = await headObject(s3, source);
+  if (!now) throw new InputError('SOURCE_NOT_FOUND', `object ${s3url(source)} was deleted while it was being converted`);
+  if (now.etag !== source.etag) {
+    throw new InputError('SOURCE_CHANGED', `object ${s3url(source)} changed while it was being converted (ETag ${source.etag} is now ${now.etag}); submit it again`);
   }
 }
 
 export async function listKeys(s3: S3Client, bucket: string, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
+  return [...(await listObjects(s3, bucket, prefix)).keys()];
+}
+
+/** Every object under `prefix`: key -> size and ETag (without its quotes). */
+export async function listObjects(s3: S3Client, bucket: string, prefix: string): Promise<Map<string, { size: number; etag: string }>> {
+  const objects = new Map<string, { size: number; etag: string }>();
   let token: string | undefined;
   do {
     const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of res.Contents ?? []) if (o.Key) keys.push(o.Key);
+    for (const o of res.Contents ?? []) if (o.Key) objects.set(o.Key, { size: o.Size ?? 0, etag: (o.ETag ?? '').replaceAll('"', '') });
     token = res.IsTruncated ? res.NextContinuationToken : undefined;
   } while (token);
-  return keys;
+  return objects;
+}
+
+/**
+ * Uploads the files `dir/<file>` to `<to.prefix><file>`, except those already there with the same bytes
+ * (same size and an ETag equal to the file's MD5, which S3 gives single-part uploads). A manifest that
+ * grows by one rendition re-uploads only that rendition's segments. Returns what was uploaded and skipped.
+ */
+export async function uploadChanged(
+  s3: S3Client,
+  dir: string,
+  files: string[],
+  to: { bucket: string; prefix: string },
+  o: PutOptions & { concurrency?: number } = {},
+): Promise<{ uploaded: string[]; skipped: string[] }> {
+  const there = await listObjects(s3, to.bucket, to.prefix).catch((err: unknown) => {
+    throw storageError(err, 'listing of', { bucket: to.bucket, key: to.prefix }, false);
+  });
+  const uploaded: string[] = [];
+  const skipped: string[] = [];
+  await mapLimit(files, o.concurrency ?? 8, async (file) => {
+    const path = join(dir, file);
+    const existing = there.get(to.prefix + file);
+    if (existing && existing.size === (await stat(path)).size && existing.etag === (await md5Of(path))) {
+      skipped.push(file);
+      return;
+    }
+    await uploadFile(s3, { bucket: to.bucket, key: to.prefix + file }, path, { ...o, contentType: o.contentType ?? contentTypeFor(file) });
+    uploaded.push(file);
+  });
+  return { uploaded, skipped };
+}
+
+async function md5Of(path: string): Promise<string> {
+  const hash = createHash('md5');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('hex');
 }
 
 export async function deletePrefix(s3: S3Client, bucket: string, prefix: string): Promise<number> {

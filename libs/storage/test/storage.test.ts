@@ -1,12 +1,12 @@
 /** The S3 helpers against a real local S3 server. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeFile, readFile } from 'node:fs/promises';
+import { mkdir, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { InputError } from '@mesh/common';
 import { startS3, tempDir, type S3Server } from '@mesh/testkit';
-import { contentTypeFor, copyObject, stageObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadFile } from '../src/index.ts';
+import { contentTypeFor, copyObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadChanged, uploadFile, withSourceUrl } from '../src/index.ts';
 
 let server: S3Server;
 let s3: S3Client;
@@ -35,19 +35,53 @@ describe('storage', () => {
     expect(await getText(s3, { bucket, key: `copies/${key}` })).toBe('hello');
   });
 
-  it.each(['plain source.mp4', `it's "$(rm -rf ~)"; a|b&c +1 #x?.mp4`, 'dir/vidéo 日本.mp4'])('stages the client object %j under a key of the mesh', async (key) => {
+  it.each(['plain source.mp4', `it's "$(rm -rf ~)"; a|b&c +1 #x?.mp4`, 'dir/vidéo 日本.mp4'])('reads the client object %j in place through a presigned URL', async (key) => {
     const data = randomBytes(300_000);
     await putObject(s3, { bucket, key: `in/${key}` }, data);
-    // A server-side copy where S3 does it; streamed where it refuses (the stand-in, for keys with $;+,?#&=).
-    const how = await stageObject(s3, { bucket, key: `in/${key}` }, { bucket, key: 'jobs/j1/source' }, { size: data.length });
-    expect(['copied', 'streamed']).toContain(how);
-    const path = join(dir.path, 'staged');
-    await downloadToFile(s3, { bucket, key: 'jobs/j1/source' }, path);
-    expect((await readFile(path)).equals(data)).toBe(true);
+    const head = (await headObject(s3, { bucket, key: `in/${key}` }))!;
+    const got = await withSourceUrl(s3, { bucket, key: `in/${key}`, etag: head.etag }, async (url) => Buffer.from(await (await fetch(url)).arrayBuffer()));
+    expect(got.equals(data)).toBe(true);
   });
 
-  it('stages a missing object as the input error it is', async () => {
-    await expect(stageObject(s3, { bucket, key: 'in/gone.mp4' }, { bucket, key: 'jobs/j2/source' }, { size: 10 })).rejects.toMatchObject({ code: 'SOURCE_NOT_FOUND' });
+  it('fails the reading when the object is replaced or deleted meanwhile, also when the reader failed', async () => {
+    const ref = { bucket, key: 'in/moving.mp4' };
+    await putObject(s3, ref, 'first');
+    const source = { ...ref, etag: (await headObject(s3, ref))!.etag };
+    const replaced = withSourceUrl(s3, source, () => putObject(s3, ref, 'second'));
+    await expect(replaced).rejects.toMatchObject({ code: 'SOURCE_CHANGED', message: expect.stringMatching(/in\/moving.mp4 changed while it was being converted/) });
+    const broken = withSourceUrl(s3, { ...ref, etag: (await headObject(s3, ref))!.etag }, async () => {
+      await deletePrefix(s3, bucket, 'in/moving');
+      throw new Error('ffmpeg: invalid data');
+    });
+    await expect(broken).rejects.toMatchObject({ code: 'SOURCE_NOT_FOUND', message: expect.stringMatching(/was deleted/) });
+    // Unchanged: the reader's own error comes through.
+    await putObject(s3, ref, 'third');
+    const own = withSourceUrl(s3, { ...ref, etag: (await headObject(s3, ref))!.etag }, () => Promise.reject(new Error('own')));
+    await expect(own).rejects.toThrow('own');
+  });
+
+  it('uploads only the files whose bytes are not already under the prefix', async () => {
+    const pkg = join(dir.path, 'pkg');
+    await mkdir(join(pkg, 'video/720p'), { recursive: true });
+    const a = randomBytes(200_000);
+    await writeFile(join(pkg, 'video/720p/1.m4s'), a);
+    await writeFile(join(pkg, 'video/720p/2.m4s'), randomBytes(200_000));
+    const files = ['video/720p/1.m4s', 'video/720p/2.m4s'];
+    const to = { bucket, prefix: 'out/ü clip.mp4/' };
+    expect((await uploadChanged(s3, pkg, files, to)).uploaded.sort()).toEqual(files);
+
+    // One file changes (same size, other bytes), one is new: only those two go up.
+    await writeFile(join(pkg, 'video/720p/2.m4s'), randomBytes(200_000));
+    await mkdir(join(pkg, 'video/360p'));
+    await writeFile(join(pkg, 'video/360p/1.m4s'), 'new');
+    const again = await uploadChanged(s3, pkg, [...files, 'video/360p/1.m4s'], to, { cacheControl: 'immutable' });
+    expect(again.skipped).toEqual(['video/720p/1.m4s']);
+    expect(again.uploaded.sort()).toEqual(['video/360p/1.m4s', 'video/720p/2.m4s']);
+    const down = join(dir.path, 'seg2');
+    await downloadToFile(s3, { bucket, key: `${to.prefix}video/720p/2.m4s` }, down);
+    expect((await readFile(down)).equals(await readFile(join(pkg, 'video/720p/2.m4s')))).toBe(true);
+    expect(await headObject(s3, { bucket, key: `${to.prefix}video/360p/1.m4s` })).toMatchObject({ cacheControl: 'immutable' });
+    expect((await readFile(join(pkg, 'video/720p/1.m4s'))).equals(a)).toBe(true);
   });
 
   it('copies from keys with spaces and unicode', async () => {

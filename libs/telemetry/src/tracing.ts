@@ -11,11 +11,18 @@ import { OTLPTraceExporter as OtlpJsonExporter } from '@opentelemetry/exporter-t
 import { OTLPTraceExporter as OtlpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace';
 
 export { SpanKind, type Attributes, type Context, type Span };
 
 let sdk: NodeSDK | undefined;
+
+const dropSpans: SpanProcessor = {
+  onStart: () => undefined,
+  onEnd: () => undefined,
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+};
 
 /** Starts tracing for `service` (its `service.name`); call once, first thing. Returns whether spans are exported. */
 export function startTracing(service: string, env: NodeJS.ProcessEnv = process.env): boolean {
@@ -24,8 +31,10 @@ export function startTracing(service: string, env: NodeJS.ProcessEnv = process.e
   const exporter = exporting ? (env['OTEL_EXPORTER_OTLP_PROTOCOL'] === 'http/json' ? new OtlpJsonExporter() : new OtlpProtoExporter()) : undefined;
   sdk = new NodeSDK({
     resource: resourceFromAttributes({ 'service.name': env['OTEL_SERVICE_NAME'] ?? service }),
-    // Without an endpoint, spans are still made (ids for logs and headers) and dropped at the end.
-    spanProcessors: exporter ? [new BatchSpanProcessor({ exporter, scheduledDelayMillis: Number(env['OTEL_BSP_SCHEDULE_DELAY'] ?? 5000) })] : [],
+    // Without an endpoint, spans are still made (ids for logs and headers) and dropped at the end. The SDK
+    // registers no tracer provider at all when given no span processor (every id would be zeros), hence
+    // one that drops them.
+    spanProcessors: [exporter ? new BatchSpanProcessor({ exporter, scheduledDelayMillis: Number(env['OTEL_BSP_SCHEDULE_DELAY'] ?? 5000) }) : dropSpans],
     instrumentations: [],
     // Metrics are served by /metrics (Prometheus) and logs go to stdout: the SDK exports traces only.
     metricReaders: [],

@@ -137,7 +137,7 @@ export function formatLogLine(id: string, line: string): string {
   }
   const { time, level, msg, service: _s, name: _n, pid: _p, hostname: _h, ...rest } = rec;
   const levelName = ({ 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' } as Record<number, string>)[level as number] ?? String(level);
-  const clock = typeof time === 'string' ? time.slice(11, 19) : '';
+  const clock = typeof time === 'string' ? time.slice(11, 23) : '';
   const extras = Object.entries(rest)
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');

@@ -3,14 +3,15 @@
  *
  * transcoder-720 and transcoder-360 are this code with a different rendition profile. Replicas of one
  * share a durable consumer; a long encode keeps its message alive (the consume loop calls working()).
- * FFmpeg reads the staged source straight from S3 through a presigned URL (range requests, no local copy).
+ * FFmpeg reads the client's object straight from S3 through a presigned URL (range requests, no local copy),
+ * and the object's ETag is checked after, so a source replaced mid-encode fails the rendition (SOURCE_CHANGED).
  */
 import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
 import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { outputSize, PROFILES, runTool, transcodeArgs, yieldConfig } from '@mesh/media';
-import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
+import { holdUrgency, outputSize, PROFILES, runTool, transcodeArgs, yieldConfig } from '@mesh/media';
+import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
 import { annotate, ffmpegSpeed } from '@mesh/telemetry';
 
 /** How often progress reaches the job's status. */
@@ -30,32 +31,38 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
     }),
     stage: () => transcodeStage(rendition),
     async handle({ job, source, probe, plan }, { tmp, signal, log, stage }, { bus, s3, config }) {
-      const input = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
-      const output = join(tmp, `${rendition}.mp4`);
+      // Until its rendition is handed on (upload included), lesser encodes on this host wait.
+      const release = config.yieldTo ? holdUrgency(config.yieldTo) : undefined;
+      try {
+        const output = join(tmp, `${rendition}.mp4`);
+        let lastProgress = 0;
+        const onProgress = (seconds: number) => {
+          if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
+          lastProgress = Date.now();
+          const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
+          publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
+        };
+        const { durationMs } = await withSourceUrl(s3, source, (input) =>
+          runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
+            log,
+            signal,
+            onProgress,
+            niceness: config.niceness,
+            redact: { [input]: s3url(source) },
+            ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}),
+          }),
+        );
+        const speed = probe.durationSec / Math.max(0.001, durationMs / 1000);
+        ffmpegSpeed.observe({ work: `transcode-${rendition}` }, speed);
+        annotate({ 'media.duration_s': probe.durationSec, 'media.ffmpeg_speed': Number(speed.toFixed(2)) });
 
-      let lastProgress = 0;
-      const onProgress = (seconds: number) => {
-        if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
-        lastProgress = Date.now();
-        const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
-        publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
-      };
-      const { durationMs } = await runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
-        log,
-        signal,
-        onProgress,
-        niceness: config.niceness,
-        redact: { [input]: s3url(source) },
-        ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}),
-      });
-      const speed = probe.durationSec / Math.max(0.001, durationMs / 1000);
-      ffmpegSpeed.observe({ work: `transcode-${rendition}` }, speed);
-      annotate({ 'media.duration_s': probe.durationSec, 'media.ffmpeg_speed': Number(speed.toFixed(2)) });
-
-      const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
-      await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
-      await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, msgId(job, 'rendition.ready', rendition));
-      await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, msgId(job, 'package', rendition));
+        const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
+        await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
+        await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, msgId(job, 'rendition.ready', rendition));
+        await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, msgId(job, 'package', rendition));
+      } finally {
+        release?.();
+      }
     },
     // A failed rendition does not fail the job by itself: the packager decides, once it knows whether
     // another rendition made it.

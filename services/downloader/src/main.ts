@@ -1,16 +1,16 @@
 /**
- * downloader: work.download -> stage the object, probe it, plan the renditions -> work.transcode.*, work.thumbnail
+ * downloader: work.download -> check the object, probe it, plan the renditions -> work.transcode.*, work.thumbnail
  *
- * The source is first staged into the work bucket under the job id (a server-side copy: no bytes pass
- * through here), so every later stage reads the same bytes even if the client overwrites or deletes its
- * object meanwhile. ffprobe then reads the staged copy through a presigned URL: only the headers and
- * index, not the whole file.
+ * No copy is made: ffprobe reads the client's object in place through a presigned URL (only its headers
+ * and index), and so do the transcoders and the thumbnailer after it. The object's ETag travels with the
+ * work, and every stage checks it after reading: a source replaced or deleted mid-job fails the job with
+ * a reason saying so, instead of renditions cut from two different videos.
  */
 import { publishEvent, publishWork } from '@mesh/bus';
-import { InputError, int, layout, msgId, s3Config, transcodeWork, type Env } from '@mesh/common';
+import { InputError, int, msgId, s3Config, transcodeWork, type Env } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
 import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
-import { bucketExists, headObject, presignGet, s3url, stageObject } from '@mesh/storage';
+import { bucketExists, headObject, s3url, withSourceUrl } from '@mesh/storage';
 
 await runStageService({
   name: 'downloader',
@@ -35,11 +35,8 @@ await runStageService({
     checkSize(head.size, config.limits);
     if (head.size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
 
-    const source = { bucket: config.s3.workBucket, key: layout.source(job.jobId) };
-    const staged = await stageObject(s3, input, source, { size: head.size, signal });
-    log.info({ bytes: head.size, how: staged }, 'source staged');
-    const url = await presignGet(s3, source, { expiresSec: 3600 });
-    const probe = await probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(source) } });
+    const source = { ...input, etag: head.etag };
+    const probe = await withSourceUrl(s3, source, (url) => probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(source) } }));
     checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');

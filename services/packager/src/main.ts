@@ -2,21 +2,33 @@
  * packager: work.package (one rendition ready, or failed) -> DASH package of every ready rendition -> work.upload
  *
  * Records the rendition's outcome on the job (compare-and-set), then packages all renditions ready so far,
- * so the first one out is playable at once and each later one grows the manifest. Shaka Packager writes
- * the same segments for the same input, so re-packaging a rendition overwrites it with identical bytes.
+ * so the first one out is playable at once and each later one grows the manifest. Segments go straight
+ * to the output, skipping those already there with the same bytes (Shaka Packager writes the same
+ * segments for the same input, so a growing manifest adds only the new rendition's); the manifest waits
+ * in the work bucket for the uploader, which publishes it under the job's lock. Nothing names a segment
+ * before it is in place.
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
 import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
-import { packagerArgs, runTool, setBaseUrl } from '@mesh/media';
-import { downloadToFile, uploadFile } from '@mesh/storage';
+import { holdUrgency, packagerArgs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
+import { downloadToFile, uploadChanged, uploadFile } from '@mesh/storage';
+import { annotate } from '@mesh/telemetry';
+
+/** Segments are immutable once named; the manifest changes as renditions are added. */
+const SEGMENT_CACHE = 'public, max-age=31536000, immutable';
 
 await runStageService({
   name: 'packager',
   kind: 'package',
-  config: (env: Env) => ({ s3: s3Config(env), concurrency: int(env, 'PACKAGER_CONCURRENCY', 2, { min: 1, max: 16 }) }),
+  config: (env: Env) => ({
+    s3: s3Config(env),
+    concurrency: int(env, 'PACKAGER_CONCURRENCY', 2, { min: 1, max: 16 }),
+    // The first manifest of a job is the most urgent work there is: encodes on this host wait for it.
+    firstManifest: yieldConfig(env, 0),
+  }),
   stage: () => 'package',
   async handle({ job, plan, outcome }, { tmp, signal, log }, { bus, states, s3, config }) {
     const rendition = outcome.ok ? outcome.output.rendition : outcome.rendition;
@@ -29,25 +41,34 @@ await runStageService({
       return;
     }
 
-    const inputs = await mapLimit(ready, 2, async (r) => {
-      const path = join(tmp, `${r}.mp4`);
-      await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
-      return { rendition: r, path };
-    });
-    const outDir = join(tmp, 'package');
-    await mkdir(outDir);
-    const audioFrom = plan.audio ? { audioFrom: inputs[0]!.path } : {};
-    await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
+    const release = rec.published.length === 0 && config.firstManifest ? holdUrgency(config.firstManifest) : undefined;
+    try {
+      const inputs = await mapLimit(ready, 2, async (r) => {
+        const path = join(tmp, `${r}.mp4`);
+        await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
+        return { rendition: r, path };
+      });
+      const outDir = join(tmp, 'package');
+      await mkdir(outDir);
+      // Audio always from the rendition published first, so its segments keep their bytes as the manifest grows.
+      const audioFrom = plan.audio ? { audioFrom: inputs.find((i) => i.rendition === (rec.published[0] ?? ready[0]))!.path } : {};
+      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
 
-    // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
-    const manifestPath = join(outDir, layout.manifestName);
-    await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
+      const manifestPath = join(outDir, 'manifest.mpd');
+      const entries = await readdir(outDir, { recursive: true, withFileTypes: true });
+      const segments = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name))).filter((f) => f !== 'manifest.mpd');
+      const to = { bucket: config.s3.outputBucket, prefix: layout.outputPrefix(job.objectKey) };
+      const { uploaded, skipped } = await uploadChanged(s3, outDir, segments, to, { cacheControl: SEGMENT_CACHE });
+      annotate({ 'mesh.segments_uploaded': uploaded.length, 'mesh.segments_unchanged': skipped.length });
+      log.info({ renditions: ready, uploaded: uploaded.length, unchanged: skipped.length }, 'segments in the output');
 
-    const prefix = layout.packagePrefix(job.jobId, ready);
-    const entries = await readdir(outDir, { recursive: true, withFileTypes: true });
-    const files = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name)));
-    await mapLimit(files, 8, (file) => uploadFile(s3, { bucket: config.s3.workBucket, key: prefix + file }, join(outDir, file)));
-    const pkg = { bucket: config.s3.workBucket, prefix, files, manifest: layout.manifestName };
-    await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, package: pkg }, msgId(job, 'upload', ready.join('-')));
+      // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
+      const manifest = { bucket: config.s3.workBucket, key: layout.manifest(job.jobId, ready) };
+      await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
+      await uploadFile(s3, manifest, manifestPath, { contentType: 'application/dash+xml' });
+      await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, manifest }, msgId(job, 'upload', ready.join('-')));
+    } finally {
+      release?.();
+    }
   },
 });

@@ -8,7 +8,7 @@ import { publishEvent } from '@mesh/bus';
 import { int, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { runTool, thumbnailArgs, yieldConfig } from '@mesh/media';
-import { presignGet, s3url, SOURCE_URL_TTL_SEC, uploadFile } from '@mesh/storage';
+import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
 
 await runStageService({
   name: 'thumbnailer',
@@ -23,10 +23,11 @@ await runStageService({
   }),
   stage: () => 'thumbnail',
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
-    // FFmpeg seeks in the staged source through a presigned URL: it reads a few hundred KB, not the file.
-    const input = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
+    // FFmpeg seeks in the source through a presigned URL: it reads a few hundred KB, not the file.
     const output = join(tmp, 'thumbnail.jpg');
-    await runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) });
+    await withSourceUrl(s3, source, (input) =>
+      runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
+    );
     const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
     await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
     await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, msgId(job, 'thumbnail.ready'));
