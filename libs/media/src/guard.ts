@@ -22,7 +22,7 @@ export function isUrl(input: string): boolean {
 
 export function inputGuard(input: string): string[] {
   return [
-    // Only the kind of input we were given: a local file, or the presigned URL of the job's staged source
+    // Only the kind of input we were given: a local file, or the presigned URL of the job's source
     // (HTTP(S) and what it runs on). Never file: beside a URL, nor concat:, subfile:, data: or pipe:.
     '-protocol_whitelist', isUrl(input) ? 'http,https,tcp,tls' : 'file',
     // Only real video containers: hls, concat, image sequences and the like are refused.

@@ -3,8 +3,9 @@
  *
  * Records the rendition's outcome on the job (compare-and-set), then packages all renditions ready so far,
  * so the first one out is playable at once and each later one grows the manifest. Segments go straight
- * to the output, skipping those already there with the same bytes (Shaka Packager writes the same
- * segments for the same input, so a growing manifest adds only the new rendition's); the manifest waits
+ * to the output, skipping those already there with the same bytes (Shaka Packager writes the same media
+ * segments for the same input, so a growing manifest adds only the new rendition's, plus the init
+ * segments, which carry the packaging time and so differ by a few bytes each time); the manifest waits
  * in the work bucket for the uploader, which publishes it under the job's lock. Nothing names a segment
  * before it is in place.
  */
