@@ -8,6 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand } from '@aws-sdk/client-s3';
+import { closeBus, connectBus } from '@mesh/bus';
+import { createLogger } from '@mesh/common';
+import { openJobStates } from '@mesh/jobs';
 import { deletePrefix, getText } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
 import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForState, type System } from './support/harness.ts';
@@ -68,7 +71,6 @@ const HOLDING: [ServiceName, Record<string, unknown>][] = [
   ['transcoder-360', { msg: 'running ffmpeg' }],
   ['thumbnailer', { msg: 'running ffmpeg' }],
   ['packager', { msg: 'running packager' }],
-  ['uploader', { msg: 'work started' }],
 ];
 
 describe('SIGKILL while holding a message', () => {
@@ -81,6 +83,26 @@ describe('SIGKILL while holding a message', () => {
     // The restarted process gets the same message again (the job may finish first through another
     // rendition's message; the redelivery must come all the same, and change nothing).
     await waitForLog(sys, name, { jobId: taskId, msg: 'work done', delivery: 2 }, 30_000);
+    await expectDelivered(taskId);
+  }, 150_000);
+
+  it('uploader: the message comes back to the restarted process and the job completes', async () => {
+    // Publishing a manifest takes the uploader a few ms: the test holds the job's manifest lock, so the
+    // uploader surely still holds its message (waiting for the lock) when it is killed.
+    const bus = await connectBus({ url: sys.nats.url, name: 'faults-test', log: createLogger('faults-test', 'silent') });
+    const states = await openJobStates(bus);
+    const taskId = await newJob();
+    await states.locks.create(taskId, 'faults-test');
+    try {
+      await waitForLog(sys, 'uploader', { msg: 'work started', jobId: taskId });
+      const victim = sys.mesh.processes.find((p) => p.id === 'uploader')!;
+      await victim.kill();
+      await sys.mesh.respawn(victim);
+    } finally {
+      await states.locks.delete(taskId);
+      await closeBus(bus);
+    }
+    await waitForLog(sys, 'uploader', { jobId: taskId, msg: 'work done', delivery: 2 }, 30_000);
     await expectDelivered(taskId);
   }, 150_000);
 
