@@ -1,7 +1,7 @@
 /** The projection on the MongoDB-compatible server, fed by the projector from a real JetStream stream. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeBus, connectBus, ensureStream, publishEvent, STREAMS, type Bus } from '@mesh/bus';
-import { createLogger, sleep } from '@mesh/common';
+import { createLogger, JobEvent, sleep } from '@mesh/common';
 import { startMongo, startNats, type MongoServer, type NatsServer } from '@mesh/testkit';
 import { openProjectionStore, rebuildProjection, runProjector, type Projector, type ProjectionStore } from '../src/index.ts';
 
@@ -40,10 +40,17 @@ async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 15_00
 }
 
 describe('projection store and projector', () => {
-  it('folds events into the job document and ignores repeats', async () => {
-    const { ack, event } = await publishEvent(bus, { type: 'job.created', jobId, spec });
-    expect(await store.apply(event, ack.seq)).toBe(true);
-    expect(await store.apply(event, ack.seq)).toBe(false);
+  it('applies an event once: a repeat changes nothing', async () => {
+    // Never published, so the running projector cannot apply it first.
+    const other = { ...spec, jobId: '00000000-0000-4000-a000-0000000000ff', videoId: 'direct' };
+    const event = JobEvent.parse({ type: 'job.created', jobId: other.jobId, spec: other, at: new Date().toISOString() });
+    expect(await store.apply(event, 1_000_000)).toBe(true);
+    expect(await store.apply(event, 1_000_000)).toBe(false);
+    expect(await store.get(other.jobId)).toMatchObject({ videoId: 'direct', lastSeq: 1_000_000 });
+  });
+
+  it('folds published events into the job document', async () => {
+    await publishEvent(bus, { type: 'job.created', jobId, spec });
     await publishEvent(bus, { type: 'stage.started', jobId, stage: 'download' });
     await publishEvent(bus, { type: 'job.failed', jobId, stage: 'download', code: 'NOT_A_VIDEO', reason: 'not a video' });
     const view = await until(() => store.get(jobId), (v) => v?.state === 'failed');
