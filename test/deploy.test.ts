@@ -1,9 +1,11 @@
 /**
  * Container deployment: docker-compose.yml validates with docker-compose 1.29 (Debian's) and runs every
  * service of the mesh from the one image, with its own command and OTEL_SERVICE_NAME; the transcoders
- * scale from the environment; the collector sends traces to Jaeger; the image is Node 24.
+ * scale from the environment; the collector sends traces to Jaeger; the image is Node 24. The Kubernetes
+ * manifests in deploy/k8s validate against the Kubernetes and KEDA schemas (kubernetes-models) and run
+ * the same services the same way.
  *
- * Checks the text `docker-compose config` renders (no YAML parser): one block per service under `services:`.
+ * Compose is checked on the text `docker-compose config` renders: one block per service under `services:`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -12,6 +14,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { parseAllDocuments } from 'yaml';
+import { ConfigMap, Service } from 'kubernetes-models/v1';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
+import { STREAMS } from '@mesh/bus';
+import { WORK } from '@mesh/common';
 import { REPO_ROOT, SERVICES } from '@mesh/testkit';
 
 const run = promisify(execFile);
@@ -124,5 +132,87 @@ describe('image and collector', () => {
     const traces = /^ {4}traces:\n((?: {6}.*\n?)+)/m.exec(collector)?.[1] ?? '';
     expect(traces).toMatch(/receivers: \[otlp\]/);
     expect(traces).toMatch(/exporters: \[[^\]]*otlp\/jaeger[^\]]*\]/);
+  });
+});
+
+describe('deploy/k8s', () => {
+  const K8S = join(REPO_ROOT, 'deploy', 'k8s');
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  type Manifest = Record<string, any>;
+  // The models' constructors take what the YAML says; validate() checks it against the schema.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const MODELS: Record<string, (m: any) => { validate(): void }> = {
+    'v1/ConfigMap': (m) => new ConfigMap(m),
+    'v1/Service': (m) => new Service(m),
+    'apps/v1/Deployment': (m) => new Deployment(m),
+    'keda.sh/v1alpha1/ScaledObject': (m) => new ScaledObject(m),
+  };
+  let all: Manifest[];
+  const find = (kind: string, name: string) => all.find((m) => m['kind'] === kind && m['metadata']?.name === name);
+
+  beforeAll(async () => {
+    all = [];
+    for (const file of readdirSync(K8S).filter((f) => f.endsWith('.yaml'))) {
+      for (const doc of parseAllDocuments(await readFile(join(K8S, file), 'utf8'))) {
+        expect(doc.errors, file).toEqual([]);
+        if (doc.contents) all.push(doc.toJS() as Manifest);
+      }
+    }
+  });
+
+  it('every manifest is valid against its schema', () => {
+    expect(all.length).toBeGreaterThan(SERVICES.length);
+    for (const m of all) {
+      const model = MODELS[`${m['apiVersion']}/${m['kind']}`];
+      expect(model, `${m['apiVersion']} ${m['kind']}`).toBeDefined();
+      expect(() => model!(m).validate(), `${m['kind']} ${m['metadata']?.name}`).not.toThrow();
+    }
+  });
+
+  it.each(SERVICES)('%s: a Deployment that runs its main.ts from the shared image, drains, and runs unprivileged', (name) => {
+    const spec = find('Deployment', name)?.['spec'].template.spec;
+    expect(spec, name).toBeDefined();
+    const [c] = spec.containers;
+    expect(c.command).toEqual(['node', `services/${name}/src/main.ts`]);
+    expect(existsSync(join(REPO_ROOT, c.command[1]))).toBe(true);
+    expect(c.image).toBe('video-mesh:latest');
+    expect(c.env).toContainEqual({ name: 'OTEL_SERVICE_NAME', value: name });
+    expect(c.envFrom).toEqual([{ configMapRef: { name: 'video-mesh-config' } }, { secretRef: { name: 'video-mesh-secrets' } }]);
+    // SIGTERM drains for DRAIN_MS (25 s) before the kill.
+    expect(spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
+    expect(spec.securityContext).toMatchObject({ runAsNonRoot: true });
+    expect(c.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+    // The only place the services write: FFmpeg and Shaka Packager scratch space.
+    expect(c.volumeMounts).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
+    expect(spec.volumes).toContainEqual(expect.objectContaining({ name: 'tmp', emptyDir: expect.any(Object) }));
+    const ports = Object.fromEntries(c.ports.map((p: Manifest) => [p['name'], p['containerPort']]));
+    expect(String(ports['metrics'])).toBe(find('ConfigMap', 'video-mesh-config')!['data'].METRICS_PORT);
+    expect(c.readinessProbe).toBeDefined();
+  });
+
+  it('gives the services every setting they require, secrets apart', () => {
+    const data = find('ConfigMap', 'video-mesh-config')!['data'] as Record<string, string>;
+    for (const key of ['NATS_URL', 'MONGODB_URI', 'S3_INPUT_BUCKET', 'S3_OUTPUT_BUCKET', 'S3_THUMBNAIL_OUTPUT_BUCKET', 'MAIN_API_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+      expect(data[key], key).toBeTruthy();
+    }
+    for (const secret of ['APP_API_KEY', 'MAIN_API_KEY', 'AWS_SECRET_ACCESS_KEY']) expect(data[secret], secret).toBeUndefined();
+  });
+
+  it('serves the API, probed on /healthz', () => {
+    const api = find('Deployment', 'ingest-api')!['spec'].template.spec.containers[0];
+    expect(api.readinessProbe.httpGet).toEqual({ path: '/healthz', port: 'http' });
+    expect(find('Service', 'ingest-api')!['spec']).toMatchObject({ selector: { 'app.kubernetes.io/name': 'ingest-api' }, ports: [{ port: 8000, targetPort: 'http' }] });
+  });
+
+  it.each(['720p', '360p'] as const)('scales transcoder-%s on its own durable consumer of the WORK stream', (rendition) => {
+    const { consumer } = WORK[`transcode-${rendition}`];
+    const so = find('ScaledObject', consumer)!;
+    expect(so['spec'].scaleTargetRef.name).toBe(consumer);
+    expect(find('Deployment', consumer)).toBeDefined();
+    const natsHost = new URL(find('ConfigMap', 'video-mesh-config')!['data'].NATS_URL).hostname;
+    expect(so['spec'].triggers).toEqual([
+      { type: 'nats-jetstream', metadata: expect.objectContaining({ stream: STREAMS.work.name, consumer, account: '$G', natsServerMonitoringEndpoint: `${natsHost}:8222` }) },
+    ]);
+    expect(so['spec'].minReplicaCount).toBeGreaterThanOrEqual(1);
   });
 });
