@@ -188,12 +188,19 @@ describe('retrying a FAILED task', () => {
   }, 120_000);
 });
 
+/** A job on a 30 s 720p clip (made once), returned once its 720p encode is running. */
+let longClip: Promise<string> | undefined;
+async function encoding(key: string, videoId: string): Promise<string> {
+  await putInput(sys, key, await (longClip ??= makeClip(join(dir, 'long.mp4'), { width: 1280, height: 720, seconds: 30, audio: true })));
+  const taskId = await submit(sys, { object_key: key, base_url: `https://cdn.example.test/${videoId}/`, video_id: videoId, has_audio: true });
+  await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+  return taskId;
+}
+
 describe('a source replaced while it is being converted', () => {
   it('fails with a reason saying so, instead of mixing two videos', async () => {
     const key = 'clips/replaced.mp4';
-    await putInput(sys, key, await makeClip(join(dir, 'replaced.mp4'), { width: 1280, height: 720, seconds: 30, audio: true }));
-    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/s/', video_id: 'replaced', has_audio: true });
-    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+    const taskId = await encoding(key, 'replaced');
     await putInput(sys, key, await makeClip(join(dir, 'other.mp4'), { width: 640, height: 360, seconds: 2, audio: true }));
 
     const job = await waitForSettled(sys, taskId, ['failed', 'complete']);
@@ -206,9 +213,7 @@ describe('a source replaced while it is being converted', () => {
 describe('cancelling a running task', () => {
   it('stops the FFmpeg work it started and publishes nothing more', async () => {
     const key = 'clips/cancel-me.mp4';
-    await putInput(sys, key, await makeClip(join(dir, 'cancel.mp4'), { width: 1280, height: 720, seconds: 30, audio: true }));
-    const taskId = await submit(sys, { object_key: key, base_url: 'https://cdn.example.test/c/', video_id: 'cancel', has_audio: true });
-    await waitForLog(sys, 'transcoder-720', { msg: 'running ffmpeg', jobId: taskId });
+    const taskId = await encoding(key, 'cancel');
 
     const res = await fetch(`${sys.api}/video/encoding/${taskId}/cancel`, { method: 'POST', headers });
     expect(res.status).toBe(202);

@@ -45,6 +45,9 @@ export function createS3(c: { endpoint?: string | undefined; region: string; cre
 
 export const s3url = (ref: ObjectRef): string => `s3://${ref.bucket}/${ref.key}`;
 
+/** An ETag as S3 sends it (quoted), without its quotes: the MD5 hex of single-part uploads. */
+const etagOf = (raw: string | undefined): string => (raw ?? '').replaceAll('"', '');
+
 /** Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. */
 function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInput: boolean): Error {
   const name = err instanceof S3ServiceException ? err.name : err instanceof Error ? err.name : '';
@@ -159,7 +162,7 @@ export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: 
     const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
     return {
       size: res.ContentLength ?? 0,
-      etag: (res.ETag ?? '').replaceAll('"', ''),
+      etag: etagOf(res.ETag),
       ...(res.ContentType ? { contentType: res.ContentType } : {}),
       ...(res.CacheControl ? { cacheControl: res.CacheControl } : {}),
       metadata: res.Metadata ?? {},
@@ -177,27 +180,25 @@ export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: 
  * the mesh made itself, and upload client objects instead.
  */
 export function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
-  return s3Span('CopyObject', to, () => copyObjectUntraced(s3, from, to, o));
-}
-
-async function copyObjectUntraced(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions): Promise<void> {
-  const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
-  try {
-    await s3.send(
-      new CopyObjectCommand({
-        Bucket: to.bucket,
-        Key: to.key,
-        CopySource: source,
-        MetadataDirective: 'REPLACE',
-        ContentType: o.contentType ?? contentTypeFor(to.key),
-        CacheControl: o.cacheControl,
-        Metadata: o.metadata,
-      }),
-    );
-  } catch (err) {
-    // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
-    throw storageError(err, `copy to ${s3url(to)} from`, from, false);
-  }
+  return s3Span('CopyObject', to, async () => {
+    const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
+    try {
+      await s3.send(
+        new CopyObjectCommand({
+          Bucket: to.bucket,
+          Key: to.key,
+          CopySource: source,
+          MetadataDirective: 'REPLACE',
+          ContentType: o.contentType ?? contentTypeFor(to.key),
+          CacheControl: o.cacheControl,
+          Metadata: o.metadata,
+        }),
+      );
+    } catch (err) {
+      // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
+      throw storageError(err, `copy to ${s3url(to)} from`, from, false);
+    }
+  });
 }
 
 /** How long stages' presigned URLs to the source last: past the longest encode, FFmpeg seeks with it again. */
@@ -240,7 +241,7 @@ export async function listObjects(s3: S3Client, bucket: string, prefix: string):
   let token: string | undefined;
   do {
     const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of res.Contents ?? []) if (o.Key) objects.set(o.Key, { size: o.Size ?? 0, etag: (o.ETag ?? '').replaceAll('"', '') });
+    for (const o of res.Contents ?? []) if (o.Key) objects.set(o.Key, { size: o.Size ?? 0, etag: etagOf(o.ETag) });
     token = res.IsTruncated ? res.NextContinuationToken : undefined;
   } while (token);
   return objects;
@@ -270,7 +271,7 @@ export async function uploadChanged(
       skipped.push(file);
       return;
     }
-    await uploadFile(s3, { bucket: to.bucket, key: to.prefix + file }, path, { ...o, contentType: o.contentType ?? contentTypeFor(file) });
+    await uploadFile(s3, { bucket: to.bucket, key: to.prefix + file }, path, o);
     uploaded.push(file);
   });
   return { uploaded, skipped };

@@ -66,7 +66,7 @@ await runStageService({
       // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
       const manifest = { bucket: config.s3.workBucket, key: layout.manifest(job.jobId, ready) };
       await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
-      await uploadFile(s3, manifest, manifestPath, { contentType: 'application/dash+xml' });
+      await uploadFile(s3, manifest, manifestPath);
       await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, manifest }, msgId(job, 'upload', ready.join('-')));
     } finally {
       release?.();

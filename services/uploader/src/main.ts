@@ -33,7 +33,7 @@ await runStageService({
         return;
       }
       const manifest = { bucket: config.s3.outputBucket, key: layout.outputPrefix(job.objectKey) + layout.manifestName };
-      await copyObject(s3, from, manifest, { contentType: 'application/dash+xml', cacheControl: MANIFEST_CACHE });
+      await copyObject(s3, from, manifest, { cacheControl: MANIFEST_CACHE });
       const url = publicUrl(config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`, manifest);
       await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: manifest, url }, msgId(job, 'manifest', renditions.join('-')));
       await recordPublished(states, job.jobId, renditions, { object: manifest, url });
