@@ -96,7 +96,7 @@ async function rawPath(input: string, dir: string): Promise<RawResult> {
     const out = join(dir, `pkg-${name}`);
     await mkdir(out);
     const inputs = renditions.map((r) => ({ rendition: r, path: join(dir, `${r}.mp4`) }));
-    await timed(`package ${name}`, () => runTool('packager', packagerArgs({ renditions: inputs, audioFrom: inputs[0]!.path, outDir: out, segmentSeconds: plan.segmentSeconds }), { log }));
+    await timed(`package ${name}`, () => runTool('packager', packagerArgs({ renditions: inputs, audioFrom: inputs[0]!.path, outDir: out, segmentDir: 'job.1', segmentSeconds: plan.segmentSeconds }), { log }));
   };
   await timed('ffmpeg 720p', () => runTool('ffmpeg', transcodeArgs({ input, output: join(dir, '720p.mp4'), probe, plan, profile: PROFILES['720p'] }), { log }));
   await pkg(['720p'], '720p');

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand } from '@aws-sdk/client-s3';
 import { closeBus, connectBus } from '@mesh/bus';
 import { createLogger } from '@mesh/common';
-import { openJobStates } from '@mesh/jobs';
+import { openJobStates, outputKey } from '@mesh/jobs';
 import { deletePrefix, getText } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
 import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForState, type System } from './support/harness.ts';
@@ -47,8 +47,9 @@ afterAll(async () => {
 });
 
 let n = 0;
+const keyOf = (i: number) => `faults/clip-${i}.mp4`;
 async function newJob(): Promise<string> {
-  const key = `faults/clip-${++n}.mp4`;
+  const key = keyOf(++n);
   await putInput(sys, key, clip);
   return submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: `faults-${n}`, has_audio: true });
 }
@@ -87,19 +88,20 @@ describe('SIGKILL while holding a message', () => {
   }, 150_000);
 
   it('uploader: the message comes back to the restarted process and the job completes', async () => {
-    // Publishing a manifest takes the uploader a few ms: the test holds the job's manifest lock, so the
-    // uploader surely still holds its message (waiting for the lock) when it is killed.
+    // Publishing a manifest takes the uploader a few ms: the test holds the output prefix's manifest lock,
+    // so the uploader surely still holds its message (waiting for the lock) when it is killed.
     const bus = await connectBus({ url: sys.nats.url, name: 'faults-test', log: createLogger('faults-test', 'silent') });
     const states = await openJobStates(bus);
+    const lock = outputKey(keyOf(n + 1));
+    await states.locks.create(lock, 'faults-test');
     const taskId = await newJob();
-    await states.locks.create(taskId, 'faults-test');
     try {
       await waitForLog(sys, 'uploader', { msg: 'work started', jobId: taskId });
       const victim = sys.mesh.processes.find((p) => p.id === 'uploader')!;
       await victim.kill();
       await sys.mesh.respawn(victim);
     } finally {
-      await states.locks.delete(taskId);
+      await states.locks.delete(lock);
       await closeBus(bus);
     }
     await waitForLog(sys, 'uploader', { jobId: taskId, msg: 'work done', delivery: 2 }, 30_000);

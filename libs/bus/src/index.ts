@@ -5,3 +5,4 @@ export * from './worker.ts';
 export * from './service.ts';
 export * from './dead-letters.ts';
 export * from './queues.ts';
+export * from './follow.ts';

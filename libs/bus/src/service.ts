@@ -4,7 +4,7 @@
  * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0. Every service also
  * traces (libs/telemetry) and serves Prometheus metrics on METRICS_PORT.
  */
-import { ConfigError, commonConfig, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
+import { ConfigError, commonConfig, configWarnings, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
 import { ensureStream, STREAMS } from './topology.ts';
@@ -36,13 +36,23 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     process.stderr.write(`${o.name}: configuration error: ${err.message}\n`);
     process.exit(EX_CONFIG);
   }
+  for (const warning of configWarnings) log.warn(`configuration: ${warning}`);
   const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
   await ensureStream(bus.jsm, STREAMS.work);
   await ensureStream(bus.jsm, STREAMS.events);
   await ensureStream(bus.jsm, STREAMS.deadLetters);
-  const parts = await o.start({ bus, log, config, common });
+  let parts: Stoppable[];
+  try {
+    parts = await o.start({ bus, log, config, common });
+  } catch (err) {
+    // A setting that only shows it is wrong once connected (replicas that disagree on a shared consumer).
+    if (!(err instanceof ConfigError)) throw err;
+    log.fatal(`configuration error: ${err.message}`);
+    process.stderr.write(`${o.name}: configuration error: ${err.message}\n`);
+    process.exit(EX_CONFIG);
+  }
   registry.setDefaultLabels({ service: o.name });
-  const metrics = await serveMetrics(common.metricsPort, process.env['METRICS_HOST'] ?? '0.0.0.0');
+  const metrics = await serveMetrics(common.metricsPort, common.metricsHost);
   log.info({ metricsPort: metrics.port, tracesExported: exporting }, 'service started');
   // A launcher that started us with an IPC channel (tests, `npm start`) learns we are ready, whatever
   // the log level; the channel must not keep the process alive.
@@ -56,8 +66,8 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping: finishing work in flight');
-    const results = await Promise.allSettled(parts.map((p) => p.stop()));
-    for (const r of results) if (r.status === 'rejected') log.error({ err: reasonOf(r.reason) }, 'error while stopping');
+    // In order: what takes work stops before what it writes to closes (the API before the projector before MongoDB).
+    for (const part of parts) await part.stop().catch((err: unknown) => log.error({ err: reasonOf(err) }, 'error while stopping'));
     await closeBus(bus);
     metrics.server.close();
     await stopTracing();

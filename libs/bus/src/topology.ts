@@ -4,7 +4,7 @@
  */
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
-import { EVENTS_SUBJECT_PREFIX } from '@mesh/common';
+import { ConfigError, EVENTS_SUBJECT_PREFIX } from '@mesh/common';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -26,6 +26,17 @@ export const STREAMS = {
     storage: StorageType.File,
     max_age: nanos(30 * DAY_MS),
     duplicate_window: nanos(2 * 60 * 1000),
+  },
+  /**
+   * Each job's status as the projector last folded it, one message per job (`views.<jobId>`): the
+   * compacted state a rebuild starts from once the job's own events have aged out of JOB_EVENTS.
+   */
+  views: {
+    name: 'JOB_VIEWS',
+    subjects: ['views.>'],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_msgs_per_subject: 1,
   },
   /** Messages given up on, kept for operators to inspect and re-drive: `dead.<consumer>`. */
   deadLetters: {
@@ -58,6 +69,8 @@ export interface ConsumerSpec {
   ackWaitMs: number;
   maxDeliver: number;
   maxAckPending: number;
+  /** The settings a person changes to make replicas agree, for the error when they do not (default ACK_WAIT_MS and MAX_DELIVER). */
+  hint?: string;
 }
 
 export function consumerConfig(spec: ConsumerSpec): Partial<ConsumerConfig> & { durable_name: string } {
@@ -72,22 +85,42 @@ export function consumerConfig(spec: ConsumerSpec): Partial<ConsumerConfig> & { 
   };
 }
 
-/** Creates the durable pull consumer, or brings an existing one up to date: replicas share it. */
+/**
+ * Creates the durable pull consumer that the stage's replicas share, or checks an existing one. Its
+ * settings are shared, so replicas must agree on them: one that asks for different settings while other
+ * replicas are attached refuses to start (ConfigError, exit 78) instead of rewriting them under the
+ * others' feet (a shorter ack wait would redeliver their long encodes mid-run). With no replica attached
+ * (all stopped for a change), the settings are updated.
+ */
 export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
   const config = consumerConfig(spec);
+  let info;
   try {
-    await jsm.consumers.info(spec.stream, spec.durable);
-    const { durable_name: _name, deliver_policy: _deliver, filter_subject: _filter, ...mutable } = config;
-    await jsm.consumers.update(spec.stream, spec.durable, mutable);
+    info = await jsm.consumers.info(spec.stream, spec.durable);
   } catch (err) {
     if (!isNotFound(err)) throw err;
     try {
       await jsm.consumers.add(spec.stream, config);
+      return;
     } catch (addErr) {
-      // Another replica created it between our info and add.
+      // Another replica created it between our info and add: check it like an existing one.
       if (!String(addErr).includes('already')) throw addErr;
+      info = await jsm.consumers.info(spec.stream, spec.durable);
     }
   }
+  const theirs = { ack_wait: info.config.ack_wait, max_deliver: info.config.max_deliver, max_ack_pending: info.config.max_ack_pending };
+  const ours = { ack_wait: config.ack_wait, max_deliver: config.max_deliver, max_ack_pending: config.max_ack_pending };
+  if (JSON.stringify(theirs) === JSON.stringify(ours)) return;
+  const attached = info.num_waiting > 0 || info.num_ack_pending > 0;
+  if (attached) {
+    const show = (c: typeof ours) => `ack_wait ${Number(c.ack_wait) / 1e6} ms, max_deliver ${c.max_deliver}, max_ack_pending ${c.max_ack_pending}`;
+    throw new ConfigError(
+      `consumer ${spec.durable} is shared by running replicas with ${show(theirs)}; this one asks for ${show(ours)}. ` +
+        `Give every replica of ${spec.durable} the same ${spec.hint ?? 'ACK_WAIT_MS and MAX_DELIVER'} (to change them, stop every replica first).`,
+    );
+  }
+  const { durable_name: _name, deliver_policy: _deliver, filter_subject: _filter, ...mutable } = config;
+  await jsm.consumers.update(spec.stream, spec.durable, mutable);
 }
 
 function isNotFound(err: unknown): boolean {

@@ -2,7 +2,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, MeshError, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
-import { closeBus, connectBus, ensureStream, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker, type WorkerOptions, type WorkMessage } from '../src/index.ts';
+import { ConfigError } from '@mesh/common';
+import { closeBus, connectBus, ensureConsumer, ensureStream, GIVE_UP_HEADROOM, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker, type WorkerOptions, type WorkMessage } from '../src/index.ts';
 
 const log = createLogger('test', process.env['TEST_LOG'] ?? 'silent');
 let nats: NatsServer;
@@ -29,7 +30,7 @@ let n = 0;
 function thumbnailWork() {
   const jobId = `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`;
   const probe = { formatName: 'mov', durationSec: 1, sizeBytes: 1, video: { codec: 'h264', width: 2, height: 2, rotation: 0, frameRate: { num: 1, den: 1 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false }, audio: null };
-  return { kind: 'thumbnail' as const, job: { jobId, objectKey: 'k', baseUrl: 'http://x/', videoId: 'v', hasAudio: false, attempt: 1 }, source: { bucket: 'bkt', key: 'k', etag: 'e' }, probe };
+  return { kind: 'thumbnail' as const, job: { jobId, objectKey: 'k', baseUrl: 'http://x/', videoId: 'v', hasAudio: false, attempt: 1 }, source: { etag: 'e' }, probe };
 }
 
 /** A thumbnail worker on the test bus, stopped after the test; `o` sets the handler and the rest. */
@@ -39,9 +40,9 @@ async function startWorker(o: Partial<WorkerOptions<WorkMessage<'thumbnail'>>>):
   return worker;
 }
 
-async function until(cond: () => boolean, ms = 15_000) {
+async function until(cond: () => boolean | Promise<boolean>, ms = 15_000) {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error('timed out');
     await sleep(50);
   }
@@ -165,4 +166,137 @@ describe('runWorker', () => {
     expect(first.duplicate).toBe(false);
     expect(again.duplicate).toBe(true);
   });
+
+  it('does not run the handler again on a delivery past MAX_DELIVER (every try died): it records the failure', async () => {
+    // Before: a handler killed mid-work on every delivery (SIGKILL, OOM) was run again past the limit, and
+    // after MAX_DELIVER+3 deliveries nothing was ever recorded: the job stayed active for good.
+    const maxDeliver = 2;
+    await ensureConsumer(bus.jsm, { stream: STREAMS.work.name, durable: 'thumbnailer', filterSubject: 'work.thumbnail', ackWaitMs: 30_000, maxDeliver: maxDeliver + GIVE_UP_HEADROOM, maxAckPending: 1000 });
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    // Two deliveries that never answer, as a worker killed while holding the message.
+    const raw = await bus.js.consumers.get(STREAMS.work.name, 'thumbnailer');
+    for (let i = 0; i < maxDeliver; i++) (await raw.next({ expires: 2000 }))!.nak();
+    let calls = 0;
+    const gaveUp: unknown[] = [];
+    await startWorker({ maxDeliver, handle: async () => void calls++, onGiveUp: async (_m, _r, err) => void gaveUp.push(err) });
+    await until(() => gaveUp.length === 1);
+    expect(calls).toBe(0);
+    expect(gaveUp[0]).toMatchObject({ code: 'RETRIES_EXHAUSTED', message: expect.stringMatching(/2 tries that never finished/) });
+  });
+
+  it('records the failure from the server\'s max-deliveries advisory when recording it kept failing on every delivery', async () => {
+    let calls = 0;
+    let records = 0;
+    const recorded: unknown[] = [];
+    await startWorker({
+      maxDeliver: 1,
+      backoff: () => 50,
+      handle: async () => {
+        calls++;
+        throw new MeshError('NOT_A_VIDEO', 'not a video', { permanent: true });
+      },
+      onGiveUp: async (_m, _r, err) => {
+        // NATS or S3 down while the failure is recorded, for every delivery the server allows.
+        if (++records <= 1 + GIVE_UP_HEADROOM) throw new Error('recording failed');
+        recorded.push(err);
+      },
+    });
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    await until(() => recorded.length === 1);
+    expect(calls).toBe(1);
+    expect(recorded[0]).toMatchObject({ code: 'RETRIES_EXHAUSTED' });
+    // And the message is gone from the stream.
+    await until(async () => (await bus.jsm.streams.info(STREAMS.work.name)).state.messages === 0);
+  });
+
+  it('never turns finished work into a failure: a failing onDone is logged, the message acked, nothing retried', async () => {
+    let calls = 0;
+    let gaveUp = 0;
+    let doneTries = 0;
+    await startWorker({
+      handle: async () => void calls++,
+      onDone: async () => {
+        doneTries++;
+        throw new Error('events stream unavailable');
+      },
+      onGiveUp: async () => void gaveUp++,
+    });
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    await until(() => doneTries === 3);
+    await until(async () => (await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).num_ack_pending === 0);
+    expect([calls, gaveUp]).toEqual([1, 0]);
+  });
+
+  it('keeps consuming when parking a message fails (no dead-letter stream): the message comes back and is parked later', async () => {
+    // Before: the error escaped the consume loop and ended the process.
+    await bus.jsm.streams.delete(STREAMS.deadLetters.name).catch(() => undefined);
+    let parkedTries = 0;
+    const handled: string[] = [];
+    await startWorker({
+      backoff: () => 200,
+      handle: async (m) => {
+        handled.push(m.job.jobId);
+        if (m.job.videoId === 'park') {
+          parkedTries++;
+          throw new MeshError('JOB_FAILED', 'ready after the job had failed', { permanent: true });
+        }
+      },
+    });
+    const park = { ...thumbnailWork() };
+    park.job.videoId = 'park';
+    await publishWork(bus, 'thumbnail', park, park.job.jobId);
+    await until(() => parkedTries >= 2);
+    const other = thumbnailWork();
+    await publishWork(bus, 'thumbnail', other, other.job.jobId);
+    await until(() => handled.includes(other.job.jobId));
+    await ensureStream(bus.jsm, STREAMS.deadLetters);
+    await until(async () => (await listDeadLetters(bus)).some((l) => l.jobId === park.job.jobId));
+  });
+
+  it('hands a message back without charging a delivery when the drain deadline passes', async () => {
+    const deliveries: number[] = [];
+    const first = await startWorker({
+      drainMs: 100,
+      handle: async (_m, ctx) => {
+        deliveries.push(ctx.deliveryCount);
+        await new Promise((_r, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+      },
+    });
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    await until(() => deliveries.length === 1);
+    await first.stop();
+    await startWorker({ handle: async (_m, ctx) => void deliveries.push(ctx.deliveryCount) });
+    await until(() => deliveries.length === 2);
+    expect(deliveries).toEqual([1, 1]);
+  });
+
+  it('takes no new work once stopping: a message the pull in flight brings is handed back, not handled', async () => {
+    // Before: the pull in flight delivered after stop(), and a handler started 9 ms later.
+    const handled: number[] = [];
+    const worker = await startWorker({ handle: async () => void handled.push(Date.now()) });
+    await until(async () => (await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).num_waiting > 0);
+    const stopping = worker.stop();
+    const msg = thumbnailWork();
+    await publishWork(bus, 'thumbnail', msg, msg.job.jobId);
+    await stopping;
+    expect(handled).toEqual([]);
+    await startWorker({ handle: async () => void handled.push(Date.now()) });
+    await until(() => handled.length === 1);
+  });
+
+  it('refuses to start a replica whose ack wait differs from the running replicas\' (it would redeliver their long encodes)', async () => {
+    await startWorker({ ackWaitMs: 30_000 });
+    await until(async () => (await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).num_waiting > 0);
+    const err = await runWorker({ bus, log, source: workSource('thumbnail'), ackWaitMs: 5000, handle: async () => undefined, onGiveUp: async () => undefined }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(String((err as Error).message)).toMatch(/ack_wait 30000 ms.*ack_wait 5000 ms.*same ACK_WAIT_MS/);
+    // With every replica stopped, the setting can change.
+    await Promise.all(workers.splice(0).map((w) => w.stop()));
+    await startWorker({ ackWaitMs: 5000 });
+    expect((await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).config.ack_wait).toBe(5000 * 1e6);
+  }, 20_000);
 });

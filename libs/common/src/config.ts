@@ -27,19 +27,94 @@ export function int(env: Env, name: string, fallback: number, { min = 0, max = N
   return value;
 }
 
+/**
+ * A URI as it may be shown: the password (or a whole `user:pass` that does not parse) replaced, so a
+ * config error never prints a credential.
+ */
+export function redactUri(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.split(':')[0]}:***` : '***'}@`);
+}
+
 export function url(env: Env, name: string, fallback?: string, protocols = ['http:', 'https:']): string {
   const value = str(env, name, fallback);
+  checkUrl(name, value, protocols);
+  return value;
+}
+
+function checkUrl(name: string, value: string, protocols: string[]): void {
   let parsed: URL;
   try {
     parsed = new URL(value);
   } catch {
-    throw new ConfigError(`${name} must be a URL, got ${JSON.stringify(value)}`);
+    throw new ConfigError(`${name} must be a URL, got ${JSON.stringify(redactUri(value))}`);
   }
   if (!protocols.includes(parsed.protocol)) {
     throw new ConfigError(`${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
   }
+}
+
+/** One URL, or several separated by commas (the nodes of a cluster). */
+export function urlList(env: Env, name: string, fallback: string, protocols: string[]): string {
+  const value = str(env, name, fallback);
+  const urls = value.split(',').map((u) => u.trim());
+  if (urls.some((u) => u === '')) throw new ConfigError(`${name} has an empty entry in its comma-separated list`);
+  for (const u of urls) checkUrl(name, u, protocols);
+  return urls.join(',');
+}
+
+const HOST = /^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * A MongoDB connection string: `mongodb://[user:pass@]host[:port][,host[:port]...][/db][?options]` (a
+ * replica set lists several hosts, which `new URL` refuses) or `mongodb+srv://[user:pass@]host[/db][?options]`.
+ */
+export function mongoUri(env: Env, name: string, fallback: string): string {
+  const value = str(env, name, fallback);
+  const m = /^(mongodb(?:\+srv)?):\/\/(?:[^@/?#]*@)?([^/?#]+)(\/[^?#]*)?(\?[^#]*)?$/.exec(value);
+  const hosts = m?.[2]?.split(',') ?? [];
+  if (!m || hosts.length === 0 || hosts.some((h) => !HOST.test(h))) {
+    throw new ConfigError(`${name} must be a MongoDB URI (mongodb://host[:port][,host...][/db][?options] or mongodb+srv://host[/db]), got ${JSON.stringify(redactUri(value))}`);
+  }
+  if (m[1] === 'mongodb+srv' && (hosts.length > 1 || hosts[0]!.includes(':'))) throw new ConfigError(`${name}: a mongodb+srv URI names one host without a port`);
   return value;
 }
+
+/** A host name or IP address to listen on. */
+export function host(env: Env, name: string, fallback: string): string {
+  const value = str(env, name, fallback);
+  if (!HOST.test(value) || value.includes(':') && !value.startsWith('[')) throw new ConfigError(`${name} must be a host name or IP address, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+export function oneOf<const T extends string>(env: Env, name: string, fallback: T, values: readonly T[]): T {
+  const value = str(env, name, fallback);
+  if (!(values as readonly string[]).includes(value)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+/** A yes/no switch: 1/true/yes or 0/false/no. */
+export function flag(env: Env, name: string, fallback = false): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (!raw) return fallback;
+  if (['1', 'true', 'yes'].includes(raw)) return true;
+  if (['0', 'false', 'no'].includes(raw)) return false;
+  throw new ConfigError(`${name} must be 1/true/yes or 0/false/no, got ${JSON.stringify(env[name])}`);
+}
+
+/** A shorter secret is accepted, with a warning at start (never its value). */
+export const MIN_SECRET_LENGTH = 32;
+
+/** Warnings about the config that do not stop the service (a short secret), for runService to log once. */
+export const configWarnings: string[] = [];
+
+/** A required secret: never shown anywhere; a warning at start when it is short. */
+export function secret(env: Env, name: string): string {
+  const value = str(env, name);
+  if (value.length < MIN_SECRET_LENGTH) configWarnings.push(`${name} is ${value.length} characters long; use at least ${MIN_SECRET_LENGTH} (e.g. openssl rand -hex 32)`);
+  return value;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export function bucket(env: Env, name: string, fallback?: string): string {
   const value = str(env, name, fallback);
@@ -60,17 +135,26 @@ export interface CommonConfig {
   /** Tries a stage gets at one message before it gives up on it (and dead-letters it). */
   maxDeliver: number;
   metricsPort: number;
+  metricsHost: string;
+  /** Copies JetStream keeps of every stream, KV bucket and consumer (3 on a cluster). */
+  natsReplicas: number;
 }
 
 export function commonConfig(env: Env): CommonConfig {
+  // Read by the OpenTelemetry SDK itself; checked here so a bad value stops the service naming it.
+  int(env, 'OTEL_BSP_SCHEDULE_DELAY', 5000, { min: 0, max: 3_600_000 });
+  for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']) if (optional(env, name)) url(env, name);
+  oneOf(env, 'OTEL_EXPORTER_OTLP_PROTOCOL', 'http/protobuf', ['http/protobuf', 'http/json']);
   return {
-    natsUrl: url(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
-    logLevel: str(env, 'LOG_LEVEL', 'info'),
+    natsUrl: urlList(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
+    logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
     drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 10 * 60_000 }),
     maxDeliver: int(env, 'MAX_DELIVER', 5, { min: 1, max: 100 }),
     // Prometheus /metrics; 0 picks a free port (several services on one host, in tests).
     metricsPort: int(env, 'METRICS_PORT', 9464, { min: 0, max: 65535 }),
+    metricsHost: host(env, 'METRICS_HOST', '0.0.0.0'),
+    natsReplicas: int(env, 'NATS_REPLICAS', 1, { min: 1, max: 5 }),
   };
 }
 

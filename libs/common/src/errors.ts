@@ -19,6 +19,16 @@ export type ErrorCode =
   | 'WEBHOOK_REJECTED'
   | 'RETRIES_EXHAUSTED'
   | 'CANCELLED'
+  /** An object key that would leave its bucket (keys.ts). */
+  | 'INVALID_KEY'
+  /** Another job is still writing the same output prefix. */
+  | 'OUTPUT_BUSY'
+  /** A job's manifest would replace a larger one another job published at the same prefix. */
+  | 'OUTPUT_CONFLICT'
+  /** A dependency (NATS, S3, MongoDB) did not answer in time: nothing was changed, try again. */
+  | 'UNAVAILABLE'
+  /** A lock holder found its lease taken over: it must not write. */
+  | 'LOCK_LOST'
   /** Work that arrives for a job that has failed meanwhile: parked as a dead letter, not done. */
   | 'JOB_FAILED';
 

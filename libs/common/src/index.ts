@@ -4,3 +4,5 @@ export * from './log.ts';
 export * from './messages.ts';
 export * from './async.ts';
 export * from './layout.ts';
+export * from './keys.ts';
+export * from './tempdirs.ts';

@@ -1,14 +1,37 @@
 /**
- * Where things live in S3. Work-bucket keys are per job, so a job's scratch data can be listed and
- * expired together; outputs sit under the client's object key.
+ * Where things live in S3. Every key is made by `objectKey` (keys.ts), so none can leave its bucket; the
+ * bucket itself always comes from the service's config, never from a message.
+ *
+ *   input bucket      <object_key>                                   the client's source, read in place
+ *   work bucket       jobs/<jobId>/<attempt>/renditions/<r>.mp4      encoded renditions
+ *                     jobs/<jobId>/<attempt>/manifests/<r-r>.mpd     manifests waiting to be published
+ *   output bucket     <object_key>/manifest.mpd                      the published manifest (changes as it grows)
+ *                     <object_key>/<jobId>.<attempt>/...             that attempt's segments: written once, never changed
+ *   thumbnail bucket  <video_id>                                     the JPEG preview
  */
+import { keySegments, objectKey } from './keys.ts';
 import type { Rendition } from './messages.ts';
 
+/** One run of a job: a retry is a new attempt, with its own scratch space and segment folder. */
+export interface JobAttempt {
+  jobId: string;
+  attempt: number;
+}
+
 export const layout = {
-  rendition: (jobId: string, rendition: Rendition) => `jobs/${jobId}/renditions/${rendition}.mp4`,
+  source: (job: { objectKey: string }) => objectKey(...keySegments(job.objectKey)),
+  rendition: (job: JobAttempt, rendition: Rendition) => objectKey('jobs', job.jobId, String(job.attempt), 'renditions', `${rendition}.mp4`),
   /** One manifest per rendition set, waiting in the work bucket to be published. */
-  manifest: (jobId: string, renditions: readonly Rendition[]) => `jobs/${jobId}/manifests/${renditions.join('-')}.mpd`,
-  /** The DASH package of `object_key` is written under `<object_key>/`. */
-  outputPrefix: (objectKey: string) => `${objectKey}/`,
-  manifestName: 'manifest.mpd',
+  workManifest: (job: JobAttempt, renditions: readonly Rendition[]) => objectKey('jobs', job.jobId, String(job.attempt), 'manifests', `${renditions.join('-')}.mpd`),
+  /**
+   * The attempt's own folder under `<object_key>/`: its segments (init segments too) are never rewritten
+   * by another job or attempt, so they can be cached as immutable.
+   */
+  packageFolder: (job: JobAttempt) => `${job.jobId}.${job.attempt}`,
+  /** A key under the package prefix `<object_key>/` in the output bucket. */
+  output: (job: { objectKey: string }, ...path: string[]) => objectKey(...keySegments(job.objectKey), ...path),
+  manifest: (job: { objectKey: string }) => layout.output(job, MANIFEST_NAME),
+  thumbnail: (job: { videoId: string }) => objectKey(job.videoId),
 } as const;
+
+export const MANIFEST_NAME = 'manifest.mpd';

@@ -6,10 +6,13 @@ export type { Logger };
 /** Keys whose values never reach a log line. */
 const REDACT = ['apiKey', 'ApiKey', 'headers.apikey', 'headers.ApiKey', 'req.headers.apikey', '*.apiKey', '*.secretAccessKey', 'secretAccessKey', 'uploadUrl', '*.uploadUrl'];
 
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/** A logger for `service`. An unknown level falls back to info: config validation then names the bad LOG_LEVEL. */
 export function createLogger(service: string, level = process.env['LOG_LEVEL'] ?? 'info', destination?: pino.DestinationStream): Logger {
   const options = {
     name: service,
-    level,
+    level: LEVELS.has(level) ? level : 'info',
     base: { service },
     redact: { paths: REDACT, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,

@@ -12,6 +12,7 @@
  *   events.<jobId>           JobEvent
  */
 import { z } from 'zod';
+import { objectKeyProblem, VIDEO_ID_PATTERN, VIDEO_ID_RULE } from './keys.ts';
 
 export const RENDITION_NAMES = ['720p', '360p'] as const;
 export const Rendition = z.enum(RENDITION_NAMES);
@@ -30,9 +31,14 @@ const JobId = z.uuid();
 /** What the client asked for. Travels with every work message so no stage needs a lookup. */
 export const JobSpec = z.object({
   jobId: JobId,
-  objectKey: z.string().min(1).max(1024),
+  /** The source in the input bucket, and the package's folder in the output bucket. */
+  objectKey: z.string().min(1).superRefine((key, ctx) => {
+    const problem = objectKeyProblem(key);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }),
   baseUrl: z.string().max(2048),
-  videoId: z.string().min(1).max(256),
+  /** The thumbnail's key: one plain segment. */
+  videoId: z.string().regex(VIDEO_ID_PATTERN, `must be ${VIDEO_ID_RULE}`),
   hasAudio: z.boolean(),
   /** 1, then one more each time a client retries the failed job. */
   attempt: z.number().int().positive(),
@@ -47,15 +53,17 @@ export function msgId(job: { jobId: string; attempt: number }, ...what: (string 
   return [job.jobId, job.attempt, ...what].join(':');
 }
 
+/** An object a stage wrote, as events report it (the bucket from the writer's config). Work messages carry no buckets. */
 export const ObjectRef = z.object({ bucket: z.string().min(3), key: z.string().min(1) });
 export type ObjectRef = z.infer<typeof ObjectRef>;
 
 /**
- * The client's object as the downloader probed it. Stages read it in place and check afterwards that its
- * ETag is still this one, so every rendition comes from the same bytes (or the job says the object changed).
+ * Which bytes of the client's object the downloader probed: every later read is pinned to them (If-Match,
+ * or the version where the bucket keeps versions), so every rendition comes from the same bytes or the job
+ * says the object changed. Its bucket and key are not here: the input bucket is config, the key the job's.
  */
-export const SourceRef = ObjectRef.extend({ etag: z.string().min(1) });
-export type SourceRef = z.infer<typeof SourceRef>;
+export const SourcePin = z.object({ etag: z.string().min(1), versionId: z.string().min(1).optional() });
+export type SourcePin = z.infer<typeof SourcePin>;
 
 export const Rational = z.object({ num: z.number().int().positive(), den: z.number().int().positive() });
 export type Rational = z.infer<typeof Rational>;
@@ -93,9 +101,9 @@ export const MediaPlan = z.object({
 });
 export type MediaPlan = z.infer<typeof MediaPlan>;
 
+/** An encoded rendition, waiting in the work bucket under `layout.rendition(job, rendition)`. */
 export const RenditionOutput = z.object({
   rendition: Rendition,
-  object: ObjectRef,
   width: z.number().int().positive(),
   height: z.number().int().positive(),
 });
@@ -106,7 +114,7 @@ export const TranscodeWork = z.object({
   kind: z.literal('transcode'),
   job: JobSpec,
   rendition: Rendition,
-  source: SourceRef,
+  source: SourcePin,
   probe: Probe,
   plan: MediaPlan,
 });
@@ -122,14 +130,13 @@ export const PackageWork = z.object({
 export const UploadWork = z.object({
   kind: z.literal('upload'),
   job: JobSpec,
-  renditions: z.array(Rendition).min(1),
   /**
-   * The manifest of `renditions`, in the work bucket. Its segments are in the output already (the
-   * packager writes them there first); publishing it is what makes them reachable.
+   * The manifest of `renditions` waits in the work bucket (`layout.workManifest`). Its segments are in the
+   * output already (the packager writes them there first); publishing it is what makes them reachable.
    */
-  manifest: ObjectRef,
+  renditions: z.array(Rendition).min(1),
 });
-export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: SourceRef, probe: Probe });
+export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: SourcePin, probe: Probe });
 
 export type DownloadWork = z.infer<typeof DownloadWork>;
 export type TranscodeWork = z.infer<typeof TranscodeWork>;
@@ -155,6 +162,8 @@ export function transcodeWork(rendition: Rendition): (typeof WORK)['transcode-72
 // ---- events ----------------------------------------------------------------------------------
 
 const base = { jobId: JobId, at: z.iso.datetime() };
+/** The job attempt an event belongs to (a retried job announces again); absent in events written before it was kept. */
+const attempt = z.number().int().positive().optional();
 
 export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('job.created'), spec: JobSpec }),
@@ -168,10 +177,10 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
   z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
   /** The first manifest is out: the client can play the video. */
-  z.object({ ...base, type: z.literal('job.playable'), manifest: ObjectRef, url: z.string() }),
+  z.object({ ...base, type: z.literal('job.playable'), attempt, manifest: ObjectRef, url: z.string() }),
   /** Every rendition that could be made is in the manifest. */
-  z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
-  z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
+  z.object({ ...base, type: z.literal('job.completed'), attempt, renditions: z.array(Rendition) }),
+  z.object({ ...base, type: z.literal('job.failed'), attempt, stage: Stage, code: z.string(), reason: z.string() }),
   /** The client cancelled the job: work in flight is stopped, nothing more is published. */
   z.object({ ...base, type: z.literal('job.cancelled') }),
   /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */

@@ -1,109 +1,184 @@
 /**
  * Stores each job's coordination record in the NATS KV bucket `job-state` and changes it only with
  * compare-and-set, then publishes the phase events the new record implies (job.playable, job.completed,
- * job.failed) exactly once per job: an event is marked announced only after it is published, and its
- * message id lets JetStream drop the repeat when a crash lands between the two.
+ * job.failed) exactly once per job attempt: an event is marked announced only after it is published, and
+ * its message id lets JetStream drop the repeat when a crash lands between the two.
+ *
+ * Buckets:
+ *   job-state      <jobId>                         the record (state.ts); 30 days after its last change
+ *   job-locks      <hash of object_key>            the lease for publishing that prefix's manifest (locks.ts)
+ *   output-owners  <hash of object_key>            the job that owns the prefix (output.ts)
+ *   work-done      <jobId>.<attempt>.<kind>.<item> a stage finished that item: a repeat is skipped (stage.ts)
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import { publishEvent, type Bus } from '@mesh/bus';
-import { cancelSubject, msgId, type ObjectRef, type Rendition } from '@mesh/common';
-import { newRecord, pendingAnnouncements, reopened, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
+import { cancelSubject, msgId, type JobSpec, type ObjectRef, type Rendition } from '@mesh/common';
+import { isConflict } from './locks.ts';
+import { newRecord, pendingAnnouncements, reopened, revived, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
 
 export interface JobStates {
   bus: Bus;
   kv: KV;
   locks: KV;
+  owners: KV;
+  done: KV;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
-/** A manifest publication holds the lock for seconds; a holder that died releases it by expiry. */
+/** A lease on a manifest publication: renewed every third of this while its holder works. */
 export const LOCK_TTL_MS = 60_000;
+/** A redelivery can come as late as the WORK stream keeps messages (7 days): done-markers outlive that. */
+const DONE_TTL_MS = 8 * DAY_MS;
 
-export async function openJobStates(bus: Bus): Promise<JobStates> {
+export async function openJobStates(bus: Bus, o: { replicas?: number; lockTtlMs?: number } = {}): Promise<JobStates> {
   const kvm = new Kvm(bus.nc);
-  const kv = await kvm.create('job-state', { history: 1, ttl: 30 * DAY_MS });
-  const locks = await kvm.create('job-locks', { history: 1, ttl: LOCK_TTL_MS });
-  return { bus, kv, locks };
+  const replicas = o.replicas ?? 1;
+  const [kv, locks, owners, done] = await Promise.all([
+    kvm.create('job-state', { history: 1, ttl: 30 * DAY_MS, replicas }),
+    kvm.create('job-locks', { history: 1, ttl: o.lockTtlMs ?? LOCK_TTL_MS, replicas }),
+    kvm.create('output-owners', { history: 1, replicas }),
+    kvm.create('work-done', { history: 1, ttl: DONE_TTL_MS, replicas }),
+  ]);
+  return { bus, kv, locks, owners, done };
+}
+
+export async function getEntry(states: JobStates, jobId: string): Promise<{ rec: JobRecord; revision: number } | null> {
+  const entry = await states.kv.get(jobId);
+  return entry && entry.operation === 'PUT' ? { rec: entry.json<JobRecord>(), revision: entry.revision } : null;
 }
 
 export async function getRecord(states: JobStates, jobId: string): Promise<JobRecord | null> {
-  const entry = await states.kv.get(jobId);
-  return entry && entry.operation === 'PUT' ? (entry.json<JobRecord>()) : null;
+  return (await getEntry(states, jobId))?.rec ?? null;
+}
+
+export interface Mutation {
+  rec: JobRecord;
+  /** The record before this change (null when there was none). */
+  before: JobRecord | null;
+  /** Whether this call changed the record: the decision a caller acts on, made atomically. */
+  changed: boolean;
+  revision: number;
 }
 
 /** Applies `change` with compare-and-set, retrying when another replica wrote first. */
-export async function mutate(states: JobStates, jobId: string, change: (rec: JobRecord) => JobRecord): Promise<JobRecord> {
+export async function mutate(states: JobStates, jobId: string, change: (rec: JobRecord) => JobRecord): Promise<Mutation> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const entry = await states.kv.get(jobId);
     const current = entry && entry.operation === 'PUT' ? entry.json<JobRecord>() : null;
     const next = change(current ?? newRecord(jobId));
-    if (current && JSON.stringify(current) === JSON.stringify(next)) return current;
+    if (current && entry && JSON.stringify(current) === JSON.stringify(next)) return { rec: current, before: current, changed: false, revision: entry.revision };
     try {
-      if (entry) await states.kv.update(jobId, JSON.stringify(next), entry.revision);
-      else await states.kv.create(jobId, JSON.stringify(next));
-      return next;
+      const revision = entry ? await states.kv.update(jobId, JSON.stringify(next), entry.revision) : await states.kv.create(jobId, JSON.stringify(next));
+      return { rec: next, before: current, changed: true, revision };
     } catch (err) {
       if (!isConflict(err)) throw err;
-      await sleep(5 + Math.random() * 20 * (attempt + 1));
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * (attempt + 1)));
     }
   }
   throw new Error(`job ${jobId}: too many concurrent updates to its state`);
 }
 
+/** Message id of a phase event: once per attempt, and again after each revival. */
+function announcementId(rec: JobRecord, type: string): string {
+  return msgId(rec, type, ...(rec.revivals ? [`r${rec.revivals}`] : []));
+}
+
 async function announce(states: JobStates, rec: JobRecord): Promise<JobRecord> {
   const events = pendingAnnouncements(rec);
   if (events.length === 0) return rec;
-  for (const event of events) await publishEvent(states.bus, event, msgId(rec, event.type));
-  return mutate(states, rec.jobId, (r) => withAnnounced(r, events.map((e) => e.type)));
+  for (const event of events) await publishEvent(states.bus, event, announcementId(rec, event.type));
+  return (await mutate(states, rec.jobId, (r) => withAnnounced(r, events.map((e) => e.type)))).rec;
 }
 
-async function change(states: JobStates, jobId: string, fn: (rec: JobRecord) => JobRecord): Promise<JobRecord> {
-  return announce(states, await mutate(states, jobId, fn));
+/** A job attempt; `attempt` left out means whichever attempt the record is at. */
+export interface AttemptRef {
+  jobId: string;
+  attempt?: number;
 }
 
-export function planRenditions(states: JobStates, jobId: string, renditions: Rendition[]): Promise<JobRecord> {
-  return change(states, jobId, (r) => withPlan(r, renditions));
+/** `fn` applied only to the attempt it is about: late work of an earlier attempt changes nothing. */
+function forAttempt(job: AttemptRef, fn: (rec: JobRecord) => JobRecord): (rec: JobRecord) => JobRecord {
+  return (rec) => (job.attempt === undefined || rec.attempt === job.attempt ? fn(rec) : rec);
 }
 
-export function settleRendition(states: JobStates, jobId: string, rendition: Rendition, outcome: { ok: true } | { ok: false; reason: string }): Promise<JobRecord> {
-  return change(states, jobId, (r) => withRendition(r, rendition, outcome));
+async function change(states: JobStates, job: AttemptRef, fn: (rec: JobRecord) => JobRecord): Promise<JobRecord> {
+  return announce(states, (await mutate(states, job.jobId, forAttempt(job, fn))).rec);
 }
 
-export function recordPublished(states: JobStates, jobId: string, renditions: Rendition[], manifest: { object: ObjectRef; url: string }): Promise<JobRecord> {
-  return change(states, jobId, (r) => withPublished(r, renditions, manifest));
+/** A new job's record, before anything else of it exists; fails if the id is taken. */
+export async function createJob(states: JobStates, spec: JobSpec): Promise<number> {
+  return states.kv.create(spec.jobId, JSON.stringify(newRecord(spec.jobId, { spec, attempt: spec.attempt, now: new Date().toISOString() })));
+}
+
+/** The attempt's first work item is out: the job is no longer at risk of being abandoned mid-submit. */
+export async function markQueued(states: JobStates, jobId: string, attempt: number): Promise<void> {
+  await mutate(states, jobId, (r) => (r.attempt === attempt && !r.queued ? { ...r, queued: true } : r));
+}
+
+export function planRenditions(states: JobStates, job: AttemptRef, renditions: Rendition[]): Promise<JobRecord> {
+  return change(states, job, (r) => withPlan(r, renditions));
+}
+
+export function settleRendition(states: JobStates, job: AttemptRef, rendition: Rendition, outcome: { ok: true } | { ok: false; reason: string }): Promise<JobRecord> {
+  return change(states, job, (r) => withRendition(r, rendition, outcome));
+}
+
+export function recordPublished(states: JobStates, job: AttemptRef, renditions: Rendition[], manifest: { object: ObjectRef; url: string }): Promise<JobRecord> {
+  return change(states, job, (r) => withPublished(r, renditions, manifest));
 }
 
 /**
  * A stage failed for good: publishes `stage.failed` and fails the job unless it is already playable.
  * Returns the record, whose phase says whether the job failed.
  */
-export async function failStage(states: JobStates, jobId: string, failure: Failure): Promise<JobRecord> {
-  const rec = await mutate(states, jobId, (r) => withFailure(r, failure));
-  await publishEvent(states.bus, { type: 'stage.failed', jobId, ...failure, fatal: rec.phase === 'failed' && rec.failure?.stage === failure.stage });
+export async function failStage(states: JobStates, job: AttemptRef, failure: Failure): Promise<JobRecord> {
+  const { rec } = await mutate(states, job.jobId, forAttempt(job, (r) => withFailure(r, failure)));
+  const fatal = rec.phase === 'failed' && rec.failure?.stage === failure.stage && (job.attempt === undefined || rec.attempt === job.attempt);
+  await publishEvent(states.bus, { type: 'stage.failed', jobId: job.jobId, ...failure, fatal });
   return announce(states, rec);
 }
 
 /**
- * Reopens a failed job so it can run again. Returns its new attempt and the job.reopened event as
- * published (to write into the projection at once), or null when the job was not failed.
+ * Moves an ended job (failed or cancelled) to a new attempt, from `rec` as read at `revision`; the caller
+ * queues the attempt's first work item, then calls markQueued. Null when the job changed meanwhile.
  */
-export async function reopenJob(states: JobStates, jobId: string, reason: string): Promise<{ attempt: number; published: Awaited<ReturnType<typeof publishEvent>> } | null> {
-  const before = await getRecord(states, jobId);
-  if (before?.phase !== 'failed') return null;
-  const rec = await mutate(states, jobId, (r) => (r.attempt === before.attempt ? reopened(r) : r));
-  const published = await publishEvent(states.bus, { type: 'job.reopened', jobId, reason, attempt: rec.attempt }, msgId(rec, 'reopened'));
-  return { attempt: rec.attempt, published };
+export async function reopenForRetry(states: JobStates, jobId: string, from: { rec: JobRecord; revision: number }): Promise<{ rec: JobRecord; revision: number } | null> {
+  const next = reopened(from.rec, new Date().toISOString());
+  if (next === from.rec) return null;
+  try {
+    return { rec: next, revision: await states.kv.update(jobId, JSON.stringify(next), from.revision) };
+  } catch (err) {
+    if (isConflict(err)) return null;
+    throw err;
+  }
+}
+
+/** Puts the record back as it was before a retry that could not be queued (only if nothing else wrote since). */
+export async function undoReopen(states: JobStates, jobId: string, previous: JobRecord, revision: number): Promise<boolean> {
+  try {
+    await states.kv.update(jobId, JSON.stringify(previous), revision);
+    return true;
+  } catch (err) {
+    if (isConflict(err)) return false;
+    throw err;
+  }
+}
+
+/** Brings a failed attempt back where it stopped (a re-driven dead letter). Null when it was not failed. */
+export async function reviveJob(states: JobStates, jobId: string): Promise<JobRecord | null> {
+  const m = await mutate(states, jobId, revived);
+  return m.changed && m.before?.phase === 'failed' ? m.rec : null;
 }
 
 /**
- * Cancels a running job: records it, publishes job.cancelled, and tells every process working on the
- * job to stop. Null when the job was not running (finished, failed, cancelled or unknown).
+ * Cancels a running job: the compare-and-set decides (a job that completed a moment earlier is not
+ * cancelled), then job.cancelled is published and every process working on the job is told to stop.
+ * Null when the job was not running.
  */
 export async function cancelJob(states: JobStates, jobId: string): Promise<Awaited<ReturnType<typeof publishEvent>> | null> {
-  const before = await getRecord(states, jobId);
-  if (!before || (before.phase !== 'active' && before.phase !== 'playable')) return null;
-  const rec = await mutate(states, jobId, withCancel);
-  const published = await publishEvent(states.bus, { type: 'job.cancelled', jobId }, msgId(rec, 'cancelled'));
+  const m = await mutate(states, jobId, withCancel);
+  if (!m.changed || m.rec.phase !== 'cancelled' || !m.before) return null;
+  const published = await publishEvent(states.bus, { type: 'job.cancelled', jobId }, msgId(m.rec, 'cancelled'));
   states.bus.nc.publish(cancelSubject(jobId));
   await states.bus.nc.flush();
   return published;
@@ -114,33 +189,18 @@ export async function isCancelled(states: JobStates, jobId: string): Promise<boo
   return (await getRecord(states, jobId))?.phase === 'cancelled';
 }
 
-/**
- * Runs `fn` while holding the job's manifest lock, so two uploaders never interleave "check what is
- * published, write the manifest, record it". The lock expires by itself if its holder dies.
- */
-export async function withJobLock<T>(states: JobStates, jobId: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + LOCK_TTL_MS + 10_000;
-  for (;;) {
-    try {
-      await states.locks.create(jobId, String(process.pid));
-      break;
-    } catch (err) {
-      if (!isConflict(err) || Date.now() > deadline) throw err;
-      await sleep(100 + Math.random() * 150);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await states.locks.delete(jobId).catch(() => undefined);
-  }
+// ---- done-markers --------------------------------------------------------------------------------
+
+/** The marker of one work item of one job attempt: a stage that finds it skips the repeat. */
+export function doneKey(job: { jobId: string; attempt: number }, kind: string, item: string): string {
+  return [job.jobId, job.attempt, kind, item.replace(/[^-\w]/g, '_')].join('.');
 }
 
-function isConflict(err: unknown): boolean {
-  const text = String(err instanceof Error ? err.message : err).toLowerCase();
-  return text.includes('wrong last sequence') || text.includes('10071') || text.includes('exists');
+export async function isDone(states: JobStates, key: string): Promise<boolean> {
+  const entry = await states.done.get(key);
+  return entry !== null && entry.operation === 'PUT';
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+export async function markDone(states: JobStates, key: string): Promise<void> {
+  await states.done.put(key, new Date().toISOString());
 }

@@ -40,6 +40,8 @@ export interface JobView {
   playableAt?: string;
   completedAt?: string;
   updatedAt: string;
+  /** Stream sequence of the job's job.created event, and of the last event folded in. */
+  createdSeq?: number;
   lastSeq: number;
 }
 
@@ -63,6 +65,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       notifications: [],
       createdAt: event.at,
       updatedAt: event.at,
+      createdSeq: seq,
       lastSeq: seq,
     };
   }

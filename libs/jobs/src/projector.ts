@@ -1,81 +1,225 @@
 /**
- * The projector: a durable consumer on JOB_EVENTS that folds every event into MongoDB. It takes one
- * message at a time (max_ack_pending 1) so events apply in stream order across replicas.
- * Rebuilding = dropping the documents and the consumer; the loop recreates the consumer, which starts
- * again at the first event.
+ * The projector folds JOB_EVENTS into MongoDB. One API replica leads at a time (a lease in the KV bucket
+ * `mesh-leases`, taken over within seconds when its holder dies); the leader reads the stream in order
+ * with an ordered consumer from the cursor stored beside the documents, folds each batch with one read and
+ * one bulk write, moves the cursor, and publishes the changed documents to JOB_VIEWS (the compacted state
+ * per job). Nothing is acked, so stopping (an API shutdown) never leaves an event hanging for ack_wait.
+ *
+ * A rebuild (`requestRebuild`, one at a time) folds everything again into a fresh collection beside the
+ * live one, starting from JOB_VIEWS for jobs whose first events have aged out of JOB_EVENTS and from the
+ * events themselves for the rest, while the live collection keeps answering and keeps being updated. When
+ * the rebuild has caught up, the live fold pauses for one batch, the rebuild takes the last events, and
+ * the pointer switches to the new collection.
  */
+import { Kvm, type KV } from '@nats-io/kv';
 import type { JsMsg } from '@nats-io/jetstream';
-import { ensureConsumer, PULL, STREAMS, type Bus } from '@mesh/bus';
-import { JobEvent, reasonOf, type Logger } from '@mesh/common';
+import { followStream, STREAMS, type Bus } from '@mesh/bus';
+import { JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
 import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
-import type { ProjectionStore } from './store.ts';
-
-export const PROJECTOR = { stream: STREAMS.events.name, durable: 'projector', filterSubject: `${STREAMS.events.subjects[0]}` } as const;
+import { withLock } from './locks.ts';
+import type { JobView } from './projection.ts';
+import type { ProjectionStore, SequencedEvent } from './store.ts';
 
 export interface Projector {
   stop(): Promise<void>;
 }
 
-export async function ensureProjectorConsumer(bus: Bus, ackWaitMs = 30_000): Promise<void> {
-  await ensureConsumer(bus.jsm, { ...PROJECTOR, ackWaitMs, maxDeliver: -1, maxAckPending: 1 });
+/** A leader that stops renewing is replaced after this long. */
+export const LEASE_TTL_MS = 6000;
+
+export async function openLeases(bus: Bus, replicas = 1): Promise<KV> {
+  return new Kvm(bus.nc).create('mesh-leases', { history: 1, ttl: LEASE_TTL_MS, replicas });
 }
 
-export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger, o: { ackWaitMs?: number } = {}): Promise<Projector> {
-  let stopping = false;
-  await ensureProjectorConsumer(bus, o.ackWaitMs);
+export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger, o: { replicas?: number; batch?: number } = {}): Promise<Projector> {
+  const leases = await openLeases(bus, o.replicas);
+  const stop = new AbortController();
+  const holder = `${process.pid}@${bus.nc.info?.client_ip ?? 'local'}`;
   const loop = async () => {
-    while (!stopping) {
-      let msg: JsMsg | null = null;
+    while (!stop.signal.aborted) {
       try {
-        const consumer = await bus.js.consumers.get(PROJECTOR.stream, PROJECTOR.durable);
-        while (!stopping) {
-          msg = await consumer.next(PULL);
-          if (msg) {
-            const m = msg;
-            const attributes = { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': m.subject, 'messaging.consumer.group.name': PROJECTOR.durable };
-            await inSpan(`process ${m.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(m.headers), attributes }, () => applyMessage(store, m, log));
-          }
-        }
+        await withLock(leases, 'projector', { ttlMs: LEASE_TTL_MS, waitMs: Number.POSITIVE_INFINITY, signal: stop.signal, holder }, (lease) => lead(bus, store, log, lease.signal, o.batch ?? 256));
       } catch (err) {
-        if (stopping) break;
-        if (msg) msg.nak(1000);
-        log.warn({ err: reasonOf(err) }, 'projector: retrying');
-        await sleep(1000);
-        // The consumer may have been deleted for a rebuild: recreate it (it starts at the first event).
-        await ensureProjectorConsumer(bus, o.ackWaitMs).catch(() => undefined);
+        if (stop.signal.aborted) break;
+        log.warn({ err: reasonOf(err) }, 'projector: lost the lead or could not fold; trying again');
+        await sleep(1000, stop.signal).catch(() => undefined);
       }
     }
   };
   const done = loop();
   return {
     async stop() {
-      stopping = true;
+      stop.abort();
       await done;
     },
   };
 }
 
-async function applyMessage(store: ProjectionStore, msg: JsMsg, log: Logger): Promise<void> {
-  let event: JobEvent;
-  try {
-    event = JobEvent.parse(msg.json());
-  } catch (err) {
+/** One turn at a time for the live fold and the rebuild's final catch-up. */
+function mutex() {
+  let tail = Promise.resolve();
+  return <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = tail.then(fn);
+    tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  };
+}
+
+function decode(msgs: JsMsg[], log: Logger): SequencedEvent[] {
+  const out: SequencedEvent[] = [];
+  for (const m of msgs) {
+    const parsed = JobEvent.safeParse(safeJson(m));
     // Not ours to fix and not worth blocking every other job for: log it loudly and move on.
-    log.error({ seq: msg.seq, subject: msg.subject, err: reasonOf(err) }, 'projector: invalid event skipped');
-    msg.term();
-    return;
+    if (parsed.success) out.push({ event: parsed.data, seq: m.seq });
+    else log.error({ seq: m.seq, subject: m.subject, err: parsed.error.issues[0]?.message }, 'projector: invalid event skipped');
   }
-  await store.apply(event, msg.seq);
-  await msg.ackAck();
+  return out;
 }
 
-/** Forgets the projection and replays every stored event into it. */
-export async function rebuildProjection(bus: Bus, store: ProjectionStore): Promise<void> {
-  await store.drop();
-  await bus.jsm.consumers.delete(PROJECTOR.stream, PROJECTOR.durable).catch(() => undefined);
-  await ensureProjectorConsumer(bus);
+function safeJson(m: JsMsg): unknown {
+  try {
+    return m.json();
+  } catch {
+    return undefined;
+  }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: AbortSignal, max: number): Promise<void> {
+  const meta = await store.meta();
+  log.info({ seq: meta.seq, collection: meta.collection }, 'projector: leading');
+  const turn = mutex();
+  let liveSeq = meta.seq;
+  // Ends the rebuild watcher too when the live fold stops, whatever the reason.
+  const ended = new AbortController();
+  const signal = AbortSignal.any([leaseSignal, ended.signal]);
+  const rebuilds = watchRebuilds(bus, store, log, signal, turn, () => liveSeq);
+  try {
+    await followStream(bus, {
+      stream: STREAMS.events.name,
+      fromSeq: meta.seq + 1,
+      max,
+      signal,
+      onBatch: (msgs) =>
+        turn(async () => {
+          const batch = decode(msgs, log);
+          const first = msgs[0]!;
+          // The batch's span continues the trace of its first event.
+          await inSpan('projector fold', { kind: SpanKind.CONSUMER, parent: extractContext(first.headers), attributes: { 'messaging.system': 'nats', 'messaging.destination.name': STREAMS.events.name, 'mesh.events': msgs.length } }, async () => {
+            const changed = await store.applyBatch(batch);
+            liveSeq = msgs.at(-1)!.seq;
+            await publishViews(bus, changed, log);
+          });
+        }),
+    });
+  } finally {
+    ended.abort();
+    await rebuilds;
+  }
+}
+
+/** The compacted state per job: best effort, the next change of the job publishes it again. */
+async function publishViews(bus: Bus, views: JobView[], log: Logger): Promise<void> {
+  const results = await Promise.allSettled(views.map((v) => bus.js.publish(`views.${v._id}`, JSON.stringify(v))));
+  const failed = results.filter((r) => r.status === 'rejected').length;
+  if (failed > 0) log.warn({ failed }, 'projector: could not publish some job snapshots');
+}
+
+async function watchRebuilds(bus: Bus, store: ProjectionStore, log: Logger, signal: AbortSignal, turn: ReturnType<typeof mutex>, liveSeq: () => number): Promise<void> {
+  while (!signal.aborted) {
+    const meta = await store.meta().catch(() => null);
+    if (meta?.rebuild?.state === 'requested' || meta?.rebuild?.state === 'running') {
+      try {
+        await rebuild(bus, store, log, signal, turn, liveSeq);
+      } catch (err) {
+        if (signal.aborted) return;
+        log.error({ err: reasonOf(err) }, 'projector: rebuild failed');
+        await store.updateRebuild({ state: 'failed', finishedAt: new Date().toISOString(), error: reasonOf(err) }).catch(() => undefined);
+      }
+    }
+    await sleep(500, signal).catch(() => undefined);
+  }
+}
+
+async function rebuild(bus: Bus, store: ProjectionStore, log: Logger, signal: AbortSignal, turn: ReturnType<typeof mutex>, liveSeq: () => number): Promise<void> {
+  await store.updateRebuild({ state: 'running', startedAt: new Date().toISOString(), events: 0 });
+  const target = await store.newCollection();
+  const events = await bus.jsm.streams.info(STREAMS.events.name);
+  const firstSeq = events.state.messages > 0 ? events.state.first_seq : events.state.last_seq + 1;
+  log.info({ target, firstSeq, lastSeq: events.state.last_seq }, 'projector: rebuilding');
+
+  // Jobs whose job.created has aged out of JOB_EVENTS come back from their last snapshot.
+  const fromSnapshots = await loadSnapshots(bus, store, target, firstSeq, signal);
+
+  // Then every retained event, in order, folded beside the live collection, up to the live cursor; the
+  // last stretch runs while the live fold waits, and the pointer switches.
+  let folded = 0;
+  let at = firstSeq - 1;
+  const stopAt = new AbortController();
+  const both = AbortSignal.any([signal, stopAt.signal]);
+  const foldUpTo = async (msgs: JsMsg[], limit: number) => {
+    const batch = decode(msgs.filter((m) => m.seq <= limit), log);
+    await store.applyBatch(batch, target);
+    folded += batch.length;
+    at = Math.max(at, ...msgs.filter((m) => m.seq <= limit).map((m) => m.seq));
+  };
+  if (liveSeq() > at) {
+    await followStream(bus, {
+      stream: STREAMS.events.name,
+      fromSeq: firstSeq,
+      max: 512,
+      signal: both,
+      onBatch: async (msgs) => {
+        await foldUpTo(msgs, liveSeq());
+        await store.updateRebuild({ events: folded });
+        if (at >= liveSeq()) stopAt.abort();
+      },
+    });
+  }
+  signal.throwIfAborted();
+  await turn(async () => {
+    const until = liveSeq();
+    if (until > at) {
+      const rest = new AbortController();
+      await followStream(bus, {
+        stream: STREAMS.events.name,
+        fromSeq: at + 1,
+        max: 512,
+        signal: AbortSignal.any([signal, rest.signal]),
+        onBatch: async (msgs) => {
+          await foldUpTo(msgs, until);
+          if (at >= until) rest.abort();
+        },
+      });
+    }
+    signal.throwIfAborted();
+    await store.switchTo(target, until);
+  });
+  await store.updateRebuild({ state: 'done', finishedAt: new Date().toISOString(), events: folded, fromSnapshots });
+  log.info({ target, events: folded, fromSnapshots }, 'projector: rebuilt; now serving the new collection');
+}
+
+async function loadSnapshots(bus: Bus, store: ProjectionStore, target: string, firstSeq: number, signal: AbortSignal): Promise<number> {
+  const info = await bus.jsm.streams.info(STREAMS.views.name).catch(() => null);
+  const total = info?.state.messages ?? 0;
+  if (total === 0) return 0;
+  let seen = 0;
+  let restored = 0;
+  const done = new AbortController();
+  await followStream(bus, {
+    stream: STREAMS.views.name,
+    fromSeq: 0,
+    max: 500,
+    signal: AbortSignal.any([signal, done.signal]),
+    onBatch: async (msgs) => {
+      seen += msgs.length;
+      const views = msgs.map((m) => safeJson(m) as JobView).filter((v) => v && typeof v._id === 'string' && (v.createdSeq ?? 0) < firstSeq);
+      await store.insertViews(target, views);
+      restored += views.length;
+      if (seen >= total || msgs.at(-1)!.seq >= info!.state.last_seq) done.abort();
+    },
+  });
+  return restored;
 }

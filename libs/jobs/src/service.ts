@@ -22,6 +22,8 @@ export interface StageServiceOptions<K extends WorkKind, C extends { s3: S3Confi
   kind: K;
   config: (env: Env) => C;
   stage: (message: WorkMessage<K>) => Stage;
+  /** What one message is within its job attempt, when a stage takes several (see runStage). */
+  item?: (message: WorkMessage<K>) => string;
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }, service: StageService<C>) => Promise<void>;
   /** For stages whose failure does not fail the job (see runStage). */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }, service: StageService<C>) => Promise<void>;
@@ -32,7 +34,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
     name: o.name,
     config: o.config,
     async start({ bus, log, config, common }) {
-      const service: StageService<C> = { bus, log, config, s3: createS3(config.s3), states: await openJobStates(bus) };
+      const service: StageService<C> = { bus, log, config, s3: createS3(config.s3), states: await openJobStates(bus, { replicas: common.natsReplicas }) };
       const onGiveUp = o.onGiveUp;
       const worker = await runStage({
         bus,
@@ -44,6 +46,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         drainMs: common.drainMs,
         maxDeliver: common.maxDeliver,
         stage: o.stage,
+        ...(o.item ? { item: o.item } : {}),
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),
       });

@@ -1,12 +1,13 @@
 /**
  * A pipeline stage = the shared consume loop + the job bookkeeping every stage does the same way:
- * announce `stage.started` / `stage.done`, and when a message is given up, record a readable failure
- * on the job. Services only write what is different about them.
+ * announce `stage.started` / `stage.done`, skip work it already finished for the same job attempt, stop
+ * when the job is cancelled, and when a message is given up, record a readable failure on the job.
+ * Services only write what is different about them.
  */
 import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
-import { cancelSubject, MeshError, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
-import { failStage, isCancelled, type JobStates } from './lifecycle.ts';
+import { cancelSubject, MeshError, msgId, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { doneKey, failStage, isCancelled, isDone, markDone, type JobStates } from './lifecycle.ts';
 
 export interface StageOptions<K extends WorkKind> {
   bus: Bus;
@@ -15,6 +16,11 @@ export interface StageOptions<K extends WorkKind> {
   log: Logger;
   /** The stage this message belongs to (the transcoders differ by rendition). */
   stage: (message: WorkMessage<K>) => Stage;
+  /**
+   * What one message is, within its job attempt: a repeat of a finished item (a redelivery after a crash
+   * before the ack, a republish after the duplicate window) is skipped. Default: the stage.
+   */
+  item?: (message: WorkMessage<K>) => string;
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }) => Promise<void>;
   /** Replaces the default failure handling (fail the job) for stages whose failure is not fatal. */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, ctx: { stage: Stage; code: string; reason: string }) => Promise<void>;
@@ -24,7 +30,12 @@ export interface StageOptions<K extends WorkKind> {
   drainMs?: number;
 }
 
+/** How often a running stage re-reads the job record for a cancel it may have missed (sent during a reconnect). */
+const CANCEL_CHECK_MS = 2000;
+
 export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker> {
+  const markerOf = (message: WorkMessage<K>) => doneKey(message.job, o.kind, o.item?.(message) ?? o.stage(message));
+  const stageDone = (message: WorkMessage<K>, stage: Stage) => publishEvent(o.bus, { type: 'stage.done', jobId: message.job.jobId, stage }, msgId(message.job, 'stage.done', stage));
   return runWorker({
     bus: o.bus,
     source: workSource(o.kind),
@@ -36,29 +47,45 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
     async handle(message, ctx) {
       const stage = o.stage(message);
       const jobId = message.job.jobId;
-      if (await isCancelled(o.states, jobId)) {
-        ctx.log.info('job cancelled; work dropped');
+      if (await isDone(o.states, markerOf(message))) {
+        // Finished before: a redelivery or a late duplicate. Its stage.done may not have gone out.
+        ctx.log.info({ stage }, 'already done for this job attempt; repeat skipped');
+        await stageDone(message, stage);
         return;
       }
-      // A cancel while we work stops the work, FFmpeg included: the signal reaches every tool we run.
+      // A cancel stops the work, FFmpeg included: the signal reaches every tool we run. Subscribe first,
+      // then read the record, and read it again while working: a cancel sent between the two, or while the
+      // connection was down (core NATS keeps nothing), is still seen.
       const cancel = new AbortController();
-      const sub = o.bus.nc.subscribe(cancelSubject(jobId), { max: 1, callback: () => cancel.abort(new Error('job cancelled')) });
+      const stop = () => cancel.abort(new MeshError('CANCELLED', 'the job was cancelled', { permanent: true }));
+      const sub = o.bus.nc.subscribe(cancelSubject(jobId), { max: 1, callback: stop });
+      const recheck = setInterval(() => {
+        isCancelled(o.states, jobId).then((yes) => yes && stop(), () => undefined);
+      }, CANCEL_CHECK_MS);
       try {
+        if (await isCancelled(o.states, jobId)) throw new MeshError('CANCELLED', 'job cancelled before this stage started', { permanent: true });
         // The stage's own span, under the consume span: FFmpeg, S3 and publishes nest in it.
         const attributes = { 'job.id': jobId, 'video.id': message.job.videoId, 'job.attempt': message.job.attempt, 'job.stage': stage, ...('rendition' in message ? { 'media.rendition': String(message.rendition) } : {}) };
         await inSpan(stage, { attributes }, async () => {
-          await publishEvent(o.bus, { type: 'stage.started', jobId, stage });
+          await publishEvent(o.bus, { type: 'stage.started', jobId, stage }, msgId(message.job, 'stage.started', stage, ctx.deliveryCount));
           await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
-          await publishEvent(o.bus, { type: 'stage.done', jobId, stage });
         });
       } catch (err) {
-        if (cancel.signal.aborted) throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
+        if (cancel.signal.aborted || (err instanceof MeshError && err.code === 'CANCELLED')) {
+          throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
+        }
         // Parked work (the job failed elsewhere): the stage shows why it stopped; the consume loop keeps the message.
         if (err instanceof MeshError && err.code === 'JOB_FAILED') await publishEvent(o.bus, { type: 'stage.failed', jobId, stage, code: err.code, reason: err.message, fatal: false });
         throw err;
       } finally {
+        clearInterval(recheck);
         sub.unsubscribe();
       }
+    },
+    // After the work: the marker first, so a crash before stage.done is repaired by the skipped repeat.
+    async onDone(message) {
+      await markDone(o.states, markerOf(message));
+      await stageDone(message, o.stage(message));
     },
     async onGiveUp(message, raw, err) {
       const code = err instanceof MeshError ? err.code : 'RETRIES_EXHAUSTED';
@@ -66,18 +93,14 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
       if (!message) {
         const jobId = jobIdOf(raw);
         if (!jobId) return; // Nothing to attach the failure to; the worker logged it.
-        await failStage(o.states, jobId, { stage: stageOfKind(o.kind), code, reason });
+        await failStage(o.states, { jobId }, { stage: o.kind, code, reason });
         return;
       }
       const stage = o.stage(message);
       if (o.onGiveUp) return o.onGiveUp(message, err, { stage, code, reason });
-      await failStage(o.states, message.job.jobId, { stage, code, reason });
+      await failStage(o.states, message.job, { stage, code, reason });
     },
   });
-}
-
-function stageOfKind(kind: WorkKind): Stage {
-  return kind;
 }
 
 function jobIdOf(raw: unknown): string | undefined {

@@ -11,7 +11,7 @@
  * Once playable, a job never becomes failed: a later rendition failure is recorded on its stage only,
  * and the client keeps the manifest it was told about.
  */
-import { transcodeStage, type JobEventType, type NewJobEvent, type ObjectRef, type Rendition, type Stage } from '@mesh/common';
+import { transcodeStage, type JobEventType, type JobSpec, type NewJobEvent, type ObjectRef, type Rendition, type Stage } from '@mesh/common';
 
 export type Phase = 'active' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
@@ -23,6 +23,16 @@ export interface Failure {
 
 export interface JobRecord {
   jobId: string;
+  /**
+   * What the client asked for (its `attempt` is the first one; `attempt` below is current). It names the
+   * output prefix the job owns while it runs (output.ts) and answers GET before the projection has the job.
+   * Absent in records made before it was kept.
+   */
+  spec?: JobSpec;
+  /** When the current attempt started. */
+  createdAt?: string;
+  /** The first work item is on its way: a job that never got this far was abandoned at submit. */
+  queued?: boolean;
   /** Goes up each time the failed job is reopened; phase events of each attempt are announced anew. */
   attempt: number;
   phase: Phase;
@@ -36,10 +46,28 @@ export interface JobRecord {
   failure?: Failure;
   /** Phase events already published, so a retried update publishes the rest and never one twice. */
   announced: JobEventType[];
+  /** Times this attempt was revived by a re-driven dead letter: its phase events are announced anew each time. */
+  revivals?: number;
 }
 
-export function newRecord(jobId: string): JobRecord {
-  return { jobId, attempt: 1, phase: 'active', expected: [], ready: [], failedRenditions: {}, published: [], announced: [] };
+export function newRecord(jobId: string, o: { spec?: JobSpec; attempt?: number; now?: string } = {}): JobRecord {
+  return {
+    jobId,
+    ...(o.spec ? { spec: o.spec } : {}),
+    ...(o.now ? { createdAt: o.now } : {}),
+    attempt: o.attempt ?? 1,
+    phase: 'active',
+    expected: [],
+    ready: [],
+    failedRenditions: {},
+    published: [],
+    announced: [],
+  };
+}
+
+/** Still running: a client may cancel it, and it holds its output prefix. */
+export function isRunning(rec: Pick<JobRecord, 'phase'>): boolean {
+  return rec.phase === 'active' || rec.phase === 'playable';
 }
 
 export function withPlan(rec: JobRecord, renditions: Rendition[]): JobRecord {
@@ -47,7 +75,11 @@ export function withPlan(rec: JobRecord, renditions: Rendition[]): JobRecord {
 }
 
 export function withRendition(rec: JobRecord, rendition: Rendition, outcome: { ok: true } | { ok: false; reason: string }): JobRecord {
-  if (outcome.ok) return settle({ ...rec, ready: union(rec.ready, [rendition]) });
+  if (outcome.ok) {
+    // A rendition that failed and then made it (its dead letter re-driven) is no longer failed.
+    const { [rendition]: _failed, ...failedRenditions } = rec.failedRenditions;
+    return settle({ ...rec, ready: union(rec.ready, [rendition]), failedRenditions });
+  }
   if (rec.ready.includes(rendition)) return rec;
   return settle({ ...rec, failedRenditions: { ...rec.failedRenditions, [rendition]: outcome.reason } });
 }
@@ -67,14 +99,33 @@ export function withFailure(rec: JobRecord, failure: Failure): JobRecord {
 
 /** The client cancelled: only a job still running can be. */
 export function withCancel(rec: JobRecord): JobRecord {
-  return rec.phase === 'active' || rec.phase === 'playable' ? { ...rec, phase: 'cancelled' } : rec;
+  return isRunning(rec) ? { ...rec, phase: 'cancelled' } : rec;
 }
 
-/** A failed job runs again (a re-driven dead letter): its failure is forgotten, so it may fail or finish anew. */
-export function reopened(rec: JobRecord): JobRecord {
+/** A job that ended (failed or cancelled) may run again: a client's retry, or an operator's re-drive. */
+export function mayReopen(rec: Pick<JobRecord, 'phase'>): boolean {
+  return rec.phase === 'failed' || rec.phase === 'cancelled';
+}
+
+/**
+ * The job runs again from the start as a new attempt (a client's retry): everything the last attempt found
+ * out is forgotten (its renditions and manifests belong to that attempt's folders), so it may fail or
+ * finish anew. `queued` is set once the attempt's first work item is on its way.
+ */
+export function reopened(rec: JobRecord, now: string): JobRecord {
+  if (!mayReopen(rec)) return rec;
+  return newRecord(rec.jobId, { attempt: rec.attempt + 1, now, ...(rec.spec ? { spec: rec.spec } : {}) });
+}
+
+/**
+ * A failed attempt comes back to life where it stopped (an operator re-drove the dead letter of a stage
+ * that can take it to the end): its failure is forgotten and its phase events may be announced again.
+ */
+export function revived(rec: JobRecord): JobRecord {
   if (rec.phase !== 'failed') return rec;
   const { failure: _failure, ...rest } = rec;
-  return { ...rest, attempt: rec.attempt + 1, phase: 'active', failedRenditions: {}, announced: rec.announced.filter((t) => t !== 'job.failed') };
+  // Not settled here: with every rendition failed that would fail it again at once; the re-driven work settles it.
+  return { ...rest, phase: 'active', announced: rec.announced.filter((t) => t !== 'job.failed'), revivals: (rec.revivals ?? 0) + 1 };
 }
 
 export function withAnnounced(rec: JobRecord, types: JobEventType[]): JobRecord {
@@ -84,6 +135,24 @@ export function withAnnounced(rec: JobRecord, types: JobEventType[]): JobRecord 
 /** True when a manifest with `renditions` may replace what is published: it must hold at least as much. */
 export function mayPublish(rec: JobRecord, renditions: Rendition[]): boolean {
   return isSubset(rec.published, renditions);
+}
+
+/** Who wrote the manifest now at `<object_key>/manifest.mpd`, as its object metadata says. */
+export interface ManifestOrigin {
+  jobId: string;
+  attempt: number;
+  renditions: string[];
+}
+
+/**
+ * Whether `next` may replace the manifest `current` at an output prefix. The same attempt's manifest only
+ * grows (it must hold every rendition already out); another job's (or attempt's) replaces it only when it
+ * holds at least as many renditions, so a client retrying by mistake never shrinks what viewers get.
+ */
+export function mayReplaceManifest(current: ManifestOrigin | null, next: ManifestOrigin): boolean {
+  if (!current) return true;
+  if (current.jobId === next.jobId && current.attempt === next.attempt) return isSubset(current.renditions, next.renditions);
+  return next.renditions.length >= current.renditions.length;
 }
 
 /** Derives the phase from the facts. */
@@ -106,14 +175,15 @@ export function settle(rec: JobRecord): JobRecord {
 export function pendingAnnouncements(rec: JobRecord): NewJobEvent[] {
   const out: NewJobEvent[] = [];
   const want = (type: JobEventType) => !rec.announced.includes(type);
+  const attempt = rec.attempt;
   if ((rec.phase === 'playable' || rec.phase === 'complete') && rec.manifest && want('job.playable')) {
-    out.push({ type: 'job.playable', jobId: rec.jobId, manifest: rec.manifest.object, url: rec.manifest.url });
+    out.push({ type: 'job.playable', jobId: rec.jobId, attempt, manifest: rec.manifest.object, url: rec.manifest.url });
   }
   if (rec.phase === 'complete' && want('job.completed')) {
-    out.push({ type: 'job.completed', jobId: rec.jobId, renditions: [...rec.published] });
+    out.push({ type: 'job.completed', jobId: rec.jobId, attempt, renditions: [...rec.published] });
   }
   if (rec.phase === 'failed' && rec.failure && want('job.failed')) {
-    out.push({ type: 'job.failed', jobId: rec.jobId, ...rec.failure });
+    out.push({ type: 'job.failed', jobId: rec.jobId, attempt, ...rec.failure });
   }
   return out;
 }

@@ -12,14 +12,19 @@ function descriptorPath(path: string): string {
   return path;
 }
 
-export function packagerArgs(o: { renditions: PackagerInput[]; audioFrom?: string; outDir: string; segmentSeconds: number }): string[] {
+/**
+ * The manifest goes to `outDir/manifest.mpd` and the segments under `outDir/<segmentDir>/` (the job
+ * attempt's own folder), so the manifest names them `<segmentDir>/video/<r>/<n>.m4s`, relative to itself.
+ */
+export function packagerArgs(o: { renditions: PackagerInput[]; audioFrom?: string; outDir: string; segmentDir: string; segmentSeconds: number }): string[] {
   const out = descriptorPath(o.outDir);
+  const seg = `${out}/${descriptorPath(o.segmentDir)}`;
   const streams = o.renditions.map(
     ({ rendition, path }) =>
-      `in=${descriptorPath(path)},stream=video,init_segment=${out}/video/${rendition}/init.mp4,segment_template=${out}/video/${rendition}/$Number$.m4s`,
+      `in=${descriptorPath(path)},stream=video,init_segment=${seg}/video/${rendition}/init.mp4,segment_template=${seg}/video/${rendition}/$Number$.m4s`,
   );
   if (o.audioFrom) {
-    streams.push(`in=${descriptorPath(o.audioFrom)},stream=audio,init_segment=${out}/audio/init.mp4,segment_template=${out}/audio/$Number$.m4s`);
+    streams.push(`in=${descriptorPath(o.audioFrom)},stream=audio,init_segment=${seg}/audio/init.mp4,segment_template=${seg}/audio/$Number$.m4s`);
   }
   return [
     ...streams,

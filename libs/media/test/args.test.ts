@@ -144,18 +144,18 @@ describe('thumbnail', () => {
 
 describe('packagerArgs', () => {
   it('lays out video per rendition and one audio stream', () => {
-    const a = packagerArgs({ renditions: [{ rendition: '720p', path: '/t/720p.mp4' }, { rendition: '360p', path: '/t/360p.mp4' }], audioFrom: '/t/720p.mp4', outDir: '/t/pkg', segmentSeconds: 4 });
+    const a = packagerArgs({ renditions: [{ rendition: '720p', path: '/t/720p.mp4' }, { rendition: '360p', path: '/t/360p.mp4' }], audioFrom: '/t/720p.mp4', outDir: '/t/pkg', segmentDir: 'job.1', segmentSeconds: 4 });
     expect(a.slice(0, 3)).toEqual([
-      'in=/t/720p.mp4,stream=video,init_segment=/t/pkg/video/720p/init.mp4,segment_template=/t/pkg/video/720p/$Number$.m4s',
-      'in=/t/360p.mp4,stream=video,init_segment=/t/pkg/video/360p/init.mp4,segment_template=/t/pkg/video/360p/$Number$.m4s',
-      'in=/t/720p.mp4,stream=audio,init_segment=/t/pkg/audio/init.mp4,segment_template=/t/pkg/audio/$Number$.m4s',
+      'in=/t/720p.mp4,stream=video,init_segment=/t/pkg/job.1/video/720p/init.mp4,segment_template=/t/pkg/job.1/video/720p/$Number$.m4s',
+      'in=/t/360p.mp4,stream=video,init_segment=/t/pkg/job.1/video/360p/init.mp4,segment_template=/t/pkg/job.1/video/360p/$Number$.m4s',
+      'in=/t/720p.mp4,stream=audio,init_segment=/t/pkg/job.1/audio/init.mp4,segment_template=/t/pkg/job.1/audio/$Number$.m4s',
     ]);
     expect(a).toEqual(expect.arrayContaining(['--segment_duration', '4', '--generate_static_live_mpd', '--mpd_output', '/t/pkg/manifest.mpd']));
     expect(a.join(' ')).not.toContain('--base_urls');
   });
 
   it('refuses paths that would split a stream descriptor', () => {
-    expect(() => packagerArgs({ renditions: [{ rendition: '720p', path: '/t/a,b.mp4' }], outDir: '/t/pkg', segmentSeconds: 4 })).toThrow(/must not contain/);
+    expect(() => packagerArgs({ renditions: [{ rendition: '720p', path: '/t/a,b.mp4' }], outDir: '/t/pkg', segmentDir: 'j.1', segmentSeconds: 4 })).toThrow(/must not contain/);
   });
 });
 

@@ -68,7 +68,7 @@ describe('probe, transcode, package', () => {
 
     const out = at('pkg');
     await mkdir(out);
-    await runTool('packager', packagerArgs({ renditions: plan.renditions.map((r) => ({ rendition: r, path: at(`${r}.mp4`) })), audioFrom: at('720p.mp4'), outDir: out, segmentSeconds: 4 }), { log });
+    await runTool('packager', packagerArgs({ renditions: plan.renditions.map((r) => ({ rendition: r, path: at(`${r}.mp4`) })), audioFrom: at('720p.mp4'), outDir: out, segmentDir: 'job.1', segmentSeconds: 4 }), { log });
     const manifest = join(out, 'manifest.mpd');
     await writeFile(manifest, setBaseUrl(await readFile(manifest, 'utf8'), 'https://cdn.example.test/a b/?x=1&y=2'));
     await run('xmllint', ['--noout', '--schema', join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd'), manifest]);

@@ -2,7 +2,6 @@
  * S3 helpers: plain functions over an S3Client, no wrapper state. Missing sources become InputErrors
  * (the job fails with a reason naming the object); other failures are retryable StorageErrors.
  */
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,7 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { InputError, mapLimit, MeshError, type ObjectRef, type SourceRef } from '@mesh/common';
+import { InputError, mapLimit, MeshError, type ObjectRef } from '@mesh/common';
 import { bytesMoved, inSpan, SpanKind } from '@mesh/telemetry';
 
 /** An S3 call in its own CLIENT span, with the object and (once known) the bytes moved. */
@@ -48,18 +47,30 @@ export const s3url = (ref: ObjectRef): string => `s3://${ref.bucket}/${ref.key}`
 /** An ETag as S3 sends it (quoted), without its quotes: the MD5 hex of single-part uploads. */
 const etagOf = (raw: string | undefined): string => (raw ?? '').replaceAll('"', '');
 
-/** Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. */
+/**
+ * Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. Reasons
+ * reach job status, so they name the object's key, never the bucket (internal names stay in logs).
+ */
 function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInput: boolean): Error {
   const name = err instanceof S3ServiceException ? err.name : err instanceof Error ? err.name : '';
   const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
   if (missingIsInput && (name === 'NoSuchBucket' || (name === 'NotFound' && !ref.key))) {
-    return new InputError('SOURCE_NOT_FOUND', `bucket ${ref.bucket} does not exist`, err);
+    return new InputError('SOURCE_NOT_FOUND', 'the input bucket does not exist', err);
   }
   if (missingIsInput && (name === 'NoSuchKey' || name === 'NotFound' || status === 404)) {
-    return new InputError('SOURCE_NOT_FOUND', `object ${s3url(ref)} does not exist`, err);
+    return new InputError('SOURCE_NOT_FOUND', `object ${ref.key} does not exist`, err);
   }
+  if (name === 'PreconditionFailed' || status === 412) return new PreconditionFailedError(ref, err);
   const detail = err instanceof Error ? err.message : String(err);
-  return new MeshError('STORAGE_FAILED', `${action} ${s3url(ref)} failed: ${detail}`, { cause: err });
+  return new MeshError('STORAGE_FAILED', `${action} ${ref.key || 'the bucket'} failed: ${detail}`, { cause: err });
+}
+
+/** A conditional write or read found the object other than expected: someone else wrote it meanwhile. */
+export class PreconditionFailedError extends MeshError {
+  override name = 'PreconditionFailedError';
+  constructor(ref: ObjectRef, cause?: unknown) {
+    super('STORAGE_FAILED', `${ref.key} changed meanwhile (precondition failed)`, { cause });
+  }
 }
 
 export async function bucketExists(s3: S3Client, bucket: string): Promise<boolean> {
@@ -108,10 +119,17 @@ export interface PutOptions {
   contentType?: string;
   metadata?: Record<string, string>;
   cacheControl?: string;
+  signal?: AbortSignal;
+}
+
+/** Write only if the object is still the one with this ETag, or (`*`) only if there is none yet: PreconditionFailedError otherwise. */
+export interface Condition {
+  ifMatch?: string;
+  ifNoneMatch?: '*';
 }
 
 /** Uploads a file (multipart when large); returns its size. */
-export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions = {}): Promise<number> {
+export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions & Condition = {}): Promise<number> {
   return s3Span('PutObject', ref, async (done) => {
     const size = await uploadFileUntraced(s3, ref, path, o);
     done(size, 'upload');
@@ -119,26 +137,55 @@ export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOpt
   });
 }
 
-async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions): Promise<number> {
+async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions & Condition): Promise<number> {
   const size = (await stat(path)).size;
+  const upload = new Upload({
+    client: s3,
+    params: {
+      Bucket: ref.bucket,
+      Key: ref.key,
+      Body: createReadStream(path),
+      ContentType: o.contentType ?? contentTypeFor(ref.key),
+      Metadata: o.metadata,
+      CacheControl: o.cacheControl,
+      ...(o.ifNoneMatch ? { IfNoneMatch: o.ifNoneMatch } : {}),
+      ...(o.ifMatch ? { IfMatch: `"${o.ifMatch}"` } : {}),
+    },
+    queueSize: 4,
+    partSize: 8 * 1024 * 1024,
+  });
+  const stop = () => void upload.abort();
+  o.signal?.addEventListener('abort', stop, { once: true });
   try {
-    await new Upload({
-      client: s3,
-      params: { Bucket: ref.bucket, Key: ref.key, Body: createReadStream(path), ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl },
-      queueSize: 4,
-      partSize: 8 * 1024 * 1024,
-    }).done();
+    o.signal?.throwIfAborted();
+    await upload.done();
   } catch (err) {
     throw storageError(err, 'upload to', ref, false);
+  } finally {
+    o.signal?.removeEventListener('abort', stop);
   }
   return size;
 }
 
-export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions = {}): Promise<void> {
+/** Writes a small object; returns its new ETag. With a condition, S3 decides atomically whether it may. */
+export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions & Condition = {}): Promise<string> {
   return s3Span('PutObject', ref, async (done) => {
     try {
-      await s3.send(new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, Body: body, ContentType: o.contentType ?? contentTypeFor(ref.key), Metadata: o.metadata, CacheControl: o.cacheControl }));
+      const res = await s3.send(
+        new PutObjectCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          Body: body,
+          ContentType: o.contentType ?? contentTypeFor(ref.key),
+          Metadata: o.metadata,
+          CacheControl: o.cacheControl,
+          ...(o.ifMatch ? { IfMatch: `"${o.ifMatch}"` } : {}),
+          ...(o.ifNoneMatch ? { IfNoneMatch: o.ifNoneMatch } : {}),
+        }),
+        o.signal ? { abortSignal: o.signal } : {},
+      );
       done(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength, 'upload');
+      return etagOf(res.ETag);
     } catch (err) {
       throw storageError(err, 'upload to', ref, false);
     }
@@ -157,12 +204,23 @@ export async function getText(s3: S3Client, ref: ObjectRef): Promise<string | nu
   }
 }
 
-export async function headObject(s3: S3Client, ref: ObjectRef): Promise<{ size: number; etag: string; contentType?: string; cacheControl?: string; metadata: Record<string, string> } | null> {
+export interface ObjectHead {
+  size: number;
+  etag: string;
+  /** Set where the bucket keeps versions. */
+  versionId?: string;
+  contentType?: string;
+  cacheControl?: string;
+  metadata: Record<string, string>;
+}
+
+export async function headObject(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<ObjectHead | null> {
   try {
-    const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+    const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }), o.signal ? { abortSignal: o.signal } : {});
     return {
       size: res.ContentLength ?? 0,
       etag: etagOf(res.ETag),
+      ...(res.VersionId && res.VersionId !== 'null' ? { versionId: res.VersionId } : {}),
       ...(res.ContentType ? { contentType: res.ContentType } : {}),
       ...(res.CacheControl ? { cacheControl: res.CacheControl } : {}),
       metadata: res.Metadata ?? {},
@@ -196,7 +254,7 @@ export function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutO
       );
     } catch (err) {
       // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
-      throw storageError(err, `copy to ${s3url(to)} from`, from, false);
+      throw storageError(err, `copy to ${to.key} from`, from, false);
     }
   });
 }
@@ -210,7 +268,13 @@ export const SOURCE_URL_TTL_SEC = 24 * 3600;
  * fails the work with SOURCE_CHANGED / SOURCE_NOT_FOUND, also when `fn` failed because of it, so no
  * output ever mixes two versions of a source and the reason says what happened.
  */
-export async function withSourceUrl<T>(s3: S3Client, source: SourceRef, fn: (url: string) => Promise<T>): Promise<T> {
+/** The client's object, pinned to the bytes the downloader probed. */
+export interface PinnedObject extends ObjectRef {
+  etag: string;
+  versionId?: string;
+}
+
+export async function withSourceUrl<T>(s3: S3Client, source: PinnedObject, fn: (url: string) => Promise<T>): Promise<T> {
   const url = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
   let result: T;
   try {
@@ -223,11 +287,11 @@ export async function withSourceUrl<T>(s3: S3Client, source: SourceRef, fn: (url
   return result;
 }
 
-async function assertSourceUnchanged(s3: S3Client, source: SourceRef): Promise<void> {
+async function assertSourceUnchanged(s3: S3Client, source: PinnedObject): Promise<void> {
   const now = await headObject(s3, source);
-  if (!now) throw new InputError('SOURCE_NOT_FOUND', `object ${s3url(source)} was deleted while it was being converted`);
+  if (!now) throw new InputError('SOURCE_NOT_FOUND', `object ${source.key} was deleted while it was being converted`);
   if (now.etag !== source.etag) {
-    throw new InputError('SOURCE_CHANGED', `object ${s3url(source)} changed while it was being converted (ETag ${source.etag} is now ${now.etag}); submit it again`);
+    throw new InputError('SOURCE_CHANGED', `object ${source.key} changed while it was being converted (ETag ${source.etag} is now ${now.etag}); submit it again`);
   }
 }
 
@@ -248,39 +312,39 @@ export async function listObjects(s3: S3Client, bucket: string, prefix: string):
 }
 
 /**
- * Uploads the files `dir/<file>` to `<to.prefix><file>`, except those already there with the same bytes
- * (same size and an ETag equal to the file's MD5, which S3 gives single-part uploads). A manifest that
- * grows by one rendition re-uploads only that rendition's segments. Returns what was uploaded and skipped.
+ * Writes each file once: `dir/<file>` goes to `keyOf(file)` unless an object is there already. Segments
+ * are immutable once written (they are served with a year of caching): a repeated packaging of the same
+ * job attempt makes the same media segments, and init segments that differ only in their creation time,
+ * so what is there stays. A file is uploaded only if still absent (If-None-Match: *), so two packagers
+ * racing on one folder cannot overwrite each other either. Returns what was uploaded and kept.
  */
-export async function uploadChanged(
+export async function uploadOnce(
   s3: S3Client,
   dir: string,
   files: string[],
-  to: { bucket: string; prefix: string },
+  to: { bucket: string; prefix: string; keyOf: (file: string) => string },
   o: PutOptions & { concurrency?: number } = {},
-): Promise<{ uploaded: string[]; skipped: string[] }> {
+): Promise<{ uploaded: string[]; kept: string[] }> {
   const there = await listObjects(s3, to.bucket, to.prefix).catch((err: unknown) => {
     throw storageError(err, 'listing of', { bucket: to.bucket, key: to.prefix }, false);
   });
   const uploaded: string[] = [];
-  const skipped: string[] = [];
+  const kept: string[] = [];
   await mapLimit(files, o.concurrency ?? 8, async (file) => {
-    const path = join(dir, file);
-    const existing = there.get(to.prefix + file);
-    if (existing && existing.size === (await stat(path)).size && existing.etag === (await md5Of(path))) {
-      skipped.push(file);
+    const ref = { bucket: to.bucket, key: to.keyOf(file) };
+    if (there.has(ref.key)) {
+      kept.push(file);
       return;
     }
-    await uploadFile(s3, { bucket: to.bucket, key: to.prefix + file }, path, o);
-    uploaded.push(file);
+    try {
+      await uploadFile(s3, ref, join(dir, file), { ...o, ifNoneMatch: '*' });
+      uploaded.push(file);
+    } catch (err) {
+      if (!(err instanceof PreconditionFailedError)) throw err;
+      kept.push(file);
+    }
   });
-  return { uploaded, skipped };
-}
-
-async function md5Of(path: string): Promise<string> {
-  const hash = createHash('md5');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
+  return { uploaded, kept };
 }
 
 export async function deletePrefix(s3: S3Client, bucket: string, prefix: string): Promise<number> {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { InputError } from '@mesh/common';
 import { startS3, tempDir, type S3Server } from '@mesh/testkit';
-import { contentTypeFor, copyObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadChanged, uploadFile, withSourceUrl } from '../src/index.ts';
+import { contentTypeFor, copyObject, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadOnce, uploadFile, withSourceUrl } from '../src/index.ts';
 
 let server: S3Server;
 let s3: S3Client;
@@ -60,28 +60,27 @@ describe('storage', () => {
     await expect(own).rejects.toThrow('own');
   });
 
-  it('uploads only the files whose bytes are not already under the prefix', async () => {
+  it('writes each file of a package folder once: what is there stays, as segments are immutable', async () => {
     const pkg = join(dir.path, 'pkg');
     await mkdir(join(pkg, 'video/720p'), { recursive: true });
     const a = randomBytes(200_000);
     await writeFile(join(pkg, 'video/720p/1.m4s'), a);
     await writeFile(join(pkg, 'video/720p/2.m4s'), randomBytes(200_000));
     const files = ['video/720p/1.m4s', 'video/720p/2.m4s'];
-    const to = { bucket, prefix: 'out/ü clip.mp4/' };
-    expect((await uploadChanged(s3, pkg, files, to)).uploaded.sort()).toEqual(files);
+    const to = { bucket, prefix: 'out/ü clip.mp4/job.1/', keyOf: (f: string) => `out/ü clip.mp4/job.1/${f}` };
+    expect((await uploadOnce(s3, pkg, files, to)).uploaded.sort()).toEqual(files);
 
-    // One file changes (same size, other bytes), one is new: only those two go up.
+    // A repeat packaging: one file differs (an init segment's creation time), one is new. Only the new one goes up.
     await writeFile(join(pkg, 'video/720p/2.m4s'), randomBytes(200_000));
     await mkdir(join(pkg, 'video/360p'));
     await writeFile(join(pkg, 'video/360p/1.m4s'), 'new');
-    const again = await uploadChanged(s3, pkg, [...files, 'video/360p/1.m4s'], to, { cacheControl: 'immutable' });
-    expect(again.skipped).toEqual(['video/720p/1.m4s']);
-    expect(again.uploaded.sort()).toEqual(['video/360p/1.m4s', 'video/720p/2.m4s']);
-    const down = join(dir.path, 'seg2');
-    await downloadToFile(s3, { bucket, key: `${to.prefix}video/720p/2.m4s` }, down);
-    expect((await readFile(down)).equals(await readFile(join(pkg, 'video/720p/2.m4s')))).toBe(true);
-    expect(await headObject(s3, { bucket, key: `${to.prefix}video/360p/1.m4s` })).toMatchObject({ cacheControl: 'immutable' });
-    expect((await readFile(join(pkg, 'video/720p/1.m4s'))).equals(a)).toBe(true);
+    const again = await uploadOnce(s3, pkg, [...files, 'video/360p/1.m4s'], to, { cacheControl: 'immutable' });
+    expect(again.kept.sort()).toEqual(files);
+    expect(again.uploaded).toEqual(['video/360p/1.m4s']);
+    expect(await headObject(s3, { bucket, key: to.keyOf('video/360p/1.m4s') })).toMatchObject({ cacheControl: 'immutable' });
+    const down = join(dir.path, 'seg1');
+    await downloadToFile(s3, { bucket, key: to.keyOf('video/720p/1.m4s') }, down);
+    expect((await readFile(down)).equals(a)).toBe(true);
   });
 
   it('copies from keys with spaces and unicode', async () => {
@@ -93,9 +92,9 @@ describe('storage', () => {
   it('names a missing object and a missing bucket as input errors', async () => {
     const missing = await downloadToFile(s3, { bucket, key: 'nope.mp4' }, join(dir.path, 'x')).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(InputError);
-    expect(missing).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'object s3://storage-test/nope.mp4 does not exist' });
+    expect(missing).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'object nope.mp4 does not exist' });
     const noBucket = await downloadToFile(s3, { bucket: 'no-such-bucket', key: 'a' }, join(dir.path, 'x')).catch((e: unknown) => e);
-    expect(noBucket).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'bucket no-such-bucket does not exist' });
+    expect(noBucket).toMatchObject({ code: 'SOURCE_NOT_FOUND', message: 'the input bucket does not exist' });
     expect(await getText(s3, { bucket, key: 'nope' })).toBeNull();
     expect(await headObject(s3, { bucket, key: 'nope' })).toBeNull();
   });

@@ -42,13 +42,14 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
           const percent = Math.min(99, Math.round((100 * seconds) / probe.durationSec));
           publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
         };
-        const { durationMs } = await withSourceUrl(s3, source, (input) =>
+        const pinned = { bucket: config.s3.inputBucket, key: layout.source(job), ...source };
+        const { durationMs } = await withSourceUrl(s3, pinned, (input) =>
           runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
             log,
             signal,
             onProgress,
             niceness: config.niceness,
-            redact: { [input]: s3url(source) },
+            redact: { [input]: s3url(pinned) },
             ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}),
           }),
         );
@@ -56,8 +57,8 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
         ffmpegSpeed.observe({ work: `transcode-${rendition}` }, speed);
         annotate({ 'media.duration_s': probe.durationSec, 'media.ffmpeg_speed': Number(speed.toFixed(2)) });
 
-        const result: RenditionOutput = { rendition, object: { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, rendition) }, ...outputSize(probe, profile) };
-        await uploadFile(s3, result.object, output, { contentType: 'video/mp4' });
+        const result: RenditionOutput = { rendition, ...outputSize(probe, profile) };
+        await uploadFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job, rendition) }, output, { contentType: 'video/mp4', signal });
         await publishEvent(bus, { type: 'rendition.ready', jobId: job.jobId, output: result }, msgId(job, 'rendition.ready', rendition));
         await publishWork(bus, 'package', { kind: 'package', job, plan, outcome: { ok: true, output: result } }, msgId(job, 'package', rendition));
       } finally {

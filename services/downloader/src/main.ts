@@ -7,7 +7,7 @@
  * a reason saying so, instead of renditions cut from two different videos.
  */
 import { publishEvent, publishWork } from '@mesh/bus';
-import { InputError, int, msgId, s3Config, transcodeWork, type Env } from '@mesh/common';
+import { InputError, int, layout, msgId, s3Config, transcodeWork, type Env, type SourcePin } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
 import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
 import { bucketExists, headObject, s3url, withSourceUrl } from '@mesh/storage';
@@ -26,23 +26,25 @@ await runStageService({
   }),
   stage: () => 'download',
   async handle({ job }, { signal, log }, { bus, states, s3, config }) {
-    const input = { bucket: config.s3.inputBucket, key: job.objectKey };
-    const head = await headObject(s3, input);
+    const input = { bucket: config.s3.inputBucket, key: layout.source(job) };
+    const head = await headObject(s3, input, { signal });
     if (!head) {
-      const what = (await bucketExists(s3, input.bucket)) ? `object ${s3url(input)}` : `bucket ${input.bucket}`;
+      const what = (await bucketExists(s3, input.bucket)) ? `object ${input.key}` : 'the input bucket';
       throw new InputError('SOURCE_NOT_FOUND', `${what} does not exist`);
     }
     checkSize(head.size, config.limits);
     if (head.size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
 
-    const source = { ...input, etag: head.etag };
-    const probe = await withSourceUrl(s3, source, (url) => probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(source) } }));
+    // The bytes every later stage reads, pinned (If-Match / version) so a swapped object fails at once.
+    const source: SourcePin = { etag: head.etag, ...(head.versionId ? { versionId: head.versionId } : {}) };
+    const pinned = { ...input, ...source };
+    const probe = await withSourceUrl(s3, pinned, (url) => probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(pinned) } }));
     checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');
 
     await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, msgId(job, 'source.probed'));
-    await planRenditions(states, job.jobId, plan.renditions);
+    await planRenditions(states, job, plan.renditions);
     for (const rendition of plan.renditions) {
       const { subject } = transcodeWork(rendition);
       await publishWork(bus, `transcode-${rendition}`, { kind: 'transcode', job, rendition, source, probe, plan }, msgId(job, 'transcode', rendition), subject);

@@ -2,14 +2,15 @@
  * The REST API, compatible with the Python service it replaces:
  *   POST /video/encoding            {object_key, base_url, video_id, has_audio}  -> "task id" (JSON string)
  *   GET  /video/encoding/{task_id}  -> {task_id, task_status, task_result, ...details}
- *   POST /video/encoding/{task_id}/retry -> runs a FAILED task again (409 for any other state)
+ *   POST /video/encoding/{task_id}/retry -> runs an ended (FAILED) task again (409 while it runs)
  *   POST /video/encoding/{task_id}/cancel -> stops a running task and the FFmpeg work it started
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
- *   POST /admin/projection/rebuild  -> rebuilds job status documents from the event stream
- *   GET  /admin/dead-letters        -> messages the stages gave up on, with why
- *   POST /admin/dead-letters/{seq}/redrive -> sends one back to its stage (reopening its job if failed)
+ *   POST /admin/projection/rebuild  -> rebuilds job status documents beside the live ones
+ *   GET  /admin/queues, /admin/dead-letters, POST /admin/dead-letters/{seq}/redrive
  *   GET  /healthz                   (no key)
- * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403.
+ * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403. With ADMIN_API_KEY set, the
+ * /admin routes need that key (the client key gets 403 there); without it, APP_API_KEY may do everything.
+ * The job operations themselves live in libs/jobs (operations.ts): this file only speaks HTTP.
  */
 import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import Koa from 'koa';
@@ -18,29 +19,33 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
-import { toApiResponse, type JobView, type ProjectionStore } from '@mesh/jobs';
+import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
 
 export interface ApiDeps {
   apiKey: string;
+  /** Operators' key for /admin routes; unset: APP_API_KEY has every power, as before. */
+  adminApiKey?: string;
   log: Logger;
-  store: Pick<ProjectionStore, 'get'>;
-  /** Records the job and queues its first stage. */
-  submit: (spec: JobSpec) => Promise<void>;
+  jobs: {
+    submit: (spec: JobSpec) => Promise<void>;
+    get: (taskId: string) => Promise<JobView | null>;
+    retry: (taskId: string) => Promise<{ attempt: number }>;
+    cancel: (taskId: string) => Promise<void>;
+  };
   presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
-  rebuildProjection: () => Promise<void>;
-  deadLetters: { list: () => Promise<DeadLetter[]>; redrive: (seq: number) => Promise<DeadLetter | null> };
-  /** Per-stage queue depth from JetStream, for scaling decisions. */
-  queues: () => Promise<{ queues: QueueDepth[]; dead_letters: number }>;
-  /** Runs a FAILED job again from the start: its new attempt, or why not. */
-  retry: (view: JobView) => Promise<number>;
-  /** Stops a running job; false when it was not running. */
-  cancel: (view: JobView) => Promise<boolean>;
+  admin: {
+    rebuild: () => Promise<{ accepted: boolean; rebuild: RebuildState }>;
+    /** Per-stage queue depth from JetStream, for scaling decisions. */
+    queues: () => Promise<{ queues: QueueDepth[]; dead_letters: number }>;
+    deadLetters: () => Promise<DeadLetter[]>;
+    redrive: (seq: number) => Promise<DeadLetter>;
+  };
   bodyLimitBytes?: number;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+type Role = 'client' | 'admin';
 
 export function createApp(deps: ApiDeps): Koa {
   const app = new Koa();
@@ -64,9 +69,10 @@ export function createApp(deps: ApiDeps): Koa {
     try {
       await next();
     } catch (err) {
-      if (err instanceof BadRequest) {
-        ctx.status = err.status;
-        ctx.body = { error: err.message, ...(err.field ? { field: err.field } : {}) };
+      const known = httpError(err);
+      if (known) {
+        ctx.status = known.status;
+        ctx.body = known.body;
       } else {
         deps.log.error({ err: reasonOf(err), method: ctx.method, path: ctx.path }, 'request failed');
         ctx.status = 500;
@@ -80,72 +86,44 @@ export function createApp(deps: ApiDeps): Koa {
     ctx.body = { ok: true };
   });
 
-  // Everything registered after this needs the key.
+  // Everything registered after this needs a key; /admin needs the operators' when there is one.
   router.use(async (ctx, next) => {
     if (ctx.path === '/healthz') return next();
     const offered = ctx.get('ApiKey') || undefined;
     if (offered === undefined) throw new BadRequest('missing ApiKey header', undefined, 401);
-    if (!keyMatches(offered, deps.apiKey)) throw new BadRequest('invalid ApiKey', undefined, 403);
+    const role: Role | null = deps.adminApiKey && keyMatches(offered, deps.adminApiKey) ? 'admin' : keyMatches(offered, deps.apiKey) ? (deps.adminApiKey ? 'client' : 'admin') : null;
+    if (!role) throw new BadRequest('invalid ApiKey', undefined, 403);
+    if (ctx.path.startsWith('/admin/') && role !== 'admin') throw new BadRequest('this route needs the operators\' key (ADMIN_API_KEY)', undefined, 403);
     return next();
   });
 
   router.post('/video/encoding', async (ctx) => {
     const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
     const spec: JobSpec = { jobId: randomUUID(), objectKey: req.object_key, baseUrl: req.base_url, videoId: req.video_id, hasAudio: req.has_audio, attempt: 1 };
-    await deps.submit(spec);
+    await deps.jobs.submit(spec);
     deps.log.info({ jobId: spec.jobId, videoId: spec.videoId, objectKey: spec.objectKey }, 'job submitted');
-    ctx.body = JSON.stringify(spec.jobId);
-    ctx.type = 'application/json';
+    jsonString(ctx, spec.jobId);
   });
 
   router.get('/video/encoding/:taskId', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
-    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
-    if (!view) {
-      ctx.status = 404;
-      ctx.body = { error: `no task ${taskId}` };
-      return;
-    }
+    const view = await deps.jobs.get(taskId);
+    if (!view) throw new JobNotFoundError(`task ${taskId}`);
     ctx.body = toApiResponse(view);
   });
 
   router.post('/video/encoding/:taskId/retry', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
-    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
-    if (!view) {
-      ctx.status = 404;
-      ctx.body = { error: `no task ${taskId}` };
-      return;
-    }
-    if (view.state !== 'failed') {
-      ctx.status = 409;
-      ctx.body = { error: `only a FAILED task can be retried; this one is ${toApiResponse(view).task_status}` };
-      return;
-    }
-    const attempt = await deps.retry(view);
-    deps.log.info({ jobId: view._id, attempt }, 'job retried');
-    ctx.status = 202;
-    ctx.body = JSON.stringify(view._id);
-    ctx.type = 'application/json';
+    const { attempt } = await deps.jobs.retry(taskId);
+    deps.log.info({ jobId: taskId, attempt }, 'job retried');
+    jsonString(ctx, taskId.toLowerCase(), 202);
   });
 
   router.post('/video/encoding/:taskId/cancel', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
-    const view = UUID.test(taskId) ? await deps.store.get(taskId.toLowerCase()) : null;
-    if (!view) {
-      ctx.status = 404;
-      ctx.body = { error: `no task ${taskId}` };
-      return;
-    }
-    if (!(await deps.cancel(view))) {
-      ctx.status = 409;
-      ctx.body = { error: `only a running task can be cancelled; this one is ${view.state}` };
-      return;
-    }
-    deps.log.info({ jobId: view._id }, 'job cancelled');
-    ctx.status = 202;
-    ctx.body = JSON.stringify(view._id);
-    ctx.type = 'application/json';
+    await deps.jobs.cancel(taskId);
+    deps.log.info({ jobId: taskId }, 'job cancelled');
+    jsonString(ctx, taskId.toLowerCase(), 202);
   });
 
   router.post('/uploads', async (ctx) => {
@@ -157,27 +135,27 @@ export function createApp(deps: ApiDeps): Koa {
   });
 
   router.post('/admin/projection/rebuild', async (ctx) => {
-    await deps.rebuildProjection();
+    const { accepted, rebuild } = await deps.admin.rebuild();
+    if (!accepted) {
+      ctx.status = 409;
+      ctx.body = { error: `a rebuild is already ${rebuild.state} (requested ${rebuild.requestedAt})`, rebuild };
+      return;
+    }
     ctx.status = 202;
-    ctx.body = { rebuilding: true };
+    ctx.body = { rebuilding: true, rebuild };
   });
 
   router.get('/admin/queues', async (ctx) => {
-    ctx.body = await deps.queues();
+    ctx.body = await deps.admin.queues();
   });
 
   router.get('/admin/dead-letters', async (ctx) => {
-    ctx.body = { dead_letters: await deps.deadLetters.list() };
+    ctx.body = { dead_letters: await deps.admin.deadLetters() };
   });
 
   router.post('/admin/dead-letters/:seq/redrive', async (ctx) => {
     const seq = Number(ctx.params['seq']);
-    const letter = Number.isSafeInteger(seq) && seq > 0 ? await deps.deadLetters.redrive(seq) : null;
-    if (!letter) {
-      ctx.status = 404;
-      ctx.body = { error: `no dead letter ${ctx.params['seq']}` };
-      return;
-    }
+    const letter = await deps.admin.redrive(seq);
     deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId }, 'dead letter re-driven');
     ctx.status = 202;
     ctx.body = { redriven: letter };
@@ -189,6 +167,22 @@ export function createApp(deps: ApiDeps): Koa {
     if (ctx.status === 404 && !ctx.body) ctx.body = { error: `no route ${ctx.method} ${ctx.path}` };
   });
   return app;
+}
+
+function jsonString(ctx: Koa.Context, value: string, status = 200): void {
+  ctx.status = status;
+  ctx.body = JSON.stringify(value);
+  ctx.type = 'application/json';
+}
+
+/** The answer for an error a client caused or can act on; null for our own failures (500). */
+function httpError(err: unknown): { status: number; body: Record<string, unknown> } | null {
+  if (err instanceof BadRequest) return { status: err.status, body: { error: err.message, ...(err.field ? { field: err.field } : {}) } };
+  if (err instanceof JobNotFoundError) return { status: 404, body: { error: err.message } };
+  if (err instanceof OutputBusyError) return { status: 409, body: { error: err.message, active_task: err.activeJobId } };
+  if (err instanceof JobConflictError) return { status: 409, body: { error: err.message } };
+  if (err instanceof JobUnavailableError) return { status: 503, body: { error: err.message } };
+  return null;
 }
 
 /** Reads a JSON body, at most `limit` bytes (413 beyond). An empty body reads as undefined. */

@@ -3,6 +3,7 @@
  * fields or their camelCase spelling; anything else is a 400 that names the field.
  */
 import { z } from 'zod';
+import { objectKey, objectKeyProblem, VIDEO_ID_PATTERN, VIDEO_ID_RULE } from '@mesh/common';
 
 export class BadRequest extends Error {
   override name = 'BadRequest';
@@ -23,14 +24,14 @@ const ALIASES = {
 } as const;
 
 const EncodingRequest = z.strictObject({
+  // The source's key, and the folder of its package: segments that stay inside their bucket (keys.ts).
   object_key: z
     .string()
     .min(1)
-    .max(1024)
-    // eslint-disable-next-line no-control-regex
-    .refine((k) => !/[\u0000-\u001f\u007f]/.test(k), 'must not contain control characters')
-    // HTTP clients resolve "." and ".." segments, so such a key would name another object.
-    .refine((k) => !k.startsWith('/') && !k.split('/').some((seg) => seg === '.' || seg === '..'), "must not start with '/' or contain '.' or '..' segments"),
+    .superRefine((key, ctx) => {
+      const problem = objectKeyProblem(key);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
   base_url: z
     .string()
     .max(2048)
@@ -41,7 +42,11 @@ const EncodingRequest = z.strictObject({
         return false;
       }
     }, 'must be an absolute http(s) URL'),
-  video_id: z.union([z.string().min(1).max(256), z.number().int().nonnegative()]).transform(String),
+  // The thumbnail's whole key, as the original service had it: one plain segment.
+  video_id: z
+    .union([z.string(), z.number().int().nonnegative()])
+    .transform(String)
+    .pipe(z.string().regex(VIDEO_ID_PATTERN, `must be ${VIDEO_ID_RULE}`)),
   has_audio: z.boolean().default(true),
 });
 export type EncodingRequest = z.output<typeof EncodingRequest>;
@@ -91,5 +96,5 @@ function parseWith<S extends z.ZodType>(schema: S, value: unknown): z.output<S> 
 export function uploadKey(id: string, filename: string): string {
   const base = filename.split(/[\\/]/).pop() ?? 'video';
   const clean = base.replace(/[^\w.-]+/g, '_').replace(/^[.-]+/, '').slice(0, 200) || 'video';
-  return `uploads/${id}/${clean}`;
+  return objectKey('uploads', id, clean);
 }

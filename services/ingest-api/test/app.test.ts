@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createLogger, type JobSpec } from '@mesh/common';
-import { applyEvent, type JobView } from '@mesh/jobs';
+import { applyEvent, JobConflictError, JobNotFoundError, OutputBusyError, toApiResponse, type JobView } from '@mesh/jobs';
 import { createApp } from '../src/app.ts';
 import { keyMatches } from '../src/auth.ts';
 import { uploadKey } from '../src/request.ts';
@@ -13,21 +13,37 @@ const views = new Map<string, JobView>();
 let server: Server;
 let base: string;
 
+const ADMIN = 'admin-key-456';
+const busyKey = 'videos/busy.mp4';
+
 beforeAll(async () => {
   const app = createApp({
     apiKey: KEY,
+    adminApiKey: ADMIN,
     log: createLogger('test', 'silent'),
-    store: { get: async (id) => views.get(id) ?? null },
-    submit: async (spec) => {
-      submitted.push(spec);
-      views.set(spec.jobId, applyEvent(null, { type: 'job.created', jobId: spec.jobId, at: new Date().toISOString(), spec }, 1)!);
+    jobs: {
+      submit: async (spec) => {
+        if (spec.objectKey === busyKey) throw new OutputBusyError(spec.objectKey, '11111111-1111-4111-8111-111111111111');
+        submitted.push(spec);
+        views.set(spec.jobId, applyEvent(null, { type: 'job.created', jobId: spec.jobId, at: new Date().toISOString(), spec }, 1)!);
+      },
+      get: async (id) => views.get(id) ?? null,
+      retry: async (id) => {
+        const view = views.get(id);
+        if (!view) throw new JobNotFoundError(`task ${id}`);
+        throw new JobConflictError(`only a FAILED task can be retried; this one is ${toApiResponse(view).task_status}`);
+      },
+      cancel: async () => undefined,
     },
     presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
-    rebuildProjection: async () => undefined,
-    deadLetters: { list: async () => [], redrive: async () => null },
-    queues: async () => ({ queues: [], dead_letters: 0 }),
-    retry: async () => 2,
-    cancel: async () => false,
+    admin: {
+      rebuild: async () => ({ accepted: true, rebuild: { state: 'requested', requestedAt: new Date().toISOString() } }),
+      queues: async () => ({ queues: [], dead_letters: 0 }),
+      deadLetters: async () => [],
+      redrive: async (seq) => {
+        throw new JobNotFoundError(`dead letter ${seq}`);
+      },
+    },
     bodyLimitBytes: 1024,
   });
   server = app.listen(0, '127.0.0.1');
@@ -63,17 +79,28 @@ describe('POST /video/encoding', () => {
     ['object_key with ..', { ...valid, object_key: 'videos/../../etc/passwd' }, 400, 'object_key'],
     ['object_key with a leading /', { ...valid, object_key: '/videos/a.mp4' }, 400, 'object_key'],
     ['object_key with a control character', { ...valid, object_key: 'a\nb.mp4' }, 400, 'object_key'],
+    ['object_key with an empty segment', { ...valid, object_key: 'videos//a.mp4' }, 400, 'object_key'],
+    ['video_id that leaves the thumbnail bucket', { ...valid, video_id: '../video-output/videos/cat 1.mp4/manifest.mpd' }, 400, 'video_id'],
+    ['video_id with a slash', { ...valid, video_id: 'a/b' }, 400, 'video_id'],
+    ['video_id too long', { ...valid, video_id: 'x'.repeat(129) }, 400, 'video_id'],
+    ['video_id of the wrong type', { ...valid, video_id: true }, 400, 'video_id'],
     ['unknown field', { ...valid, priority: 1 }, 400, 'priority'],
     ['both spellings', { ...valid, objectKey: 'b.mp4' }, 400, 'object_key'],
     ['not an object', [1, 2], 400, undefined],
     ['malformed JSON', '{"object_key":', 400, undefined],
-    ['oversize body', { ...valid, video_id: 'x'.repeat(2000) }, 413, undefined],
+    ['oversize body', { ...valid, base_url: `https://x.test/${'x'.repeat(2000)}` }, 413, undefined],
   ])('%s -> %i naming the field', async (_name, body, status, field) => {
     const res = await post('/video/encoding', body);
     expect(res.status).toBe(status);
     const json = (await res.json()) as { error: string; field?: string };
     expect(json.error).toBeTruthy();
     expect(json.field).toBe(field);
+  });
+
+  it('answers 409 naming the running task when another job still converts the same object_key', async () => {
+    const res = await post('/video/encoding', { ...valid, object_key: busyKey });
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({ active_task: '11111111-1111-4111-8111-111111111111', error: expect.stringMatching(/still converting videos\/busy\.mp4/) });
   });
 
   it('refuses a missing key with 401 and a wrong key with 403, as JSON', async () => {
@@ -109,6 +136,19 @@ describe('POST /video/encoding/{task_id}/retry', () => {
     expect(res.status).toBe(409);
     expect(await res.json()).toEqual({ error: 'only a FAILED task can be retried; this one is PENDING' });
     expect((await post('/video/encoding/6f1c2a8e-0000-4000-8000-000000000000/retry', {})).status).toBe(404);
+  });
+});
+
+describe('who may do what', () => {
+  it('keeps /admin for the operators\' key when ADMIN_API_KEY is set: the client key gets 403 there', async () => {
+    const asClient = await fetch(`${base}/admin/queues`, { headers: { ApiKey: KEY } });
+    expect(asClient.status).toBe(403);
+    expect(await asClient.json()).toEqual({ error: "this route needs the operators' key (ADMIN_API_KEY)" });
+    expect((await post('/admin/projection/rebuild', {}, { ApiKey: KEY })).status).toBe(403);
+    expect((await fetch(`${base}/admin/queues`, { headers: { ApiKey: ADMIN } })).status).toBe(200);
+    expect((await post('/admin/projection/rebuild', {}, { ApiKey: ADMIN })).status).toBe(202);
+    // The admin key may do what a client does.
+    expect((await post('/video/encoding', valid, { ApiKey: ADMIN })).status).toBe(200);
   });
 });
 

@@ -3,11 +3,10 @@
  *
  * Records the rendition's outcome on the job (compare-and-set), then packages all renditions ready so far,
  * so the first one out is playable at once and each later one grows the manifest. Segments go straight
- * to the output, skipping those already there with the same bytes (Shaka Packager writes the same media
- * segments for the same input, so a growing manifest adds only the new rendition's, plus the init
- * segments, which carry the packaging time and so differ by a few bytes each time); the manifest waits
- * in the work bucket for the uploader, which publishes it under the job's lock. Nothing names a segment
- * before it is in place.
+ * to the output, into the job attempt's own folder (`<object_key>/<jobId>.<attempt>/`), each written once:
+ * a later packaging of the same attempt keeps what is there, so segments (init segments too) never change
+ * once a manifest may name them, and another job or attempt can never overwrite or mix them. The manifest
+ * waits in the work bucket for the uploader, which publishes it. Nothing names a segment before it is in place.
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -15,10 +14,10 @@ import { publishWork } from '@mesh/bus';
 import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
 import { holdUrgency, packagerArgs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
-import { downloadToFile, uploadChanged, uploadFile } from '@mesh/storage';
+import { downloadToFile, uploadFile, uploadOnce } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 
-/** Segments are immutable once named; the manifest changes as renditions are added. */
+/** Segments are immutable once written; the manifest changes as renditions are added. */
 const SEGMENT_CACHE = 'public, max-age=31536000, immutable';
 
 await runStageService({
@@ -31,10 +30,16 @@ await runStageService({
     firstManifest: yieldConfig(env, 0),
   }),
   stage: () => 'package',
+  // One item per rendition outcome: a repeat of the same outcome (a late duplicate) is skipped.
+  item: ({ outcome }) => (outcome.ok ? outcome.output.rendition : `${outcome.rendition}-failed`),
   async handle({ job, plan, outcome }, { tmp, signal, log }, { bus, states, s3, config }) {
     const rendition = outcome.ok ? outcome.output.rendition : outcome.rendition;
-    const rec = await settleRendition(states, job.jobId, rendition, outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason });
+    const rec = await settleRendition(states, job, rendition, outcome.ok ? { ok: true } : { ok: false, reason: outcome.reason });
     if (!outcome.ok) return;
+    if (rec.attempt !== job.attempt) {
+      log.info({ attempt: job.attempt, current: rec.attempt }, 'work of an earlier attempt of the job; dropped');
+      return;
+    }
     if (rec.phase === 'failed') throw new MeshError('JOB_FAILED', `${rendition} was ready after the job had failed; kept to be re-driven`, { permanent: true });
     const ready = RENDITION_NAMES.filter((r) => rec.ready.includes(r));
     if (!mayPublish(rec, ready)) {
@@ -46,28 +51,28 @@ await runStageService({
     try {
       const inputs = await mapLimit(ready, 2, async (r) => {
         const path = join(tmp, `${r}.mp4`);
-        await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
+        await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job, r) }, path, signal);
         return { rendition: r, path };
       });
       const outDir = join(tmp, 'package');
       await mkdir(outDir);
-      // Audio always from the rendition published first, so its segments keep their bytes as the manifest grows.
+      const folder = layout.packageFolder(job);
+      // Audio always from the rendition published first: its segments are the ones already in place.
       const audioFrom = plan.audio ? { audioFrom: inputs.find((i) => i.rendition === (rec.published[0] ?? ready[0]))!.path } : {};
-      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
+      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentDir: folder, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
 
       const manifestPath = join(outDir, 'manifest.mpd');
-      const entries = await readdir(outDir, { recursive: true, withFileTypes: true });
-      const segments = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name))).filter((f) => f !== 'manifest.mpd');
-      const to = { bucket: config.s3.outputBucket, prefix: layout.outputPrefix(job.objectKey) };
-      const { uploaded, skipped } = await uploadChanged(s3, outDir, segments, to, { cacheControl: SEGMENT_CACHE });
-      annotate({ 'mesh.segments_uploaded': uploaded.length, 'mesh.segments_unchanged': skipped.length });
-      log.info({ renditions: ready, uploaded: uploaded.length, unchanged: skipped.length }, 'segments in the output');
+      const entries = await readdir(join(outDir, folder), { recursive: true, withFileTypes: true });
+      const segments = entries.filter((d) => d.isFile()).map((d) => relative(outDir, join(d.parentPath, d.name)));
+      const to = { bucket: config.s3.outputBucket, prefix: `${layout.output(job, folder)}/`, keyOf: (file: string) => layout.output(job, ...file.split('/')) };
+      const { uploaded, kept } = await uploadOnce(s3, outDir, segments, to, { cacheControl: SEGMENT_CACHE, signal });
+      annotate({ 'mesh.segments_uploaded': uploaded.length, 'mesh.segments_kept': kept.length });
+      log.info({ renditions: ready, uploaded: uploaded.length, kept: kept.length }, 'segments in the output');
 
       // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
-      const manifest = { bucket: config.s3.workBucket, key: layout.manifest(job.jobId, ready) };
       await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
-      await uploadFile(s3, manifest, manifestPath);
-      await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready, manifest }, msgId(job, 'upload', ready.join('-')));
+      await uploadFile(s3, { bucket: config.s3.workBucket, key: layout.workManifest(job, ready) }, manifestPath, { signal });
+      await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready }, msgId(job, 'upload', ready.join('-')));
     } finally {
       release?.();
     }

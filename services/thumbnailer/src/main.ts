@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { publishEvent } from '@mesh/bus';
-import { int, msgId, s3Config, type Env } from '@mesh/common';
+import { int, layout, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
 import { runTool, thumbnailArgs, yieldConfig } from '@mesh/media';
 import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
@@ -25,11 +25,13 @@ await runStageService({
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
     // FFmpeg seeks in the source through a presigned URL: it reads a few hundred KB, not the file.
     const output = join(tmp, 'thumbnail.jpg');
-    await withSourceUrl(s3, source, (input) =>
-      runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
+    const pinned = { bucket: config.s3.inputBucket, key: layout.source(job), ...source };
+    await withSourceUrl(s3, pinned, (input) =>
+      runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(pinned) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
     );
-    const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
-    await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
+    // The thumbnail's key is video_id, as the original service did: validated to be one plain segment.
+    const object = { bucket: config.s3.thumbnailBucket, key: layout.thumbnail(job) };
+    await uploadFile(s3, object, output, { contentType: 'image/jpeg', signal });
     await publishEvent(bus, { type: 'thumbnail.ready', jobId: job.jobId, object }, msgId(job, 'thumbnail.ready'));
   },
   async onGiveUp({ job }, _err, { stage, code, reason }, { bus }) {

@@ -2,16 +2,27 @@
  * uploader: work.upload (a manifest whose segments are in the output) -> `<object_key>/manifest.mpd` in S3_OUTPUT_BUCKET
  *
  * The commit point of a package: the packager has written the segments, and publishing the manifest
- * makes them reachable. It is written under the job's lock and only if it holds at least every rendition
- * already published: a late or repeated upload never takes a rendition away from clients.
+ * makes them reachable. Only the job attempt that owns the output prefix publishes there, under the
+ * prefix's lease, and only a manifest that may replace the one in place (mayReplaceManifest: the same
+ * attempt's only grows; another job's must hold at least as many renditions). The write itself is
+ * conditional on the ETag read before deciding, so even a holder that stalled past its lease cannot put
+ * back a smaller manifest: S3 refuses the stale write and the decision is made again.
  */
 import { publishEvent } from '@mesh/bus';
 import { int, layout, MeshError, msgId, optional, s3Config, type Env } from '@mesh/common';
-import { getRecord, mayPublish, recordPublished, runStageService, withJobLock } from '@mesh/jobs';
-import { copyObject, publicUrl } from '@mesh/storage';
+import { failStage, getRecord, isCancelled, mayPublish, mayReplaceManifest, outputOwner, recordPublished, runStageService, withOutputLock, type ManifestOrigin } from '@mesh/jobs';
+import { getText, headObject, PreconditionFailedError, publicUrl, putObject } from '@mesh/storage';
 
 /** Clients re-read the manifest: it grows as renditions are added. */
 const MANIFEST_CACHE = 'no-cache';
+
+/** Who wrote a manifest, in its object metadata (S3 lowercases the names). */
+const originMetadata = (o: ManifestOrigin) => ({ 'mesh-job': o.jobId, 'mesh-attempt': String(o.attempt), 'mesh-renditions': o.renditions.join(',') });
+function originOf(metadata: Record<string, string>): ManifestOrigin | null {
+  const jobId = metadata['mesh-job'];
+  if (!jobId) return null; // Written before origins were kept: any manifest of ours may replace it.
+  return { jobId, attempt: Number(metadata['mesh-attempt'] ?? 0), renditions: (metadata['mesh-renditions'] ?? '').split(',').filter(Boolean) };
+}
 
 await runStageService({
   name: 'uploader',
@@ -23,21 +34,63 @@ await runStageService({
     concurrency: int(env, 'UPLOADER_CONCURRENCY', 2, { min: 1, max: 16 }),
   }),
   stage: () => 'upload',
-  async handle({ job, renditions, manifest: from }, { log }, { bus, states, s3, config }) {
-    await withJobLock(states, job.jobId, async () => {
-      const rec = await getRecord(states, job.jobId);
-      // A failed job publishes nothing until it is reopened (a retry, or its dead letters re-driven).
-      if (rec?.phase === 'failed') throw new MeshError('JOB_FAILED', `the ${renditions.join('+')} manifest was ready after the job had failed; kept to be re-driven`, { permanent: true });
-      if (rec && !mayPublish(rec, renditions)) {
-        log.info({ renditions, published: rec.published }, 'stale manifest not published: a larger one is out');
-        return;
+  item: ({ renditions }) => renditions.join('-'),
+  async handle({ job, renditions }, { log, signal }, { bus, states, s3, config }) {
+    const rec = await getRecord(states, job.jobId);
+    if (rec && rec.attempt !== job.attempt) {
+      log.info({ attempt: job.attempt, current: rec.attempt }, 'manifest of an earlier attempt of the job; dropped');
+      return;
+    }
+    // A failed job publishes nothing until it is reopened (a retry, or its dead letters re-driven).
+    if (rec?.phase === 'failed') throw new MeshError('JOB_FAILED', `the ${renditions.join('+')} manifest was ready after the job had failed; kept to be re-driven`, { permanent: true });
+    const owner = await outputOwner(states, job.objectKey);
+    if (owner && (owner.jobId !== job.jobId || owner.attempt !== job.attempt)) {
+      log.warn({ owner }, 'the output prefix belongs to another job now; manifest not published');
+      return;
+    }
+    if (rec && !mayPublish(rec, renditions)) {
+      log.info({ renditions, published: rec.published }, 'stale manifest not published: a larger one is out');
+      return;
+    }
+    const body = await getText(s3, { bucket: config.s3.workBucket, key: layout.workManifest(job, renditions) });
+    if (body === null) throw new MeshError('STORAGE_FAILED', `the ${renditions.join('+')} manifest is missing from the work bucket`);
+    const manifest = { bucket: config.s3.outputBucket, key: layout.manifest(job) };
+    const mine: ManifestOrigin = { jobId: job.jobId, attempt: job.attempt, renditions };
+
+    await withOutputLock(states, job.objectKey, { signal }, async (lease) => {
+      for (;;) {
+        const current = await headObject(s3, manifest, { signal: lease.signal });
+        const origin = current ? originOf(current.metadata) : null;
+        if (!mayReplaceManifest(origin, mine)) {
+          const reason = `the manifest at ${job.objectKey}/ holds ${origin!.renditions.length} renditions from task ${origin!.jobId}; this job's ${renditions.join('+')} would take some away, so it was not published`;
+          if (everyRenditionSettled(await getRecord(states, job.jobId), renditions)) {
+            // This job has nothing larger to come: it cannot be published, say so instead of waiting forever.
+            await failStage(states, job, { stage: 'upload', code: 'OUTPUT_CONFLICT', reason });
+          }
+          log.info({ renditions, origin }, 'not published: the manifest in place holds more');
+          return;
+        }
+        // The client may have cancelled while we waited; the lease may have passed to another holder.
+        if (await isCancelled(states, job.jobId)) throw new MeshError('CANCELLED', 'the job was cancelled before its manifest was published', { permanent: true });
+        await lease.assertHeld();
+        try {
+          await putObject(s3, manifest, body, { cacheControl: MANIFEST_CACHE, metadata: originMetadata(mine), ...(current ? { ifMatch: current.etag } : { ifNoneMatch: '*' }), signal: lease.signal });
+          break;
+        } catch (err) {
+          if (!(err instanceof PreconditionFailedError)) throw err;
+          log.info('the manifest changed while we decided; deciding again');
+        }
       }
-      const manifest = { bucket: config.s3.outputBucket, key: layout.outputPrefix(job.objectKey) + layout.manifestName };
-      await copyObject(s3, from, manifest, { cacheControl: MANIFEST_CACHE });
       const url = publicUrl(config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`, manifest);
       await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: manifest, url }, msgId(job, 'manifest', renditions.join('-')));
-      await recordPublished(states, job.jobId, renditions, { object: manifest, url });
+      await recordPublished(states, job, renditions, { object: manifest, url });
       log.info({ renditions, url }, 'manifest published');
     });
   },
 });
+
+/** True when `renditions` is all this job attempt will ever have ready. */
+function everyRenditionSettled(rec: Awaited<ReturnType<typeof getRecord>>, renditions: string[]): boolean {
+  if (!rec || rec.expected.length === 0) return false;
+  return rec.expected.every((r) => r in rec.failedRenditions || (rec.ready.includes(r) && renditions.includes(r)));
+}

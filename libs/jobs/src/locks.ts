@@ -1,0 +1,92 @@
+/**
+ * A lease on a NATS KV key: held by whoever created the key, renewed while the holder works, and checked
+ * before each write. The bucket's TTL frees a dead holder's lease; a live one renews it well before that.
+ *
+ * Fencing: every write to the key is compare-and-set on the revision the holder last wrote, so a holder
+ * that stalled past the TTL (an S3 call that hangs, a long GC pause) finds out instead of carrying on
+ * beside the next holder: its renewal fails, its signal aborts, `assertHeld` throws LOCK_LOST, and its
+ * release deletes the key only at its own revision, never the next holder's lease.
+ */
+import type { KV } from '@nats-io/kv';
+import { MeshError, reasonOf, sleep } from '@mesh/common';
+
+export class LockLostError extends MeshError {
+  override name = 'LockLostError';
+  constructor(key: string, why: string) {
+    super('LOCK_LOST', `lost the lock on ${key}: ${why}`);
+  }
+}
+
+export interface Lease {
+  /** Aborted when the lease is lost: stop writing. */
+  readonly signal: AbortSignal;
+  /** Throws LockLostError unless the key still holds this lease (check right before each write). */
+  assertHeld(): Promise<void>;
+}
+
+export interface LockOptions {
+  /** The bucket's TTL: how long a lease outlives a holder that stopped renewing it. */
+  ttlMs: number;
+  /** How long to wait for the lock before giving up (a retryable error). */
+  waitMs?: number;
+  /** Stops the wait (and the work, through the lease's signal): the service is stopping. */
+  signal?: AbortSignal;
+  /** Who holds it, for people reading the bucket. */
+  holder?: string;
+}
+
+export async function withLock<T>(kv: KV, key: string, o: LockOptions, fn: (lease: Lease) => Promise<T>): Promise<T> {
+  let revision = await acquire(kv, key, o);
+  const lost = new AbortController();
+  const loseLease = (why: string) => {
+    if (!lost.signal.aborted) lost.abort(new LockLostError(key, why));
+  };
+  // Renew at a third of the TTL, so two renewals can fail before the lease could expire.
+  const renew = setInterval(() => {
+    kv.update(key, holderValue(o), revision).then(
+      (next) => (revision = next),
+      (err: unknown) => loseLease(`renewal failed: ${reasonOf(err)}`),
+    );
+  }, Math.max(50, Math.floor(o.ttlMs / 3)));
+  const lease: Lease = {
+    signal: o.signal ? AbortSignal.any([lost.signal, o.signal]) : lost.signal,
+    async assertHeld() {
+      if (lost.signal.aborted) throw lost.signal.reason;
+      const entry = await kv.get(key);
+      if (!entry || entry.operation !== 'PUT' || entry.revision !== revision) {
+        loseLease(entry && entry.operation === 'PUT' ? `another holder has it since revision ${entry.revision}` : 'it expired');
+        throw lost.signal.reason;
+      }
+    },
+  };
+  try {
+    return await fn(lease);
+  } finally {
+    clearInterval(renew);
+    // Only our own revision: a lease that expired and was taken by another holder stays theirs.
+    if (!lost.signal.aborted) await kv.delete(key, { previousSeq: revision }).catch(() => undefined);
+  }
+}
+
+function holderValue(o: LockOptions): string {
+  return JSON.stringify({ holder: o.holder ?? `pid ${process.pid}`, at: new Date().toISOString() });
+}
+
+async function acquire(kv: KV, key: string, o: LockOptions): Promise<number> {
+  const deadline = Date.now() + (o.waitMs ?? o.ttlMs + 10_000);
+  for (;;) {
+    o.signal?.throwIfAborted();
+    try {
+      return await kv.create(key, holderValue(o));
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      if (Date.now() > deadline) throw new MeshError('LOCK_LOST', `could not get the lock on ${key} within ${o.waitMs ?? o.ttlMs + 10_000} ms`);
+      await sleep(100 + Math.random() * 150, o.signal);
+    }
+  }
+}
+
+export function isConflict(err: unknown): boolean {
+  const text = String(err instanceof Error ? err.message : err).toLowerCase();
+  return text.includes('wrong last sequence') || text.includes('10071') || text.includes('exists');
+}

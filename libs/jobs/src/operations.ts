@@ -1,0 +1,173 @@
+/**
+ * What people do with jobs, once: submit, read, retry, cancel, re-drive a dead letter, rebuild the
+ * projection. The REST API, the dashboard and the CLI all go through these functions; each says what went
+ * wrong with a named error (JobNotFoundError, JobConflictError, OutputBusyError) that a caller turns into
+ * its own answer (404, 409, ...).
+ */
+import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter } from '@mesh/bus';
+import { MeshError, msgId, reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
+import { claimOutput, OutputBusyError } from './output.ts';
+import { applyEvent, toApiResponse, type JobView } from './projection.ts';
+import { mayReopen, type JobRecord } from './state.ts';
+import type { ProjectionStore, RebuildState } from './store.ts';
+
+/** What the operations work with: plain dependencies, no state of their own. */
+export interface JobsContext {
+  bus: Bus;
+  states: JobStates;
+  store: ProjectionStore;
+  log: Logger;
+}
+
+export class JobNotFoundError extends MeshError {
+  override name = 'JobNotFoundError';
+  constructor(what: string) {
+    super('INVALID_MESSAGE', `no ${what}`, { permanent: true });
+  }
+}
+
+/** The job is not in a state that allows this (retrying a running job, cancelling a finished one). */
+export class JobConflictError extends MeshError {
+  override name = 'JobConflictError';
+  constructor(message: string) {
+    super('INVALID_MESSAGE', message, { permanent: true });
+  }
+}
+
+/** The operation could not be completed now (NATS unreachable); nothing was changed. Try again. */
+export class JobUnavailableError extends MeshError {
+  override name = 'JobUnavailableError';
+  constructor(message: string) {
+    super('UNAVAILABLE', message);
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Records a new job and queues its first stage. The record comes first, so a second job for the same
+ * object_key sees this one running (OutputBusyError); if queueing fails, the record goes again, so the
+ * output prefix is not held by a job no client knows of.
+ */
+export async function submitJob(ctx: JobsContext, spec: JobSpec): Promise<void> {
+  await createJob(ctx.states, spec);
+  try {
+    await claimOutput(ctx.states, spec);
+    await publishEvent(ctx.bus, { type: 'job.created', jobId: spec.jobId, spec }, msgId(spec, 'created'));
+    await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
+  } catch (err) {
+    await ctx.states.kv.delete(spec.jobId).catch(() => undefined);
+    throw err;
+  }
+  await markQueued(ctx.states, spec.jobId, spec.attempt).catch((err: unknown) => ctx.log.warn({ jobId: spec.jobId, err: reasonOf(err) }, 'job queued, but not marked so'));
+}
+
+/**
+ * The job's status: the projection, or, for a job submitted a moment ago that the projector has not
+ * folded yet, what its record says (queued). Null for an unknown task.
+ */
+export async function getJob(ctx: JobsContext, taskId: string): Promise<JobView | null> {
+  if (!UUID.test(taskId)) return null;
+  const jobId = taskId.toLowerCase();
+  const view = await ctx.store.get(jobId);
+  if (view) return view;
+  const rec = (await getEntry(ctx.states, jobId))?.rec;
+  if (!rec?.spec) return null;
+  return applyEvent(null, { type: 'job.created', jobId, spec: { ...rec.spec, attempt: rec.attempt }, at: rec.createdAt ?? new Date().toISOString() }, 0);
+}
+
+async function requireJob(ctx: JobsContext, taskId: string): Promise<JobView> {
+  const view = await getJob(ctx, taskId);
+  if (!view) throw new JobNotFoundError(`task ${taskId}`);
+  return view;
+}
+
+function statusOf(view: JobView): string {
+  return toApiResponse(view).task_status;
+}
+
+/**
+ * Runs an ended job (FAILED, or cancelled by mistake) again from the start, as a new attempt. Only then
+ * does anything change: the attempt is recorded (compare-and-set), the output prefix claimed, the
+ * `job.reopened` event and the first work item published; if any of that fails, the record goes back to
+ * what it was, so the job reads as before and a second retry works. Returns the new attempt once the
+ * projection shows it.
+ */
+export async function retryJob(ctx: JobsContext, taskId: string): Promise<{ attempt: number; view: JobView | null }> {
+  const view = await requireJob(ctx, taskId);
+  const jobId = view._id;
+  const entry = (await getEntry(ctx.states, jobId)) ?? (await recreateRecord(ctx, view));
+  if (!mayReopen(entry.rec)) throw new JobConflictError(`only a FAILED task can be retried; this one is ${statusOf(view)} (${view.state})`);
+  const next = await reopenForRetry(ctx.states, jobId, entry);
+  if (!next) throw new JobConflictError('the task changed while it was being retried; look at it again');
+  const spec: JobSpec = { ...specOf(entry.rec, view), attempt: next.rec.attempt };
+  let seq: number;
+  try {
+    await claimOutput(ctx.states, spec);
+    const { ack } = await publishEvent(ctx.bus, { type: 'job.reopened', jobId, reason: 'retried by the client', attempt: spec.attempt }, msgId(spec, 'reopened'));
+    await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
+    seq = ack.seq;
+  } catch (err) {
+    const undone = await undoReopen(ctx.states, jobId, entry.rec, next.revision).catch(() => false);
+    ctx.log.warn({ jobId, err: reasonOf(err), undone }, 'retry could not be queued');
+    if (err instanceof OutputBusyError) throw err;
+    throw new JobUnavailableError(`the retry could not be queued (${reasonOf(err)}); nothing changed, try again`);
+  }
+  await markQueued(ctx.states, jobId, spec.attempt).catch(() => undefined);
+  return { attempt: spec.attempt, view: await ctx.store.waitFor(jobId, seq) };
+}
+
+/** Stops a running job and everything it started. The answer is made by compare-and-set: a job that completed a moment earlier stays complete. */
+export async function cancelJobOp(ctx: JobsContext, taskId: string): Promise<JobView | null> {
+  const view = await requireJob(ctx, taskId);
+  const published = await cancelJob(ctx.states, view._id);
+  if (!published) {
+    const now = (await getJob(ctx, view._id)) ?? view;
+    throw new JobConflictError(`only a running task can be cancelled; this one is ${statusOf(now)} (${now.state})`);
+  }
+  return ctx.store.waitFor(view._id, published.ack.seq);
+}
+
+/** Subjects whose work can take a failed job to its end when re-driven; others (thumbnail, notifications) only redo their own part. */
+const REVIVING = /^work\.(download|transcode\..+|package|upload)$/;
+
+/**
+ * Sends a dead letter back to its stage. When its stage can take the job to the end and the job failed,
+ * the job's attempt comes back to life first (job.reopened), or the stages would drop the work as moot.
+ */
+export async function redriveDeadLetter(ctx: JobsContext, seq: number): Promise<DeadLetter> {
+  const letter = Number.isSafeInteger(seq) && seq > 0 ? await getDeadLetter(ctx.bus, seq) : null;
+  if (!letter) throw new JobNotFoundError(`dead letter ${seq}`);
+  if (letter.jobId && REVIVING.test(letter.subject)) {
+    const attempt = (letter.message as { job?: { attempt?: unknown } } | null)?.job?.attempt;
+    const entry = await getEntry(ctx.states, letter.jobId);
+    if (entry && typeof attempt === 'number' && attempt !== entry.rec.attempt) {
+      throw new JobConflictError(`dead letter ${seq} belongs to attempt ${attempt} of task ${letter.jobId}, which has been retried since (attempt ${entry.rec.attempt}); there is nothing to re-drive`);
+    }
+    const rec = await reviveJob(ctx.states, letter.jobId);
+    if (rec) {
+      await publishEvent(ctx.bus, { type: 'job.reopened', jobId: rec.jobId, reason: `dead letter ${seq} re-driven to ${letter.subject}`, attempt: rec.attempt }, msgId(rec, 'reopened', `r${rec.revivals ?? 0}`));
+    }
+  }
+  const sent = await redrive(ctx.bus, seq);
+  if (!sent) throw new JobNotFoundError(`dead letter ${seq}`);
+  return sent;
+}
+
+/** Asks the projector to rebuild every job's status beside the live one; one rebuild at a time. */
+export async function rebuildProjection(ctx: JobsContext): Promise<{ accepted: boolean; rebuild: RebuildState }> {
+  return ctx.store.requestRebuild();
+}
+
+function specOf(rec: JobRecord, view: JobView): JobSpec {
+  return rec.spec ?? { jobId: view._id, objectKey: view.objectKey, baseUrl: view.baseUrl, videoId: view.videoId, hasAudio: view.hasAudio, attempt: view.attempt };
+}
+
+/** A record that expired (30 days) for a job the projection still shows ended: made again from the projection. */
+async function recreateRecord(ctx: JobsContext, view: JobView): Promise<{ rec: JobRecord; revision: number }> {
+  if (view.state !== 'failed' && view.state !== 'cancelled') throw new JobConflictError(`only a FAILED task can be retried; this one is ${statusOf(view)} (${view.state})`);
+  const rec: JobRecord = { jobId: view._id, spec: specOf({} as JobRecord, view), attempt: view.attempt, phase: view.state, expected: [], ready: [], failedRenditions: {}, published: [], announced: ['job.failed'] };
+  const revision = await ctx.states.kv.create(view._id, JSON.stringify(rec));
+  return { rec, revision };
+}
