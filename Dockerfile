@@ -32,8 +32,9 @@ COPY services/transcoder-360/package.json services/transcoder-360/
 COPY services/transcoder-720/package.json services/transcoder-720/
 COPY services/uploader/package.json services/uploader/
 
-# Not --omit=dev: Shaka Packager (node_modules/shaka-packager/bin/packager-linux-x64) is a devDependency.
-RUN npm ci --no-audit --no-fund --loglevel=error \
+# Production dependencies only: no test servers, browsers, compilers or the npm Node runtime in the image.
+# Shaka Packager (node_modules/shaka-packager/bin/packager-linux-x64) is a regular dependency for this.
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
  && npm cache clean --force
 
 COPY tsconfig*.json ./

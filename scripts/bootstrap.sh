@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a fresh Debian machine, skipping what is already there:
 # Debian's ffmpeg, nats-server and libxml2-utils (xmllint) - and with `test`, chromium for the playback
-# test and docker-compose to check docker-compose.yml - then the npm packages from the lockfile (which
-# include the Node 24 runtime every script runs on, Shaka Packager and Shaka Player).
+# test, docker-compose and caddy to check docker-compose.yml and its Caddyfile - then the npm packages from
+# the lockfile (which include the Node 24 runtime every script runs on, Shaka Packager and Shaka Player).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 if [ "${1:-}" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+  command -v caddy >/dev/null 2>&1 || need+=(caddy)
 fi
 if ((${#need[@]})); then
   echo "bootstrap: installing Debian packages: ${need[*]}"

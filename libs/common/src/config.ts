@@ -149,7 +149,8 @@ export function commonConfig(env: Env): CommonConfig {
     natsUrl: urlList(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     ackWaitMs: int(env, 'ACK_WAIT_MS', 30_000, { min: 1000, max: 10 * 60_000 }),
-    drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 10 * 60_000 }),
+    // Up to an hour: a transcoder scaled in finishes its encode (deploy/k8s gives it the grace to match).
+    drainMs: int(env, 'DRAIN_MS', 25_000, { min: 0, max: 60 * 60_000 }),
     maxDeliver: int(env, 'MAX_DELIVER', 5, { min: 1, max: 100 }),
     // Prometheus /metrics; 0 picks a free port (several services on one host, in tests).
     metricsPort: int(env, 'METRICS_PORT', 9464, { min: 0, max: 65535 }),
