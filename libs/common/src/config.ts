@@ -27,6 +27,15 @@ export function int(env: Env, name: string, fallback: number, { min = 0, max = N
   return value;
 }
 
+/** An on/off switch: `1`/`true` or `0`/`false` (any case); unset or empty is `fallback`. */
+export function flag(env: Env, name: string, fallback = false): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (!raw) return fallback;
+  if (raw === '1' || raw === 'true') return true;
+  if (raw === '0' || raw === 'false') return false;
+  throw new ConfigError(`${name} must be 1, true, 0 or false, got ${JSON.stringify(env[name])}`);
+}
+
 export function url(env: Env, name: string, fallback?: string, protocols = ['http:', 'https:']): string {
   const value = str(env, name, fallback);
   let parsed: URL;
