@@ -155,6 +155,7 @@ export function transcodeWork(rendition: Rendition): (typeof WORK)['transcode-72
 // ---- events ----------------------------------------------------------------------------------
 
 const base = { jobId: JobId, at: z.iso.datetime() };
+const JobAttempt = z.number().int().positive();
 
 export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('job.created'), spec: JobSpec }),
@@ -167,11 +168,15 @@ export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('manifest.published'), renditions: z.array(Rendition), object: ObjectRef, url: z.string() }),
   /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
   z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
-  /** The first manifest is out: the client can play the video. */
-  z.object({ ...base, type: z.literal('job.playable'), manifest: ObjectRef, url: z.string() }),
+  /**
+   * The first manifest is out: the client can play the video. `attempt` (here and on job.failed) is the
+   * job attempt that got there, so the notifier tells one attempt's outcome apart from the next one's;
+   * absent on events written before it existed (read as 1).
+   */
+  z.object({ ...base, type: z.literal('job.playable'), manifest: ObjectRef, url: z.string(), attempt: JobAttempt.optional() }),
   /** Every rendition that could be made is in the manifest. */
   z.object({ ...base, type: z.literal('job.completed'), renditions: z.array(Rendition) }),
-  z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string() }),
+  z.object({ ...base, type: z.literal('job.failed'), stage: Stage, code: z.string(), reason: z.string(), attempt: JobAttempt.optional() }),
   /** The client cancelled the job: work in flight is stopped, nothing more is published. */
   z.object({ ...base, type: z.literal('job.cancelled') }),
   /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */

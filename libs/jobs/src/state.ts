@@ -107,13 +107,13 @@ export function pendingAnnouncements(rec: JobRecord): NewJobEvent[] {
   const out: NewJobEvent[] = [];
   const want = (type: JobEventType) => !rec.announced.includes(type);
   if ((rec.phase === 'playable' || rec.phase === 'complete') && rec.manifest && want('job.playable')) {
-    out.push({ type: 'job.playable', jobId: rec.jobId, manifest: rec.manifest.object, url: rec.manifest.url });
+    out.push({ type: 'job.playable', jobId: rec.jobId, attempt: rec.attempt, manifest: rec.manifest.object, url: rec.manifest.url });
   }
   if (rec.phase === 'complete' && want('job.completed')) {
     out.push({ type: 'job.completed', jobId: rec.jobId, renditions: [...rec.published] });
   }
   if (rec.phase === 'failed' && rec.failure && want('job.failed')) {
-    out.push({ type: 'job.failed', jobId: rec.jobId, ...rec.failure });
+    out.push({ type: 'job.failed', jobId: rec.jobId, attempt: rec.attempt, ...rec.failure });
   }
   return out;
 }
