@@ -10,6 +10,8 @@ const good = {
   APP_API_KEY: 'k',
   MAIN_API_ENDPOINT: 'http://127.0.0.1:1',
   MAIN_API_KEY: 'k',
+  WEBHOOK_ALLOW_HTTP: '1',
+  WEBHOOK_SECRET: '',
 };
 
 async function startWith(name: ServiceName, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
@@ -27,6 +29,9 @@ describe('configuration errors', () => {
     ['uploader', { ...good, S3_OUTPUT_BUCKET: 'UPPER_case' }, /S3_OUTPUT_BUCKET must be an S3 bucket name/],
     ['notifier', { ...good, MAIN_API_ENDPOINT: 'not a url' }, /MAIN_API_ENDPOINT must be a URL/],
     ['notifier', { ...good, MAIN_API_KEY: '' }, /MAIN_API_KEY is required/],
+    ['notifier', { ...good, WEBHOOK_ALLOW_HTTP: '' }, /MAIN_API_ENDPOINT must use https:.*WEBHOOK_ALLOW_HTTP=1/],
+    ['notifier', { ...good, WEBHOOK_ALLOW_HTTP: 'yes' }, /WEBHOOK_ALLOW_HTTP must be 1, true, 0 or false/],
+    ['notifier', { ...good, WEBHOOK_SECRET: 'hunter2' }, /WEBHOOK_SECRET must be whsec_/],
     ['ingest-api', { ...good, APP_API_KEY: '' }, /APP_API_KEY is required/],
     ['ingest-api', { ...good, PORT: 'eighty' }, /PORT must be an integer/],
     ['transcoder-720', { ...good, NATS_URL: 'http://127.0.0.1:4222' }, /NATS_URL must use nats:/],

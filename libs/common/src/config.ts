@@ -92,13 +92,13 @@ export function oneOf<const T extends string>(env: Env, name: string, fallback: 
   return value as T;
 }
 
-/** A yes/no switch: 1/true/yes or 0/false/no. */
+/** An on/off switch: `1`/`true` or `0`/`false` (any case); unset or empty is `fallback`. */
 export function flag(env: Env, name: string, fallback = false): boolean {
   const raw = env[name]?.trim().toLowerCase();
   if (!raw) return fallback;
-  if (['1', 'true', 'yes'].includes(raw)) return true;
-  if (['0', 'false', 'no'].includes(raw)) return false;
-  throw new ConfigError(`${name} must be 1/true/yes or 0/false/no, got ${JSON.stringify(env[name])}`);
+  if (raw === '1' || raw === 'true') return true;
+  if (raw === '0' || raw === 'false') return false;
+  throw new ConfigError(`${name} must be 1, true, 0 or false, got ${JSON.stringify(env[name])}`);
 }
 
 /** A shorter secret is accepted, with a warning at start (never its value). */

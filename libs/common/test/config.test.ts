@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, int, s3Config, shellCommand, url } from '../src/index.ts';
+import { ConfigError, flag, int, s3Config, shellCommand, url } from '../src/index.ts';
 
 describe('config', () => {
   const base = { S3_INPUT_BUCKET: 'in-bucket', S3_OUTPUT_BUCKET: 'out-bucket', S3_THUMBNAIL_OUTPUT_BUCKET: 'thumbs' };
@@ -21,6 +21,11 @@ describe('config', () => {
     expect(int({}, 'N', 1)).toBe(1);
     expect(() => int({ N: '5x' }, 'N', 1)).toThrow(/N must be an integer/);
     expect(() => int({ N: '0' }, 'N', 1, { min: 1 })).toThrow(/between 1/);
+  });
+
+  it('reads on/off switches and names a value that is neither', () => {
+    expect([flag({ F: '1' }, 'F'), flag({ F: 'TRUE' }, 'F'), flag({ F: '0' }, 'F'), flag({ F: 'false' }, 'F'), flag({}, 'F'), flag({ F: ' ' }, 'F', true)]).toEqual([true, true, false, false, false, true]);
+    expect(() => flag({ F: 'yes' }, 'F')).toThrow(new ConfigError('F must be 1, true, 0 or false, got "yes"'));
   });
 
   it('checks URL schemes', () => {

@@ -33,7 +33,7 @@ export interface JobView {
   manifest?: ObjectRef & { url: string };
   thumbnail?: ObjectRef;
   error?: { stage: Stage; code: string; reason: string };
-  /** The last try per status sent to the backend. */
+  /** Every try at telling the backend, oldest first; the last NOTIFICATIONS_KEPT of them. */
   notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; attempt: number; outcome: 'delivered' | 'retrying' | 'gave_up'; error?: string; at: string }[];
   createdAt: string;
   /** When the first manifest was published, and when the last rendition was: what a client waits for. */
@@ -44,6 +44,9 @@ export interface JobView {
   createdSeq?: number;
   lastSeq: number;
 }
+
+/** Tries at the webhook a job's status lists: a backend down for days must not grow the document without end. */
+export const NOTIFICATIONS_KEPT = 20;
 
 export function applyEvent(view: JobView | null, event: JobEvent, seq: number): JobView | null {
   if (view && view.lastSeq >= seq) return view;
@@ -142,9 +145,9 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     }
     case 'notification.sent':
       next.notifications = [
-        ...next.notifications.filter((n) => n.status !== event.status),
+        ...next.notifications,
         { status: event.status, httpStatus: event.httpStatus, attempt: event.attempt, outcome: event.outcome, ...(event.error ? { error: event.error } : {}), at: event.at },
-      ];
+      ].slice(-NOTIFICATIONS_KEPT);
       break;
   }
   return next;

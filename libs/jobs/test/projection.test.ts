@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { JobEvent } from '@mesh/common';
-import { applyEvent, toApiResponse, type JobView } from '../src/projection.ts';
+import { applyEvent, NOTIFICATIONS_KEPT, toApiResponse, type JobView } from '../src/projection.ts';
 
 const jobId = '00000000-0000-4000-8000-000000000002';
 const at = '2026-11-24T10:00:00.000Z';
@@ -56,6 +56,31 @@ describe('projection', () => {
       { type: 'manifest.published', jobId, at, renditions: ['360p'], object: manifest, url: 'u1' },
     ])!;
     expect(view.renditions).toEqual(['720p', '360p']);
+  });
+
+  it('lists every try at the backend, oldest first, each status apart', () => {
+    const sent = (status: 'SUCCESS' | 'FAILED', httpStatus: number, attempt: number, outcome: 'delivered' | 'retrying' | 'gave_up', error?: string): JobEvent => ({
+      type: 'notification.sent', jobId, at, status, httpStatus, attempt, outcome, ...(error ? { error } : {}),
+    });
+    const view = fold([
+      created,
+      sent('FAILED', 503, 1, 'retrying', 'the backend answered 503'),
+      sent('FAILED', 200, 2, 'delivered'),
+      sent('SUCCESS', 0, 1, 'retrying', 'the backend did not answer: connection refused'),
+      sent('SUCCESS', 200, 2, 'delivered'),
+    ])!;
+    expect(toApiResponse(view).notifications).toEqual([
+      { status: 'FAILED', httpStatus: 503, attempt: 1, outcome: 'retrying', error: 'the backend answered 503', at },
+      { status: 'FAILED', httpStatus: 200, attempt: 2, outcome: 'delivered', at },
+      { status: 'SUCCESS', httpStatus: 0, attempt: 1, outcome: 'retrying', error: 'the backend did not answer: connection refused', at },
+      { status: 'SUCCESS', httpStatus: 200, attempt: 2, outcome: 'delivered', at },
+    ]);
+  });
+
+  it(`keeps only the last ${NOTIFICATIONS_KEPT} tries at the backend`, () => {
+    const tries = Array.from({ length: NOTIFICATIONS_KEPT + 5 }, (_, i): JobEvent => ({ type: 'notification.sent', jobId, at, status: 'SUCCESS', httpStatus: 503, attempt: i + 1, outcome: 'retrying' }));
+    const view = fold([created, ...tries])!;
+    expect(view.notifications.map((n) => n.attempt)).toEqual(Array.from({ length: NOTIFICATIONS_KEPT }, (_, i) => i + 6));
   });
 
   it('keeps a playable job SUCCESS when a late job.failed arrives', () => {

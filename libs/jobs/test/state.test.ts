@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mayPublish, newRecord, pendingAnnouncements, withAnnounced, withFailure, withPlan, withPublished, withRendition, type JobRecord } from '../src/state.ts';
+import { mayPublish, newRecord, pendingAnnouncements, reopened, withAnnounced, withFailure, withPlan, withPublished, withRendition, type JobRecord } from '../src/state.ts';
 
 const JOB = '00000000-0000-4000-8000-000000000001';
 const manifest = { object: { bucket: 'out', key: 'k/manifest.mpd' }, url: 'http://x/k/manifest.mpd' };
@@ -54,6 +54,14 @@ describe('job coordination record', () => {
     expect(withFailure(rec, { stage: 'package', code: 'Y', reason: 'other' }).failure?.stage).toBe('download');
     const announced = withAnnounced(rec, ['job.failed']);
     expect(pendingAnnouncements(announced)).toEqual([]);
+  });
+
+  it('announces the outcome with the job attempt it belongs to, so a retried job is told apart', () => {
+    const failed = withAnnounced(withFailure(newRecord(JOB), { stage: 'download', code: 'SOURCE_NOT_FOUND', reason: 'missing' }), ['job.failed']);
+    const again = withFailure(reopened(failed, new Date().toISOString()), { stage: 'download', code: 'SOURCE_NOT_FOUND', reason: 'still missing' });
+    expect(pendingAnnouncements(again)).toMatchObject([{ type: 'job.failed', attempt: 2 }]);
+    const playable = withPublished(withRendition(withPlan(reopened(failed, new Date().toISOString()), ['360p']), '360p', { ok: true }), ['360p'], manifest);
+    expect(pendingAnnouncements(playable)).toMatchObject([{ type: 'job.playable', attempt: 2 }, { type: 'job.completed' }]);
   });
 
   it.each<[string[], string[], boolean]>([

@@ -172,6 +172,8 @@ export function meshEnv(o: MeshEndpoints): Record<string, string> {
     HOST: '127.0.0.1',
     MAIN_API_ENDPOINT: o.backendUrl,
     MAIN_API_KEY: o.backendKey,
+    // The local backend stand-in speaks plain http, which the notifier refuses unless allowed.
+    ...(o.backendUrl.startsWith('http:') ? { WEBHOOK_ALLOW_HTTP: '1' } : {}),
     LOG_LEVEL: o.logLevel ?? 'info',
     // Several services on one host: each picks a free port for /metrics and reports it when ready.
     METRICS_PORT: '0',

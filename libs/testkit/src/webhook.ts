@@ -1,6 +1,6 @@
 /**
  * A stand-in for the backend behind MAIN_API_ENDPOINT: records every request it gets and answers with
- * the status `respond` picks (200 by default), so tests can also play a failing backend.
+ * the status `respond` picks (200 by default), so tests can also play a failing or redirecting backend.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +11,8 @@ export interface ReceivedRequest {
   path: string;
   headers: Record<string, string | string[] | undefined>;
   body: unknown;
+  /** The body exactly as received (what a signature covers). */
+  text: string;
   at: number;
 }
 
@@ -22,8 +24,10 @@ export interface WebhookReceiver {
   stop(): Promise<void>;
 }
 
-/** `respond` picks the status, and may take its time (a slow backend). */
-export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest) => number | Promise<number>; port?: number } = {}): Promise<WebhookReceiver> {
+/** `respond` picks the status (and headers, e.g. a Location), and may take its time (a slow backend). */
+export type Answer = number | { status: number; headers?: Record<string, string> };
+
+export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest) => Answer | Promise<Answer>; port?: number } = {}): Promise<WebhookReceiver> {
   const received: ReceivedRequest[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -36,10 +40,12 @@ export async function startWebhookReceiver(o: { respond?: (req: ReceivedRequest)
       } catch {
         // keep the raw text
       }
-      const entry = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, at: Date.now() };
+      const entry = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, text, at: Date.now() };
       received.push(entry);
-      res.statusCode = (await o.respond?.(entry)) ?? 200;
+      const answer = (await o.respond?.(entry)) ?? 200;
+      res.statusCode = typeof answer === 'number' ? answer : answer.status;
       res.setHeader('content-type', 'application/json');
+      for (const [name, value] of Object.entries(typeof answer === 'number' ? {} : (answer.headers ?? {}))) res.setHeader(name, value);
       res.end('{}');
     });
   });

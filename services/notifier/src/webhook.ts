@@ -1,8 +1,16 @@
 /**
  * The backend's webhook, as the original service called it:
  *   PUT {MAIN_API_ENDPOINT}/video/processing/result   ApiKey: MAIN_API_KEY   {"taskId": "...", "status": "SUCCESS" | "FAILED"}
- * plus an Idempotency-Key header (job id and status) so the backend can drop a repeat.
+ * plus an Idempotency-Key header (job id and status) so the backend can drop a repeat, and, when
+ * WEBHOOK_SECRET is set, the Standard Webhooks signature headers (https://www.standardwebhooks.com):
+ *   webhook-id         <taskId>:<job attempt>:<status>, the same for every try of one notification
+ *   webhook-timestamp  unix seconds of this try
+ *   webhook-signature  v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" with the secret's bytes>
+ *
+ * What a failure says reaches the job's status, so it names what happened, never the backend's
+ * address: "the backend did not answer: connection refused", "the backend answered 503".
  */
+import { createHmac } from 'node:crypto';
 import { MeshError } from '@mesh/common';
 import { injectContext, inSpan, SpanKind } from '@mesh/telemetry';
 
@@ -12,26 +20,61 @@ export interface WebhookTarget {
   endpoint: string;
   apiKey: string;
   timeoutMs: number;
+  /** The bytes of WEBHOOK_SECRET: when set, every request is signed. */
+  signingKey?: Buffer;
 }
 
-export function webhookRequest(target: WebhookTarget, taskId: string, status: WebhookStatus): { url: string; init: RequestInit } {
+/** One notification: a job attempt's outcome. Its tries share the webhook-id. */
+export interface Notification {
+  taskId: string;
+  /** The job attempt (JobSpec.attempt), not the try. */
+  attempt: number;
+  status: WebhookStatus;
+}
+
+/** The backend refused, redirected or could not be reached. `httpStatus` is 0 when it did not answer. */
+export class WebhookError extends MeshError {
+  override name = 'WebhookError';
+  readonly httpStatus: number;
+  constructor(reason: string, o: { httpStatus: number; permanent: boolean; cause?: unknown }) {
+    super(o.httpStatus === 0 ? 'STORAGE_FAILED' : 'WEBHOOK_REJECTED', reason, { permanent: o.permanent, cause: o.cause });
+    this.httpStatus = o.httpStatus;
+  }
+}
+
+export function webhookId(n: Notification): string {
+  return `${n.taskId}:${n.attempt}:${n.status}`;
+}
+
+/** The Standard Webhooks v1 signature of one try. */
+export function signature(key: Buffer, id: string, timestampSec: number, body: string): string {
+  return `v1,${createHmac('sha256', key).update(`${id}.${timestampSec}.${body}`).digest('base64')}`;
+}
+
+/** The request of one try, signed at `nowMs` when the target has a signing key. */
+export function webhookRequest(target: WebhookTarget, n: Notification, nowMs = Date.now()): { url: string; init: RequestInit & { headers: Record<string, string>; body: string } } {
+  const body = JSON.stringify({ taskId: n.taskId, status: n.status });
+  const headers: Record<string, string> = { 'content-type': 'application/json', ApiKey: target.apiKey, 'Idempotency-Key': `${n.taskId}:${n.status}` };
+  if (target.signingKey) {
+    const id = webhookId(n);
+    const timestamp = Math.floor(nowMs / 1000);
+    Object.assign(headers, { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature(target.signingKey, id, timestamp, body) });
+  }
   return {
     url: `${target.endpoint.replace(/\/+$/, '')}/video/processing/result`,
-    init: {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', ApiKey: target.apiKey, 'Idempotency-Key': `${taskId}:${status}` },
-      body: JSON.stringify({ taskId, status }),
-    },
+    // A redirect is answered, never followed: following it would send the ApiKey to wherever it points.
+    init: { method: 'PUT', headers, body, redirect: 'manual' },
   };
 }
 
 /**
- * Sends one notification. 2xx: done. 4xx: the backend refused it, retrying will not help (permanent).
- * 5xx or no answer: retryable, the consume loop backs off and tries again.
+ * Sends one try. 2xx: done. A redirect, or a 4xx other than 408/429: the backend refused it or is
+ * configured elsewhere, retrying will not help (permanent). 408, 429, 5xx or no answer: retryable,
+ * the consume loop backs off and tries again.
  */
-export function sendWebhook(target: WebhookTarget, taskId: string, status: WebhookStatus): Promise<number> {
-  const { url, init } = webhookRequest(target, taskId, status);
-  const attributes = { 'http.request.method': 'PUT', 'url.full': url, 'job.id': taskId, 'mesh.webhook.status': status };
+export function sendWebhook(target: WebhookTarget, n: Notification): Promise<number> {
+  const { url, init } = webhookRequest(target, n);
+  const attributes = { 'http.request.method': 'PUT', 'url.full': url, 'job.id': n.taskId, 'job.attempt': n.attempt, 'mesh.webhook.status': n.status };
   return inSpan('PUT /video/processing/result', { kind: SpanKind.CLIENT, attributes }, async (span) => {
     // The backend can join the job's trace too.
     const headers = new Headers(init.headers);
@@ -47,13 +90,51 @@ async function send(url: string, init: RequestInit, timeoutMs: number): Promise<
   try {
     res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    throw new MeshError('STORAGE_FAILED', `webhook ${url} unreachable: ${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}`);
+    // fetch wraps what happened ("fetch failed"); the inner error is what a log reader wants.
+    const cause = err instanceof Error && err.cause ? err.cause : err;
+    throw new WebhookError(`the backend did not answer: ${whyNoAnswer(err, timeoutMs)}`, { httpStatus: 0, permanent: false, cause });
   }
   await res.body?.cancel();
-  if (res.ok) return res.status;
-  const reason = `webhook ${url} answered ${res.status}`;
-  if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
-    throw Object.assign(new MeshError('WEBHOOK_REJECTED', reason, { permanent: true }), { httpStatus: res.status });
+  const httpStatus = res.status;
+  if (res.ok) return httpStatus;
+  if (httpStatus >= 300 && httpStatus < 400) {
+    throw new WebhookError(`the backend redirected (${httpStatus}) instead of answering; redirects are not followed: set MAIN_API_ENDPOINT to where it points`, { httpStatus, permanent: true });
   }
-  throw Object.assign(new MeshError('WEBHOOK_REJECTED', reason), { httpStatus: res.status });
+  const permanent = httpStatus >= 400 && httpStatus < 500 && httpStatus !== 408 && httpStatus !== 429;
+  throw new WebhookError(`the backend answered ${httpStatus}`, { httpStatus, permanent });
+}
+
+/**
+ * Why a request got no answer, from the error code alone: Node's messages carry the address
+ * ("connect ECONNREFUSED 10.0.0.7:8090", "getaddrinfo ENOTFOUND api.internal").
+ */
+export function whyNoAnswer(err: unknown, timeoutMs: number): string {
+  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return `no answer within ${timeoutMs} ms`;
+  const code = errorCode(err);
+  if (!code) return 'the request failed';
+  if (code in NO_ANSWER) return NO_ANSWER[code]!;
+  if (/CERT|TLS|SSL|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)) return `its TLS certificate was not accepted (${code})`;
+  return `network error ${code}`;
+}
+
+const NO_ANSWER: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection reset',
+  UND_ERR_SOCKET: 'connection closed before the answer',
+  ETIMEDOUT: 'connection timed out',
+  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+  UND_ERR_HEADERS_TIMEOUT: 'no answer in time',
+  ENOTFOUND: 'its host name does not resolve',
+  EAI_AGAIN: 'its host name could not be looked up (temporary DNS failure)',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+};
+
+/** The first code on the error, its cause, or (a host with several addresses) the first of its errors. */
+function errorCode(err: unknown, depth = 0): string | undefined {
+  if (!err || typeof err !== 'object' || depth > 4) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string' && /^[A-Z0-9_]+$/.test(e.code)) return e.code;
+  return errorCode(e.cause, depth + 1) ?? (Array.isArray(e.errors) ? errorCode(e.errors[0], depth + 1) : undefined);
 }
