@@ -35,9 +35,37 @@ describe('configuration errors', () => {
     ['ingest-api', { ...good, APP_API_KEY: '' }, /APP_API_KEY is required/],
     ['ingest-api', { ...good, PORT: 'eighty' }, /PORT must be an integer/],
     ['transcoder-720', { ...good, NATS_URL: 'http://127.0.0.1:4222' }, /NATS_URL must use nats:/],
+    ['packager', { ...good, NATS_URL: 'nats://127.0.0.1:1,,nats://127.0.0.1:2' }, /NATS_URL has an empty entry/],
+    // Before: pino threw on the unknown level, a stack trace instead of exit 78.
+    ['thumbnailer', { ...good, LOG_LEVEL: 'verbose' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"/],
+    ['uploader', { ...good, METRICS_HOST: 'not a host!' }, /METRICS_HOST must be a host name or IP address/],
+    ['downloader', { ...good, OTEL_BSP_SCHEDULE_DELAY: 'soon' }, /OTEL_BSP_SCHEDULE_DELAY must be an integer/],
+    ['ingest-api', { ...good, MONGODB_URI: 'mongodb://app:s3cr3t-pw@db1:27017,db2:27017,db3/video?replicaSet=rs0&authSource=admin', PORT: 'x' }, /PORT must be an integer/],
   ])('%s with %j', async (name, env, message) => {
     const { code, output } = await startWith(name, env);
     expect(code).toBe(78);
     expect(output).toMatch(message);
+  });
+
+  it('never prints a password from a connection string it refuses', async () => {
+    // Before: the error echoed the whole URI, password included.
+    const { code, output } = await startWith('ingest-api', { ...good, MONGODB_URI: 'mongodb://app:s3cr3t-pw@db1:27017,,db2:27017/video?replicaSet=rs0' });
+    expect(code).toBe(78);
+    expect(output).toMatch(/MONGODB_URI must be a MongoDB URI.*app:\*\*\*@db1/);
+    expect(output).not.toContain('s3cr3t-pw');
+    const nats = await startWith('downloader', { ...good, NATS_URL: 'nats://svc:s3cr3t-pw@127.0.0.1:4222,nats://svc:s3cr3t-pw@bad host' });
+    expect(nats.code).toBe(78);
+    expect(nats.output).not.toContain('s3cr3t-pw');
+  });
+
+  it('warns about a secret shorter than 32 characters, naming it but never showing it', async () => {
+    // NATS is unreachable here: the warning comes before the service connects; stop it once it is out.
+    const lines: string[] = [];
+    const p = startService('ingest-api', { ...good, APP_API_KEY: 'short-key-123', NATS_URL: 'nats://127.0.0.1:1' }, { onLine: (_id, line) => lines.push(line) });
+    const deadline = Date.now() + 15_000;
+    while (!lines.some((l) => l.includes('APP_API_KEY is 13 characters long')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await p.kill();
+    expect(lines.join('\n')).toMatch(/"level":40.*APP_API_KEY is 13 characters long; use at least 32/);
+    expect(lines.join('\n')).not.toContain('short-key-123');
   });
 });

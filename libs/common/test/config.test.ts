@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, flag, int, s3Config, shellCommand, url } from '../src/index.ts';
+import { commonConfig, ConfigError, flag, int, mongoUri, redactUri, s3Config, shellCommand, url } from '../src/index.ts';
 
 describe('config', () => {
   const base = { S3_INPUT_BUCKET: 'in-bucket', S3_OUTPUT_BUCKET: 'out-bucket', S3_THUMBNAIL_OUTPUT_BUCKET: 'thumbs' };
@@ -31,6 +31,31 @@ describe('config', () => {
   it('checks URL schemes', () => {
     expect(url({ U: 'nats://h:4222' }, 'U', undefined, ['nats:'])).toBe('nats://h:4222');
     expect(() => url({ U: 'http://h' }, 'U', undefined, ['nats:'])).toThrow(/U must use nats:/);
+  });
+});
+
+describe('connection strings', () => {
+  it.each([
+    'mongodb://127.0.0.1:27017/video_mesh',
+    'mongodb://app:pw@db1:27017,db2:27017,db3/video?replicaSet=rs0&authSource=admin',
+    'mongodb://[::1]:27017',
+    'mongodb+srv://app:pw@cluster0.example.net/video?retryWrites=true',
+  ])('accepts the MongoDB URI %s (a replica set names several hosts)', (uri) => {
+    expect(mongoUri({ M: uri }, 'M', 'x')).toBe(uri);
+  });
+
+  it.each(['http://db', 'mongodb://', 'mongodb://a,,b', 'mongodb+srv://a:27017', 'mongodb://bad host'])('refuses %s', (uri) => {
+    expect(() => mongoUri({ M: uri }, 'M', 'x')).toThrow(/M must be a MongoDB URI|one host without a port/);
+  });
+
+  it('accepts every node of a NATS cluster in NATS_URL', () => {
+    expect(commonConfig({ NATS_URL: 'nats://n1:4222, nats://n2:4222,tls://n3:4222' }).natsUrl).toBe('nats://n1:4222,nats://n2:4222,tls://n3:4222');
+  });
+
+  it('hides passwords when it shows a URI', () => {
+    expect(redactUri('mongodb://app:s3cr3t@db1,db2/x')).toBe('mongodb://app:***@db1,db2/x');
+    expect(redactUri('nats://token@h:4222')).toBe('nats://***@h:4222');
+    expect(redactUri('http://h/x')).toBe('http://h/x');
   });
 });
 

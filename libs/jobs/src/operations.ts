@@ -88,11 +88,10 @@ function statusOf(view: JobView): string {
 }
 
 /**
- * Runs an ended job (FAILED, or cancelled by mistake) again from the start, as a new attempt. Only then
- * does anything change: the attempt is recorded (compare-and-set), the output prefix claimed, the
- * `job.reopened` event and the first work item published; if any of that fails, the record goes back to
- * what it was, so the job reads as before and a second retry works. Returns the new attempt once the
- * projection shows it.
+ * Runs an ended job (FAILED, or cancelled by mistake) again from the start, as a new attempt: the attempt
+ * is recorded (compare-and-set), the output prefix claimed and the first work item published; if any of
+ * that fails, the record goes back to what it was, so the job reads as before and a second retry works.
+ * Then `job.reopened` tells the projection. Returns the new attempt once the projection shows it.
  */
 export async function retryJob(ctx: JobsContext, taskId: string): Promise<{ attempt: number; view: JobView | null }> {
   const view = await requireJob(ctx, taskId);
@@ -102,18 +101,23 @@ export async function retryJob(ctx: JobsContext, taskId: string): Promise<{ atte
   const next = await reopenForRetry(ctx.states, jobId, entry);
   if (!next) throw new JobConflictError('the task changed while it was being retried; look at it again');
   const spec: JobSpec = { ...specOf(entry.rec, view), attempt: next.rec.attempt };
-  let seq: number;
   try {
     await claimOutput(ctx.states, spec);
-    const { ack } = await publishEvent(ctx.bus, { type: 'job.reopened', jobId, reason: 'retried by the client', attempt: spec.attempt }, msgId(spec, 'reopened'));
     await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
-    seq = ack.seq;
   } catch (err) {
     const undone = await undoReopen(ctx.states, jobId, entry.rec, next.revision).catch(() => false);
     ctx.log.warn({ jobId, err: reasonOf(err), undone }, 'retry could not be queued');
     if (err instanceof OutputBusyError) throw err;
     throw new JobUnavailableError(`the retry could not be queued (${reasonOf(err)}); nothing changed, try again`);
   }
+  // The attempt runs now; the event that tells the projection so is retried, not undone.
+  const seq = await withRetries(() => publishEvent(ctx.bus, { type: 'job.reopened', jobId, reason: 'retried by the client', attempt: spec.attempt }, msgId(spec, 'reopened'))).then(
+    ({ ack }) => ack.seq,
+    (err: unknown) => {
+      ctx.log.error({ jobId, err: reasonOf(err) }, 'retry queued, but job.reopened could not be published');
+      return 0;
+    },
+  );
   await markQueued(ctx.states, jobId, spec.attempt).catch(() => undefined);
   return { attempt: spec.attempt, view: await ctx.store.waitFor(jobId, seq) };
 }
@@ -158,6 +162,17 @@ export async function redriveDeadLetter(ctx: JobsContext, seq: number): Promise<
 /** Asks the projector to rebuild every job's status beside the live one; one rebuild at a time. */
 export async function rebuildProjection(ctx: JobsContext): Promise<{ accepted: boolean; rebuild: RebuildState }> {
   return ctx.store.requestRebuild();
+}
+
+async function withRetries<T>(fn: () => Promise<T>, tries = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= tries) throw err;
+      await new Promise((r) => setTimeout(r, 200 * i));
+    }
+  }
 }
 
 function specOf(rec: JobRecord, view: JobView): JobSpec {
