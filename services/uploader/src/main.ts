@@ -9,8 +9,8 @@
  * back a smaller manifest: S3 refuses the stale write and the decision is made again.
  */
 import { publishEvent } from '@mesh/bus';
-import { int, layout, MeshError, msgId, optional, s3Config, type Env } from '@mesh/common';
-import { failStage, getRecord, isCancelled, mayPublish, mayReplaceManifest, outputOwner, recordPublished, runStageService, withOutputLock, type ManifestOrigin } from '@mesh/jobs';
+import { InputError, int, layout, MeshError, msgId, optional, s3Config, type Env } from '@mesh/common';
+import { getRecord, isCancelled, mayPublish, mayReplaceManifest, outputOwner, recordPublished, runStageService, withOutputLock, type ManifestOrigin } from '@mesh/jobs';
 import { getText, headObject, PreconditionFailedError, publicUrl, putObject } from '@mesh/storage';
 
 /** Clients re-read the manifest: it grows as renditions are added. */
@@ -63,10 +63,8 @@ await runStageService({
         const origin = current ? originOf(current.metadata) : null;
         if (!mayReplaceManifest(origin, mine)) {
           const reason = `the manifest at ${job.objectKey}/ holds ${origin!.renditions.length} renditions from task ${origin!.jobId}; this job's ${renditions.join('+')} would take some away, so it was not published`;
-          if (everyRenditionSettled(await getRecord(states, job.jobId), renditions)) {
-            // This job has nothing larger to come: it cannot be published, say so instead of waiting forever.
-            await failStage(states, job, { stage: 'upload', code: 'OUTPUT_CONFLICT', reason });
-          }
+          // With nothing larger to come, this job cannot be published: it fails saying so instead of waiting forever.
+          if (everyRenditionSettled(await getRecord(states, job.jobId), renditions)) throw new InputError('OUTPUT_CONFLICT', reason);
           log.info({ renditions, origin }, 'not published: the manifest in place holds more');
           return;
         }
