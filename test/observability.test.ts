@@ -138,11 +138,11 @@ describe('metrics', () => {
 
   it('counts work by outcome, stage durations, FFmpeg speed and bytes moved', async () => {
     const text = await metricsOf('transcoder-720');
-    expect(sample(text, 'mesh_work_items_total', { stage: 'transcoder-720', outcome: 'done' })).toBeGreaterThanOrEqual(1);
-    expect(sample(text, 'mesh_stage_duration_seconds_count', { stage: 'transcoder-720', outcome: 'done' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'mesh_work_items_total', { consumer: 'transcoder-720', outcome: 'done' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'mesh_stage_duration_seconds_count', { consumer: 'transcoder-720', outcome: 'done' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'mesh_ffmpeg_speed_ratio_count', { work: 'transcode-720p' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'mesh_s3_bytes_total', { direction: 'upload' })).toBeGreaterThan(100_000);
-    expect(sample(text, 'mesh_work_in_flight', { stage: 'transcoder-720' })).toBe(0);
+    expect(sample(text, 'mesh_work_in_flight', { consumer: 'transcoder-720' })).toBe(0);
     const packager = await metricsOf('packager');
     expect(sample(packager, 'mesh_s3_bytes_total', { direction: 'download' })).toBeGreaterThan(100_000);
     expect(sample(packager, 'mesh_s3_bytes_total', { direction: 'upload' })).toBeGreaterThan(100_000);

@@ -193,15 +193,15 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     const attributes = { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': msg.subject, 'messaging.consumer.group.name': durable, 'messaging.nats.delivery_count': msg.info.deliveryCount };
     return inSpan(`process ${msg.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(msg.headers), attributes }, async () => {
       const startedAt = Date.now();
-      inFlight.inc({ stage: durable });
-      if (msg.info.deliveryCount > 1) redeliveries.inc({ stage: durable });
+      inFlight.inc({ consumer: durable });
+      if (msg.info.deliveryCount > 1) redeliveries.inc({ consumer: durable });
       let outcome: Outcome = 'failed';
       try {
         outcome = await handleOne(msg);
       } finally {
-        inFlight.dec({ stage: durable });
-        workItems.inc({ stage: durable, outcome });
-        stageDuration.observe({ stage: durable, outcome }, (Date.now() - startedAt) / 1000);
+        inFlight.dec({ consumer: durable });
+        workItems.inc({ consumer: durable, outcome });
+        stageDuration.observe({ consumer: durable, outcome }, (Date.now() - startedAt) / 1000);
       }
     });
   };

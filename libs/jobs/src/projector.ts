@@ -105,9 +105,11 @@ async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: 
       onBatch: (msgs) =>
         turn(async () => {
           const batch = decode(msgs, log);
-          const first = msgs[0]!;
-          // The batch's span continues the trace of its first event.
-          await inSpan('projector fold', { kind: SpanKind.CONSUMER, parent: extractContext(first.headers), attributes: { 'messaging.system': 'nats', 'messaging.destination.name': STREAMS.events.name, 'mesh.events': msgs.length } }, async () => {
+          // Each event is a hop of its job's trace (a CONSUMER span under its publish); the batch's one
+          // MongoDB write hangs under the first.
+          const [first, ...rest] = msgs;
+          for (const m of rest) await inSpan(`process ${m.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(m.headers), attributes: consumeAttributes(m) }, async () => undefined);
+          await inSpan(`process ${first!.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(first!.headers), attributes: { ...consumeAttributes(first!), 'mesh.batch': msgs.length } }, async () => {
             const changed = await store.applyBatch(batch);
             liveSeq = msgs.at(-1)!.seq;
             await publishViews(bus, changed, log);
@@ -118,6 +120,10 @@ async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: 
     ended.abort();
     await rebuilds;
   }
+}
+
+function consumeAttributes(m: JsMsg) {
+  return { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': m.subject, 'messaging.consumer.group.name': 'projector', 'job.id': m.subject.slice('events.'.length) };
 }
 
 /** The compacted state per job: best effort, the next change of the job publishes it again. */

@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import {
-  CopyObjectCommand,
   CreateBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -25,7 +24,7 @@ import { InputError, mapLimit, MeshError, type ObjectRef } from '@mesh/common';
 import { bytesMoved, inSpan, SpanKind } from '@mesh/telemetry';
 
 /** An S3 call in its own CLIENT span, with the object and (once known) the bytes moved. */
-function s3Span<T>(operation: string, ref: ObjectRef, fn: (done: (bytes: number, direction: 'download' | 'upload' | 'copy') => void) => Promise<T>): Promise<T> {
+function s3Span<T>(operation: string, ref: ObjectRef, fn: (done: (bytes: number, direction: 'download' | 'upload') => void) => Promise<T>): Promise<T> {
   return inSpan(`s3 ${operation}`, { kind: SpanKind.CLIENT, attributes: { 'rpc.system': 'aws-api', 'rpc.service': 'S3', 'rpc.method': operation, 'aws.s3.bucket': ref.bucket, 'aws.s3.key': ref.key } }, (span) =>
     fn((bytes, direction) => {
       span.setAttribute('mesh.bytes', bytes);
@@ -214,7 +213,11 @@ export interface ObjectHead {
   metadata: Record<string, string>;
 }
 
-export async function headObject(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<ObjectHead | null> {
+export function headObject(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<ObjectHead | null> {
+  return s3Span('HeadObject', ref, () => headObjectUntraced(s3, ref, o));
+}
+
+async function headObjectUntraced(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal }): Promise<ObjectHead | null> {
   try {
     const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }), o.signal ? { abortSignal: o.signal } : {});
     return {
@@ -230,33 +233,6 @@ export async function headObject(s3: S3Client, ref: ObjectRef, o: { signal?: Abo
     if (e instanceof InputError) return null;
     throw e;
   }
-}
-
-/**
- * Server-side copy; the copy source is URL-encoded per path segment, as S3 wants. The local stand-in
- * (s3rver) decodes it with decodeURI, so there `$ ; + , ? # & =` in a source key fail: copy only keys
- * the mesh made itself, and upload client objects instead.
- */
-export function copyObject(s3: S3Client, from: ObjectRef, to: ObjectRef, o: PutOptions = {}): Promise<void> {
-  return s3Span('CopyObject', to, async () => {
-    const source = `${from.bucket}/${from.key.split('/').map(encodeURIComponent).join('/')}`;
-    try {
-      await s3.send(
-        new CopyObjectCommand({
-          Bucket: to.bucket,
-          Key: to.key,
-          CopySource: source,
-          MetadataDirective: 'REPLACE',
-          ContentType: o.contentType ?? contentTypeFor(to.key),
-          CacheControl: o.cacheControl,
-          Metadata: o.metadata,
-        }),
-      );
-    } catch (err) {
-      // Only the mesh's own objects are copied: a missing source or bucket is our trouble, retried, never the client's.
-      throw storageError(err, `copy to ${to.key} from`, from, false);
-    }
-  });
 }
 
 /** How long stages' presigned URLs to the source last: past the longest encode, FFmpeg seeks with it again. */

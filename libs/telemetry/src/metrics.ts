@@ -13,20 +13,20 @@ export const registry = new Registry();
 const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 collectDefaultMetrics({ register: registry });
 
-/** Work items a stage finished, by outcome: done, retry, failed (given up), cancelled, handed_back. */
-export const workItems = new Counter({ name: 'mesh_work_items_total', help: 'Work items handled, by stage and outcome', labelNames: ['stage', 'outcome'] as const, registers: [registry] });
+/** Work items a stage finished, by its consumer and outcome: done, retry, failed (given up), parked, cancelled, handed_back. */
+export const workItems = new Counter({ name: 'mesh_work_items_total', help: 'Work items handled, by the stage\'s consumer and outcome', labelNames: ['consumer', 'outcome'] as const, registers: [registry] });
 
 export const stageDuration = new Histogram({
   name: 'mesh_stage_duration_seconds',
-  help: 'Time a stage spent on one work item, by stage and outcome',
-  labelNames: ['stage', 'outcome'] as const,
+  help: 'Time a stage spent on one work item, by its consumer and outcome',
+  labelNames: ['consumer', 'outcome'] as const,
   buckets: DURATION_BUCKETS,
   registers: [registry],
 });
 
-export const inFlight = new Gauge({ name: 'mesh_work_in_flight', help: 'Work items being handled now, by stage', labelNames: ['stage'] as const, registers: [registry] });
+export const inFlight = new Gauge({ name: 'mesh_work_in_flight', help: 'Work items being handled now, by the stage\'s consumer', labelNames: ['consumer'] as const, registers: [registry] });
 
-export const redeliveries = new Counter({ name: 'mesh_redeliveries_total', help: 'Work items received again (a crashed or slow holder, or a retry), by stage', labelNames: ['stage'] as const, registers: [registry] });
+export const redeliveries = new Counter({ name: 'mesh_redeliveries_total', help: 'Work items received again (a crashed or slow holder, or a retry), by the stage\'s consumer', labelNames: ['consumer'] as const, registers: [registry] });
 
 /** FFmpeg speed: seconds of media encoded per second of wall time (2 = twice realtime). */
 export const ffmpegSpeed = new Histogram({
@@ -45,7 +45,7 @@ export const toolDuration = new Histogram({
   registers: [registry],
 });
 
-export const bytesMoved = new Counter({ name: 'mesh_s3_bytes_total', help: 'Bytes moved to and from S3, by direction (download, upload, copy)', labelNames: ['direction'] as const, registers: [registry] });
+export const bytesMoved = new Counter({ name: 'mesh_s3_bytes_total', help: 'Bytes the services moved to and from S3, by direction (download, upload); sources FFmpeg reads in place are not counted', labelNames: ['direction'] as const, registers: [registry] });
 
 /**
  * Serves `/metrics` (and `/healthz`) on `port` (0: any free port). Resolves with the port it listens on.
