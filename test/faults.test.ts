@@ -13,7 +13,7 @@ import { createLogger } from '@mesh/common';
 import { openJobStates, outputKey } from '@mesh/jobs';
 import { deletePrefix, getText } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
-import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForState, type System } from './support/harness.ts';
+import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type System } from './support/harness.ts';
 import { readMpd } from './support/mpd.ts';
 
 let sys: System;
@@ -75,6 +75,23 @@ const HOLDING: [ServiceName, Record<string, unknown>][] = [
 ];
 
 describe('SIGKILL while holding a message', () => {
+  it('a message whose every delivery is killed fails its stage after MAX_DELIVER tries, without running again, and the job ends', async () => {
+    // Before: each kill counted a delivery, the handler ran again past the limit, and after MAX_DELIVER+3
+    // deliveries nothing recorded the failure: the job sat active for the WORK stream's 7 days.
+    const taskId = await newJob();
+    const victim = () => sys.mesh.processes.find((p) => p.id === 'transcoder-360')!;
+    for (let delivery = 1; delivery <= 3; delivery++) {
+      await waitForLog(sys, 'transcoder-360', { msg: 'running ffmpeg', jobId: taskId, delivery }, 60_000);
+      await victim().kill();
+      await sys.mesh.respawn(victim());
+    }
+    const job = await waitForSettled(sys, taskId, ['complete', 'failed'], 120_000);
+    expect(job).toMatchObject({ state: 'complete', renditions: ['720p'] });
+    expect(job['stages']['transcode-360p']).toMatchObject({ state: 'failed', code: 'RETRIES_EXHAUSTED' });
+    expect(job['stages']['transcode-360p'].reason).toMatch(/gave up after 3 tries that never finished/);
+    await waitForLog(sys, 'transcoder-360', { msg: 'work failed, giving up', jobId: taskId, delivery: 4 });
+  }, 180_000);
+
   it.each(HOLDING)('%s: the message comes back to the restarted process and the job completes', async (name, at) => {
     const taskId = await newJob();
     await waitForLog(sys, name, { ...at, jobId: taskId });

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { layout } from '@mesh/common';
 import { headObject } from '@mesh/storage';
 import { freePort, makeClip } from '@mesh/testkit';
 import { BUCKETS, logLines, putInput, startSystem, submit, waitForState, type System } from './support/harness.ts';
@@ -42,6 +43,6 @@ it('two transcoder-720 replicas share the queue and make each 720p once', async 
   expect(second.length, 'replica 2 took work').toBeGreaterThan(0);
   expect([...first, ...second].sort()).toEqual([...jobs].sort());
   for (const taskId of jobs) {
-    expect(await headObject(sys.s3, { bucket: BUCKETS.work, key: `jobs/${taskId}/renditions/720p.mp4` })).not.toBeNull();
+    expect(await headObject(sys.s3, { bucket: BUCKETS.work, key: layout.rendition({ jobId: taskId, attempt: 1 }, '720p') })).not.toBeNull();
   }
 }, 300_000);

@@ -7,7 +7,7 @@
 import { ConfigError, commonConfig, configWarnings, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
-import { ensureStream, STREAMS } from './topology.ts';
+import { configuredStreams, ensureStream } from './topology.ts';
 
 export interface Stoppable {
   stop(): Promise<void>;
@@ -17,6 +17,8 @@ export interface ServiceOptions<C> {
   name: string;
   config: (env: Env) => C;
   start: (ctx: { bus: Bus; log: Logger; config: C; common: CommonConfig }) => Promise<Stoppable[]>;
+  /** This service applies the streams' configuration (limits, replicas); the others only create what is missing. */
+  ownsTopology?: boolean;
 }
 
 export const EX_CONFIG = 78;
@@ -38,9 +40,7 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   }
   for (const warning of configWarnings) log.warn(`configuration: ${warning}`);
   const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
-  await ensureStream(bus.jsm, STREAMS.work);
-  await ensureStream(bus.jsm, STREAMS.events);
-  await ensureStream(bus.jsm, STREAMS.deadLetters);
+  for (const stream of configuredStreams({ replicas: common.natsReplicas, ...common.streams })) await ensureStream(bus.jsm, stream, { update: o.ownsTopology ?? false });
   let parts: Stoppable[];
   try {
     parts = await o.start({ bus, log, config, common });

@@ -50,14 +50,42 @@ export const STREAMS = {
 } satisfies Record<string, Partial<StreamConfig> & { name: string; subjects: string[] }>;
 
 export type StreamName = (typeof STREAMS)[keyof typeof STREAMS]['name'];
+export type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
 
-export async function ensureStream(jsm: JetStreamManager, config: (typeof STREAMS)[keyof typeof STREAMS]): Promise<void> {
+/** Retention limits operators set (CommonConfig.streams), and the copies JetStream keeps (NATS_REPLICAS). */
+export interface StreamLimits {
+  replicas: number;
+  eventsMaxAgeDays: number;
+  eventsMaxBytes: number;
+  deadLettersMaxAgeDays: number;
+  deadLettersMaxBytes: number;
+}
+
+/** The streams as configured: every one on `replicas` nodes; the event and dead-letter streams bounded by age and bytes. */
+export function configuredStreams(l: StreamLimits): StreamSpec[] {
+  return [
+    { ...STREAMS.work, num_replicas: l.replicas },
+    { ...STREAMS.events, num_replicas: l.replicas, max_age: nanos(l.eventsMaxAgeDays * DAY_MS), max_bytes: l.eventsMaxBytes },
+    { ...STREAMS.views, num_replicas: l.replicas },
+    { ...STREAMS.deadLetters, num_replicas: l.replicas, max_age: nanos(l.deadLettersMaxAgeDays * DAY_MS), max_bytes: l.deadLettersMaxBytes },
+  ];
+}
+
+/**
+ * Creates the stream if it is missing; with `update` (the service that owns the topology: ingest-api),
+ * also brings an existing one to `config` (limits, replicas). Other services only make sure it exists, so
+ * services with other settings never fight over a stream's configuration.
+ */
+export async function ensureStream(jsm: JetStreamManager, config: StreamSpec, o: { update?: boolean } = { update: true }): Promise<void> {
   try {
     await jsm.streams.info(config.name);
-    await jsm.streams.update(config.name, config);
+    if (o.update) await jsm.streams.update(config.name, config);
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    await jsm.streams.add(config);
+    await jsm.streams.add(config).catch(async (addErr: unknown) => {
+      // Another service created it between our info and add.
+      if (!String(addErr).includes('already')) throw addErr;
+    });
   }
 }
 

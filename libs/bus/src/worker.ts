@@ -70,6 +70,10 @@ export interface WorkerOptions<T> {
   drainMs?: number;
   /** Delay before the next try after the n-th delivery failed (default retryDelayMs). */
   backoff?: (deliveryCount: number) => number;
+  /** The settings a person changes to make replicas agree (default ACK_WAIT_MS and MAX_DELIVER), for the refusal's message. */
+  settingsHint?: string;
+  /** Chaos testing: the chance of SIGKILLing this process right after a handler succeeded (CHAOS_KILL_AFTER_WORK). */
+  chaosKillAfterWork?: number;
 }
 
 export interface Worker {
@@ -122,6 +126,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     // still come back so the failure is recorded once NATS or S3 is reachable again.
     maxDeliver: maxDeliver + GIVE_UP_HEADROOM,
     maxAckPending: 1000,
+    ...(o.settingsHint ? { hint: o.settingsHint } : {}),
   });
   // Heartbeats follow the consumer's ack wait as the server has it (ensureConsumer made sure it is ours).
   const ackWaitMs = Math.round(((await o.bus.jsm.consumers.info(stream, durable)).config.ack_wait ?? 0) / 1e6) || (o.ackWaitMs ?? DEFAULT_ACK_WAIT_MS);
@@ -152,6 +157,13 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         await sleep(250 * attempt);
       }
     }
+  };
+
+  /** The soak's crash points: right after the work, where a random SIGKILL from outside rarely lands. */
+  const chaos = (where: string, log: Logger) => {
+    if (!o.chaosKillAfterWork || Math.random() >= o.chaosKillAfterWork / 2) return;
+    log.warn({ where }, 'chaos: killing this process');
+    process.kill(process.pid, 'SIGKILL');
   };
 
   /** A message this process cannot work on now goes back to the queue as a new message, so it is not charged a delivery. */
@@ -244,7 +256,9 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         return await failed(msg, message, raw, err, log);
       }
       // Done: from here on nothing is a failure of the work.
+      chaos('before recording it done', log);
       if (o.onDone) await withRetries('recording the finished work', log, () => o.onDone!(message, ctx));
+      chaos('before the ack', log);
       await withRetries('ack', log, () => msg.ackAck());
       log.info({ ms: Date.now() - startedAt }, 'work done');
       return 'done';

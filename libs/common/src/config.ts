@@ -35,6 +35,15 @@ export function redactUri(value: string): string {
   return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.split(':')[0]}:***` : '***'}@`);
 }
 
+/** A number from 0 to 1. */
+export function fraction(env: Env, name: string, fallback: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const value = Number(raw);
+  if (!/^\d*\.?\d+$/.test(raw) || value > 1) throw new ConfigError(`${name} must be a number from 0 to 1, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
 export function url(env: Env, name: string, fallback?: string, protocols = ['http:', 'https:']): string {
   const value = str(env, name, fallback);
   checkUrl(name, value, protocols);
@@ -138,6 +147,13 @@ export interface CommonConfig {
   metricsHost: string;
   /** Copies JetStream keeps of every stream, KV bucket and consumer (3 on a cluster). */
   natsReplicas: number;
+  /**
+   * Chaos testing only (the soak sets it): the chance that a worker SIGKILLs its own process right after a
+   * handler succeeded, before its done-marker or before its ack, the points a random kill rarely hits.
+   */
+  chaosKillAfterWork: number;
+  /** Retention of the job event and dead-letter streams (applied by ingest-api, which owns the topology). */
+  streams: { eventsMaxAgeDays: number; eventsMaxBytes: number; deadLettersMaxAgeDays: number; deadLettersMaxBytes: number };
 }
 
 export function commonConfig(env: Env): CommonConfig {
@@ -156,6 +172,13 @@ export function commonConfig(env: Env): CommonConfig {
     metricsPort: int(env, 'METRICS_PORT', 9464, { min: 0, max: 65535 }),
     metricsHost: host(env, 'METRICS_HOST', '0.0.0.0'),
     natsReplicas: int(env, 'NATS_REPLICAS', 1, { min: 1, max: 5 }),
+    chaosKillAfterWork: fraction(env, 'CHAOS_KILL_AFTER_WORK', 0),
+    streams: {
+      eventsMaxAgeDays: int(env, 'EVENTS_MAX_AGE_DAYS', 30, { min: 1, max: 3650 }),
+      eventsMaxBytes: int(env, 'EVENTS_MAX_BYTES', 10 * 1024 ** 3, { min: 1024 ** 2 }),
+      deadLettersMaxAgeDays: int(env, 'DEAD_LETTERS_MAX_AGE_DAYS', 30, { min: 1, max: 3650 }),
+      deadLettersMaxBytes: int(env, 'DEAD_LETTERS_MAX_BYTES', 1024 ** 3, { min: 1024 ** 2 }),
+    },
   };
 }
 

@@ -45,6 +45,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         ackWaitMs: common.ackWaitMs,
         drainMs: common.drainMs,
         maxDeliver: common.maxDeliver,
+        chaosKillAfterWork: common.chaosKillAfterWork,
         stage: o.stage,
         ...(o.item ? { item: o.item } : {}),
         handle: (message, ctx) => o.handle(message, ctx, service),

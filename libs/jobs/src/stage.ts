@@ -28,6 +28,7 @@ export interface StageOptions<K extends WorkKind> {
   ackWaitMs?: number;
   maxDeliver?: number;
   drainMs?: number;
+  chaosKillAfterWork?: number;
 }
 
 /** How often a running stage re-reads the job record for a cancel it may have missed (sent during a reconnect). */
@@ -44,6 +45,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
     ...(o.ackWaitMs ? { ackWaitMs: o.ackWaitMs } : {}),
     ...(o.maxDeliver ? { maxDeliver: o.maxDeliver } : {}),
     ...(o.drainMs !== undefined ? { drainMs: o.drainMs } : {}),
+    ...(o.chaosKillAfterWork ? { chaosKillAfterWork: o.chaosKillAfterWork } : {}),
     async handle(message, ctx) {
       const stage = o.stage(message);
       const jobId = message.job.jobId;

@@ -29,8 +29,10 @@ export function startNotifier({ bus, log, config, common }: { bus: Bus; log: Log
     source: { stream: STREAMS.events.name, durable: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>`, schema: JobEvent, jobIdOf: (e) => e.jobId },
     concurrency: 4,
     maxDeliver: config.maxTries,
+    settingsHint: 'ACK_WAIT_MS and WEBHOOK_MAX_TRIES',
     ackWaitMs: common.ackWaitMs,
     drainMs: common.drainMs,
+    chaosKillAfterWork: common.chaosKillAfterWork,
     async handle(event, { log, deliveryCount: tryNo }) {
       const n = notificationOf(event);
       if (!n) return;
