@@ -63,9 +63,13 @@ export async function submitJob(ctx: JobsContext, spec: JobSpec): Promise<void> 
   await markQueued(ctx.states, spec.jobId, spec.attempt).catch((err: unknown) => ctx.log.warn({ jobId: spec.jobId, err: reasonOf(err) }, 'job queued, but not marked so'));
 }
 
+/** How long after its submit a job the projection does not have yet is answered from its record. */
+const JUST_SUBMITTED_MS = 60_000;
+
 /**
  * The job's status: the projection, or, for a job submitted a moment ago that the projector has not
- * folded yet, what its record says (queued). Null for an unknown task.
+ * folded yet, what its record says (queued). Null for an unknown task (and for one the projection lost:
+ * its record alone does not say enough; a rebuild brings it back).
  */
 export async function getJob(ctx: JobsContext, taskId: string): Promise<JobView | null> {
   if (!UUID.test(taskId)) return null;
@@ -73,7 +77,7 @@ export async function getJob(ctx: JobsContext, taskId: string): Promise<JobView 
   const view = await ctx.store.get(jobId);
   if (view) return view;
   const rec = (await getEntry(ctx.states, jobId))?.rec;
-  if (!rec?.spec) return null;
+  if (!rec?.spec || rec.phase !== 'active' || rec.attempt !== 1 || Date.now() - Date.parse(rec.createdAt ?? '') > JUST_SUBMITTED_MS) return null;
   return applyEvent(null, { type: 'job.created', jobId, spec: { ...rec.spec, attempt: rec.attempt }, at: rec.createdAt ?? new Date().toISOString() }, 0);
 }
 

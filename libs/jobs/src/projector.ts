@@ -18,7 +18,7 @@ import { JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
 import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import { withLock } from './locks.ts';
 import type { JobView } from './projection.ts';
-import type { ProjectionStore, SequencedEvent } from './store.ts';
+import { CursorMovedError, type ProjectionStore, type SequencedEvent } from './store.ts';
 
 export interface Projector {
   stop(): Promise<void>;
@@ -41,7 +41,8 @@ export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger
         await withLock(leases, 'projector', { ttlMs: LEASE_TTL_MS, waitMs: Number.POSITIVE_INFINITY, signal: stop.signal, holder }, (lease) => lead(bus, store, log, lease.signal, o.batch ?? 256));
       } catch (err) {
         if (stop.signal.aborted) break;
-        log.warn({ err: reasonOf(err) }, 'projector: lost the lead or could not fold; trying again');
+        // A moved cursor (the documents were lost: MongoDB restarted empty) folds again from where it now is.
+        log.warn({ err: reasonOf(err) }, err instanceof CursorMovedError ? 'projector: the stored cursor moved; folding again from it' : 'projector: lost the lead or could not fold; trying again');
         await sleep(1000, stop.signal).catch(() => undefined);
       }
     }
@@ -110,8 +111,9 @@ async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: 
           const [first, ...rest] = msgs;
           for (const m of rest) await inSpan(`process ${m.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(m.headers), attributes: consumeAttributes(m) }, async () => undefined);
           await inSpan(`process ${first!.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(first!.headers), attributes: { ...consumeAttributes(first!), 'mesh.batch': msgs.length } }, async () => {
-            const changed = await store.applyBatch(batch);
-            liveSeq = msgs.at(-1)!.seq;
+            const to = msgs.at(-1)!.seq;
+            const changed = await store.applyBatch(batch, { cursor: { from: liveSeq, to } });
+            liveSeq = to;
             await publishViews(bus, changed, log);
           });
         }),
@@ -167,7 +169,7 @@ async function rebuild(bus: Bus, store: ProjectionStore, log: Logger, signal: Ab
   const both = AbortSignal.any([signal, stopAt.signal]);
   const foldUpTo = async (msgs: JsMsg[], limit: number) => {
     const batch = decode(msgs.filter((m) => m.seq <= limit), log);
-    await store.applyBatch(batch, target);
+    await store.applyBatch(batch, { collection: target });
     folded += batch.length;
     at = Math.max(at, ...msgs.filter((m) => m.seq <= limit).map((m) => m.seq));
   };

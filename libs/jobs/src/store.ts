@@ -55,8 +55,13 @@ export interface ProjectionStore {
   /** Waits (briefly) until the job's document has folded the event at `seq`: a client reads its own write. */
   waitFor(jobId: string, seq: number, timeoutMs?: number): Promise<JobView | null>;
   meta(): Promise<ProjectionMeta>;
-  /** Folds a batch of events (in stream order) into `collection` (default: the live one) and moves its cursor. */
-  applyBatch(batch: SequencedEvent[], collection?: string): Promise<JobView[]>;
+  /**
+   * Folds a batch of events (in stream order). Into the live collection, with `cursor`: the batch follows
+   * sequence `from` and ends at `to`, and the cursor moves from one to the other; CursorMovedError when
+   * the stored cursor is not at `from` (the projection was lost, or another leader moved it). Into another
+   * collection (a rebuild's), with `collection`: no cursor.
+   */
+  applyBatch(batch: SequencedEvent[], o: { cursor: { from: number; to: number } } | { collection: string }): Promise<JobView[]>;
   /** Asks for a rebuild; false when one is already requested or running. */
   requestRebuild(): Promise<{ accepted: boolean; rebuild: RebuildState }>;
   updateRebuild(patch: Partial<RebuildState>): Promise<void>;
@@ -70,6 +75,11 @@ export interface ProjectionStore {
 }
 
 const META_ID = 'jobs' as const;
+
+/** The stored cursor is not where the leader left it: the documents were lost, or another leader folds. */
+export class CursorMovedError extends Error {
+  override name = 'CursorMovedError';
+}
 /** Readers look up the live collection at most this often. */
 const POINTER_TTL_MS = 1000;
 
@@ -87,7 +97,10 @@ export async function openProjectionStore(uri: string, dbName?: string): Promise
     if (Date.now() - pointer.at > POINTER_TTL_MS) pointer = { name: (await metaColl.findOne({ _id: META_ID }))?.collection ?? 'jobs', at: Date.now() };
     return db.collection<JobView>(pointer.name);
   };
-  const meta = async () => (await metaColl.findOne({ _id: META_ID }))!;
+  // Made again if MongoDB lost it (a restart of an in-memory server, a dropped database): the cursor then
+  // reads 0, which the leader notices.
+  const meta = async (): Promise<ProjectionMeta> =>
+    (await metaColl.findOneAndUpdate({ _id: META_ID }, { $setOnInsert: { collection: 'jobs', seq: 0 } }, { upsert: true, returnDocument: 'after' }))!;
 
   const store: ProjectionStore = {
     get: async (jobId) => (await live()).findOne({ _id: jobId }),
@@ -112,16 +125,19 @@ export async function openProjectionStore(uri: string, dbName?: string): Promise
       }
     },
     meta,
-    applyBatch: (batch, collection) =>
+    applyBatch: (batch, o) =>
       inSpan('mongodb jobs apply', { kind: SpanKind.CLIENT, attributes: { 'db.system.name': 'mongodb', 'db.operation.name': 'bulkWrite', 'mesh.events': batch.length } }, async () => {
-        const name = collection ?? (await meta()).collection;
-        const changed = await foldInto(db.collection<JobView>(name), batch);
-        const last = batch.at(-1);
-        if (last && name === (await meta()).collection) await metaColl.updateOne({ _id: META_ID, seq: { $lt: last.seq } }, { $set: { seq: last.seq } });
+        if ('collection' in o) return foldInto(db.collection<JobView>(o.collection), batch);
+        const current = await meta();
+        if (current.seq !== o.cursor.from) throw new CursorMovedError(`the projection's cursor is at ${current.seq}, not ${o.cursor.from}`);
+        const changed = await foldInto(db.collection<JobView>(current.collection), batch);
+        const moved = await metaColl.updateOne({ _id: META_ID, seq: o.cursor.from }, { $set: { seq: o.cursor.to } });
+        if (moved.matchedCount !== 1) throw new CursorMovedError(`the projection's cursor moved from ${o.cursor.from} meanwhile`);
         return changed;
       }),
     async requestRebuild() {
       const rebuild: RebuildState = { state: 'requested', requestedAt: new Date().toISOString() };
+      await meta();
       const res = await metaColl.updateOne({ _id: META_ID, 'rebuild.state': { $nin: ['requested', 'running'] } }, { $set: { rebuild } });
       if (res.modifiedCount === 1) return { accepted: true, rebuild };
       return { accepted: false, rebuild: (await meta()).rebuild! };
