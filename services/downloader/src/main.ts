@@ -36,7 +36,7 @@ await runStageService({
     if (head.size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
 
     const source = { ...input, etag: head.etag };
-    const probe = await withSourceUrl(s3, source, (url) => probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(source) } }));
+    const probe = await withSourceUrl(s3, source, (url, { ifMatch }) => probeFile(url, { log, signal, ifMatch, sizeBytes: head.size, redact: { [url]: s3url(source) } }));
     checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');

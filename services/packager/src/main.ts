@@ -14,7 +14,7 @@ import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
 import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
-import { holdUrgency, packagerArgs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
+import { holdUrgency, packagerArgs, packagerBudgetMs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
 import { downloadToFile, uploadChanged, uploadFile } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 
@@ -42,18 +42,19 @@ await runStageService({
       return;
     }
 
-    const release = rec.published.length === 0 && config.firstManifest ? holdUrgency(config.firstManifest) : undefined;
+    const release = rec.published.length === 0 && config.firstManifest ? holdUrgency(config.firstManifest, log) : undefined;
     try {
+      let inputBytes = 0;
       const inputs = await mapLimit(ready, 2, async (r) => {
         const path = join(tmp, `${r}.mp4`);
-        await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
+        inputBytes += await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job.jobId, r) }, path, signal);
         return { rendition: r, path };
       });
       const outDir = join(tmp, 'package');
       await mkdir(outDir);
       // Audio always from the rendition published first, so its segments keep their bytes as the manifest grows.
       const audioFrom = plan.audio ? { audioFrom: inputs.find((i) => i.rendition === (rec.published[0] ?? ready[0]))!.path } : {};
-      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
+      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp, timeoutMs: packagerBudgetMs(inputBytes) });
 
       const manifestPath = join(outDir, 'manifest.mpd');
       const entries = await readdir(outDir, { recursive: true, withFileTypes: true });

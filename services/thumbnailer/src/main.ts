@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { publishEvent } from '@mesh/bus';
 import { int, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { runTool, thumbnailArgs, yieldConfig } from '@mesh/media';
+import { runTool, thumbnailArgs, thumbnailTime, timeFactorConfig, toolBudgetMs, yieldConfig } from '@mesh/media';
 import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
 
 await runStageService({
@@ -20,13 +20,16 @@ await runStageService({
     // (paused while it runs, see libs/media/src/yield.ts) and runs beside the 360p one at a lower priority.
     niceness: int(env, 'FFMPEG_NICENESS', 10, { min: 0, max: 19 }),
     yieldTo: yieldConfig(env, 1),
+    timeFactor: timeFactorConfig(env),
   }),
   stage: () => 'thumbnail',
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
     // FFmpeg seeks in the source through a presigned URL: it reads a few hundred KB, not the file.
     const output = join(tmp, 'thumbnail.jpg');
-    await withSourceUrl(s3, source, (input) =>
-      runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
+    // It decodes from the keyframe before the shot at most: the budget is for that much video.
+    const timeoutMs = toolBudgetMs(thumbnailTime(probe.durationSec), config.timeFactor);
+    await withSourceUrl(s3, source, (input, { ifMatch }) =>
+      runTool('ffmpeg', thumbnailArgs({ input, ifMatch, output, probe }), { log, signal, timeoutMs, niceness: config.niceness, redact: { [input]: s3url(source) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
     );
     const object = { bucket: config.s3.thumbnailBucket, key: job.videoId };
     await uploadFile(s3, object, output, { contentType: 'image/jpeg' });
