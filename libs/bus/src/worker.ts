@@ -115,7 +115,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
   const maxDeliver = o.maxDeliver ?? DEFAULT_MAX_DELIVER;
   const concurrency = o.concurrency ?? 1;
   const backoff = o.backoff ?? retryDelayMs;
-  const swept = await sweepStaleTempDirs(durable);
+  const swept = sweepStaleTempDirs(durable).length;
   if (swept > 0) o.log.info({ swept }, 'removed scratch directories of a process that died');
   await ensureConsumer(o.bus.jsm, {
     stream,

@@ -190,6 +190,8 @@ export interface S3Config {
   thumbnailBucket: string;
   /** Scratch space shared by the stages: probed sources, renditions and packages, keyed by job id. */
   workBucket: string;
+  /** How long an S3 call may wait for a connection, and for the server to answer or send more. */
+  timeoutMs: number;
 }
 
 export function s3Config(env: Env): S3Config {
@@ -202,5 +204,6 @@ export function s3Config(env: Env): S3Config {
     outputBucket: bucket(env, 'S3_OUTPUT_BUCKET'),
     thumbnailBucket: bucket(env, 'S3_THUMBNAIL_OUTPUT_BUCKET'),
     workBucket: bucket(env, 'S3_WORK_BUCKET', 'video-mesh-work'),
+    timeoutMs: int(env, 'S3_TIMEOUT_MS', 30_000, { min: 100, max: 10 * 60_000 }),
   };
 }

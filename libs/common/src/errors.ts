@@ -14,7 +14,11 @@ export type ErrorCode =
   | 'SOURCE_TOO_LARGE'
   | 'SOURCE_TOO_LONG'
   | 'TOOL_FAILED'
+  /** An external tool ran past its wall-clock budget and was stopped. */
+  | 'TOOL_TIMEOUT'
   | 'STORAGE_FAILED'
+  /** A conditional S3 write (If-Match / If-None-Match) found the object not as expected. */
+  | 'WRITE_CONFLICT'
   | 'NO_RENDITION'
   | 'WEBHOOK_REJECTED'
   | 'RETRIES_EXHAUSTED'

@@ -72,7 +72,7 @@ describe('sweepStaleTempDirs', () => {
       await mkdir(join(dir, 'packager-4194999-abcdef'));
       await mkdir(join(dir, `packager-${process.ppid}-ghijkl`));
       await mkdir(join(dir, 'uploader-4194999-mnopqr'));
-      expect(await sweepStaleTempDirs('packager', dir)).toBe(1);
+      expect(sweepStaleTempDirs('packager', { dir })).toEqual([join(dir, 'packager-4194999-abcdef')]);
       expect((await readdir(dir)).sort()).toEqual([`packager-${process.ppid}-ghijkl`, 'uploader-4194999-mnopqr']);
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -1,10 +1,20 @@
 /** FFmpeg argument arrays, built from the probe, the job's plan and a rendition profile. */
 import type { MediaPlan, Probe } from '@mesh/common';
 import { gopFrames, outputSize } from './geometry.ts';
-import { inputGuard } from './guard.ts';
+import { inputGuard, type GuardOptions } from './guard.ts';
+import { decodeStopSec } from './limits.ts';
 import type { RenditionProfile } from './profiles.ts';
 
-export function transcodeArgs(o: { input: string; output: string; probe: Probe; plan: MediaPlan; profile: RenditionProfile }): string[] {
+/** Where the source is read: a local path or a presigned URL, with the URL's If-Match pin (guard.ts). */
+type Input = { input: string } & GuardOptions;
+
+/**
+ * Decoding stops shortly past the probed duration (see limits.ts): a file holding more than it declares
+ * cannot make the run longer. An input option, so FFmpeg stops reading, not only writing.
+ */
+const stopDecoding = (probe: Probe): string[] => ['-t', decodeStopSec(probe.durationSec).toFixed(3)];
+
+export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: MediaPlan; profile: RenditionProfile }): string[] {
   const { probe, plan, profile } = o;
   const { width, height } = outputSize(probe, profile);
   const gop = gopFrames(plan);
@@ -21,7 +31,8 @@ export function transcodeArgs(o: { input: string; output: string; probe: Probe; 
   ];
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
-    ...inputGuard(o.input),
+    ...inputGuard(o.input, o),
+    ...stopDecoding(probe),
     '-i', o.input,
     '-map', '0:v:0',
     ...(plan.audio ? ['-map', '0:a:0'] : []),
@@ -54,10 +65,11 @@ export function thumbnailTime(durationSec: number): number {
 
 export const THUMBNAIL_MAX_WIDTH = 640;
 
-export function thumbnailArgs(o: { input: string; output: string; probe: Probe }): string[] {
+export function thumbnailArgs(o: Input & { output: string; probe: Probe }): string[] {
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
-    ...inputGuard(o.input),
+    ...inputGuard(o.input, o),
+    ...stopDecoding(o.probe),
     // Seeking before -i jumps to the nearest keyframe and decodes from there: fast on long videos.
     '-ss', thumbnailTime(o.probe.durationSec).toFixed(3),
     '-i', o.input,

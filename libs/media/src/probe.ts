@@ -1,11 +1,12 @@
 /** ffprobe: what the source is, or a clear reason why it is not a video we can convert. */
 import { stat } from 'node:fs/promises';
 import { InputError, ToolError, type Logger, type Probe, type Rational } from '@mesh/common';
-import { inputGuard } from './guard.ts';
+import { inputGuard, isUrl, VIDEO_DECODERS, type GuardOptions } from './guard.ts';
+import { PROBE_BUDGET_MS } from './limits.ts';
 import { runTool } from './run.ts';
 
-export function ffprobeArgs(input: string): string[] {
-  return ['-hide_banner', '-v', 'error', ...inputGuard(input), '-show_format', '-show_streams', '-of', 'json', input];
+export function ffprobeArgs(input: string, o: GuardOptions = {}): string[] {
+  return ['-hide_banner', '-v', 'error', ...inputGuard(input, o), '-show_format', '-show_streams', '-of', 'json', input];
 }
 
 interface FfStream {
@@ -86,18 +87,32 @@ function readableStderr(stderr: string, path: string): string {
   return [...new Set(lines)].join('; ') || 'unreadable';
 }
 
+/** What FFmpeg's HTTP input says when the server, not the file, is the trouble (an answer, or none). */
+const NETWORK_TROUBLE = /timed out|Connection refused|Connection reset|Server returned|HTTP error/i;
+
 /**
- * Probes a local file, or a presigned URL (then give its size, and `redact` so the URL is never logged).
- * Anything ffprobe cannot read is not a video, and retrying will not change that.
+ * Probes a local file, or a presigned URL (then give its size, `redact` so the URL is never logged, and
+ * the URL's `ifMatch` pin). Anything ffprobe cannot read is not a video, and retrying will not change that;
+ * a stream in a codec the mesh does not decode is SOURCE_UNSUPPORTED, named.
  */
-export async function probeFile(path: string, o: { log: Logger; signal?: AbortSignal; sizeBytes?: number; redact?: Record<string, string> }): Promise<Probe> {
+export async function probeFile(
+  path: string,
+  o: { log: Logger; signal?: AbortSignal; sizeBytes?: number; redact?: Record<string, string>; ifMatch?: string; timeoutMs?: number },
+): Promise<Probe> {
   const size = o.sizeBytes ?? (await stat(path)).size;
   if (size === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
   let stdout: string;
   try {
-    ({ stdout } = await runTool('ffprobe', ffprobeArgs(path), o));
+    ({ stdout } = await runTool('ffprobe', ffprobeArgs(path, o.ifMatch ? { ifMatch: o.ifMatch } : {}), { ...o, timeoutMs: o.timeoutMs ?? PROBE_BUDGET_MS }));
   } catch (err) {
+    // S3 stalled, failed or refused (403, 404, 412...): not the file's fault, so retryable; withSourceUrl
+    // turns a source deleted or swapped meanwhile into SOURCE_NOT_FOUND / SOURCE_CHANGED.
+    if (err instanceof ToolError && isUrl(path) && NETWORK_TROUBLE.test(err.stderrTail)) throw err;
     if (err instanceof ToolError) {
+      const codec = /Codec \(([^)]+)\) not on whitelist/.exec(err.stderrTail)?.[1];
+      if (codec) {
+        throw new InputError('SOURCE_UNSUPPORTED', `the file holds a ${codec} stream, a codec the mesh does not decode (video: ${VIDEO_DECODERS.join(', ')}; and the common audio codecs)`, err);
+      }
       const why = err.stderrTail.includes('not on whitelist')
         ? 'its container is not an allowed video format (playlists, concat lists and image sequences are refused)'
         : readableStderr(err.stderrTail, o.redact?.[path] ?? path);

@@ -1,6 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import type { MediaPlan, Probe } from '@mesh/common';
-import { gopFrames, outputFrameRate, outputSize, packagerArgs, parseProbe, planMedia, PROFILES, setBaseUrl, thumbnailArgs, thumbnailTime, transcodeArgs } from '../src/index.ts';
+import { ConfigError, type MediaPlan, type Probe } from '@mesh/common';
+import {
+  ALLOWED_DECODERS,
+  deathBoundCommand,
+  decodeStopSec,
+  durationSlackSec,
+  ffprobeArgs,
+  gopFrames,
+  inputGuard,
+  outputFrameRate,
+  outputSize,
+  packagerArgs,
+  packagerBudgetMs,
+  parseProbe,
+  planMedia,
+  PROFILES,
+  setBaseUrl,
+  thumbnailArgs,
+  thumbnailTime,
+  timeFactorConfig,
+  toolBudgetMs,
+  transcodeArgs,
+} from '../src/index.ts';
 
 function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean; sar?: [number, number] } = {}): Probe {
   const [num, den] = more.fps ?? [30, 1];
@@ -121,6 +142,93 @@ describe('transcodeArgs', () => {
   it('scales a rotated source to its upright size', () => {
     const a = args(probe(1920, 1080, { rotation: 270 }), plan());
     expect(after(a, '-vf')).toContain('scale=720:1280');
+  });
+});
+
+describe('inputGuard', () => {
+  const url = 'https://s3.example/in/a.mp4?X-Amz-Signature=abc';
+  const after = (a: string[], flag: string) => a[a.indexOf(flag) + 1];
+
+  it.each<[string, string[], string, string[], string[]]>([
+    // name, built args, input, present flag -> value pairs (flattened), absent flags
+    ['a local file', inputGuard('/in/src'), '/in/src', ['-protocol_whitelist', 'file'], ['-rw_timeout', '-headers', '-reconnect']],
+    ['a URL', inputGuard(url), url, ['-protocol_whitelist', 'http,https,tcp,tls', '-rw_timeout', '30000000', '-reconnect', '1'], ['-headers']],
+    ['a URL with a stall timeout', inputGuard(url, { readTimeoutMs: 1500 }), url, ['-rw_timeout', '1500000'], ['-headers']],
+    ['a pinned URL', inputGuard(url, { ifMatch: '"9b2cf535f27731c974343645a3985328"' }), url, ['-headers', 'If-Match: "9b2cf535f27731c974343645a3985328"\r\n'], []],
+    ['a local file ignores the pin', inputGuard('/in/src', { ifMatch: '"abc"' }), '/in/src', [], ['-headers']],
+  ])('%s', (_name, a, _input, present, absent) => {
+    for (let i = 0; i < present.length; i += 2) expect(after(a, present[i]!)).toBe(present[i + 1]);
+    for (const flag of absent) expect(a).not.toContain(flag);
+    expect(after(a, '-codec_whitelist')).toBe(ALLOWED_DECODERS.join(','));
+  });
+
+  it('allows the decoders Debian picks for the codecs we convert, and nothing exotic', () => {
+    const list = after(inputGuard('/in/src'), '-codec_whitelist')!.split(',');
+    // FFmpeg 5.1 picks the first decoder of a codec and checks its name: AV1 is libdav1d, MP3 mp3float.
+    expect(list).toEqual(expect.arrayContaining(['h264', 'hevc', 'vp9', 'libdav1d', 'mpeg2video', 'aac', 'mp3float', 'opus', 'mov_text']));
+    for (const exotic of ['ffv1', 'cinepak', 'gif', 'apng', 'libzvbi_teletextdec', 'hap']) expect(list).not.toContain(exotic);
+  });
+
+  it.each(['"abc"\r\nX-Evil: 1', 'abc', '"a"b"', '""', '"\u00e9"'])('refuses %j as an If-Match header value', (ifMatch) => {
+    expect(() => inputGuard(url, { ifMatch })).toThrow(/quoted ETag/);
+  });
+
+  it('puts every input option before -i, for ffprobe too', () => {
+    const a = transcodeArgs({ input: url, ifMatch: '"e"', output: '/o.mp4', probe: probe(1920, 1080), plan: plan(), profile: PROFILES['720p'] });
+    for (const flag of ['-codec_whitelist', '-rw_timeout', '-headers', '-t']) expect(a.indexOf(flag)).toBeLessThan(a.indexOf('-i'));
+    const p = ffprobeArgs(url, { ifMatch: '"e"' });
+    for (const flag of ['-codec_whitelist', '-rw_timeout', '-headers']) expect(p.indexOf(flag)).toBeLessThan(p.indexOf(url));
+  });
+});
+
+describe('bounds', () => {
+  it.each<[number, number, number]>([
+    // declared duration, slack, where decoding stops
+    [10, 2.1, 14.2],
+    [0.5, 2.005, 4.51],
+    [3600, 38, 3676],
+  ])('a source declaring %f s may decode %f s more and is stopped at %f s', (declared, slack, stop) => {
+    expect(durationSlackSec(declared)).toBeCloseTo(slack, 6);
+    expect(decodeStopSec(declared)).toBeCloseTo(stop, 6);
+  });
+
+  it('stops decoding past the declared duration with an input -t, in encodes and thumbnails', () => {
+    const p = { ...probe(1920, 1080), durationSec: 10 };
+    for (const a of [transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: PROFILES['360p'] }), thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: p })]) {
+      const t = a.indexOf('-t');
+      expect(a[t + 1]).toBe('14.200');
+      expect(t).toBeLessThan(a.indexOf('-i'));
+      expect(a.lastIndexOf('-t')).toBe(t);
+    }
+  });
+
+  it.each<[string, number, number]>([
+    ['a 10 s encode at factor 20', toolBudgetMs(10, 20), 260_000],
+    ['a 4 h encode at factor 20', toolBudgetMs(4 * 3600, 20), 60_000 + 288_000_000],
+    ['a thumbnail shot at 1 s', toolBudgetMs(thumbnailTime(600), 20), 80_000],
+    ['packaging 5 MB', packagerBudgetMs(5_000_000), 65_000],
+  ])('%s gets %i ms', (_name, got, want) => {
+    expect(got).toBe(want);
+  });
+
+  it.each<[Record<string, string>, number | RegExp]>([
+    [{}, 20],
+    [{ FFMPEG_TIME_FACTOR: '50' }, 50],
+    [{ FFMPEG_TIME_FACTOR: '0' }, /FFMPEG_TIME_FACTOR must be between 1 and 1000/],
+    [{ FFMPEG_TIME_FACTOR: 'fast' }, /FFMPEG_TIME_FACTOR must be an integer/],
+  ])('FFMPEG_TIME_FACTOR from %j', (env, want) => {
+    if (typeof want === 'number') expect(timeFactorConfig(env)).toBe(want);
+    else {
+      expect(() => timeFactorConfig(env)).toThrow(ConfigError);
+      expect(() => timeFactorConfig(env)).toThrow(want);
+    }
+  });
+
+  it.each<[string, string | null, [string, string[]]]>([
+    ['with setpriv: the tool gets SIGKILL when its parent dies', '/usr/bin/setpriv', ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', 'ffmpeg', '-i', 'x']]],
+    ['without setpriv (not Linux): the tool itself', null, ['ffmpeg', ['-i', 'x']]],
+  ])('%s', (_name, setpriv, want) => {
+    expect(deathBoundCommand('ffmpeg', ['-i', 'x'], setpriv)).toEqual(want);
   });
 });
 

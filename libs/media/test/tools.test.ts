@@ -150,10 +150,11 @@ describe('refusals', () => {
       });
       expect(niceness).toBe(12);
       expect(await streamInfo(at('url-360p.mp4'))).toContain('h264,video,640,360');
-      // A failure whose stderr names the URL: the error and the logs show the label instead.
+      // A failure whose stderr names the URL: the error and the logs show the label instead. (S3's answer,
+      // not the file: retryable; withSourceUrl makes a missing source SOURCE_NOT_FOUND.)
       const gone = await presignGet(s3, { bucket: 'media-url', key: 'jobs/1/missing' }, { expiresSec: 60 });
       const err = await probeFile(gone, { log: spy, sizeBytes: 1, redact: { [gone]: 's3://media-url/jobs/1/missing' } }).catch((e: unknown) => e);
-      expect(err).toMatchObject({ code: 'NOT_A_VIDEO' });
+      expect(err).toMatchObject({ code: 'TOOL_FAILED', permanent: false, message: expect.stringMatching(/s3:\/\/media-url\/jobs\/1\/missing: Server returned 404 Not Found/) });
       for (const text of [...lines, (err as Error).message]) {
         expect(text).not.toContain('X-Amz-Signature=');
         expect(text).not.toContain('X-Amz-Credential=');

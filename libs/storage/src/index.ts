@@ -33,11 +33,21 @@ function s3Span<T>(operation: string, ref: ObjectRef, fn: (done: (bytes: number,
   );
 }
 
-export function createS3(c: { endpoint?: string | undefined; region: string; credentials?: { accessKeyId: string; secretAccessKey: string } }): S3Client {
+/** S3_TIMEOUT_MS by default: how long a call may wait for a connection, and for the server to answer or send more. */
+export const DEFAULT_S3_TIMEOUT_MS = 30_000;
+
+export function createS3(c: { endpoint?: string | undefined; region: string; credentials?: { accessKeyId: string; secretAccessKey: string }; timeoutMs?: number }): S3Client {
+  const timeoutMs = c.timeoutMs ?? DEFAULT_S3_TIMEOUT_MS;
   return new S3Client({
     region: c.region,
     ...(c.endpoint ? { endpoint: c.endpoint, forcePathStyle: true } : {}),
     ...(c.credentials ? { credentials: c.credentials } : {}),
+    // The SDK's NodeHttpHandler waits forever by default: an endpoint that accepts and never answers
+    // would hold the work until ack_wait, and again at every redelivery. A connection not made, or a
+    // socket silent, for timeoutMs fails the attempt; the SDK's standard retry mode (3 attempts, backoff)
+    // then applies as before. Not requestTimeout: in this SDK it bounds a whole transfer (a multi-GB
+    // rendition may take minutes) and only warns unless told to throw.
+    requestHandler: { connectionTimeout: timeoutMs, socketTimeout: timeoutMs },
   });
 }
 
@@ -46,30 +56,29 @@ export const s3url = (ref: ObjectRef): string => `s3://${ref.bucket}/${ref.key}`
 /** An ETag as S3 sends it (quoted), without its quotes: the MD5 hex of single-part uploads. */
 const etagOf = (raw: string | undefined): string => (raw ?? '').replaceAll('"', '');
 
+/** Abort support for a single SDK call. */
+const sendOptions = (signal: AbortSignal | undefined) => (signal ? { abortSignal: signal } : {});
+
+const statusOf = (err: unknown): number | undefined => (err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined);
+
 /**
  * Turns an SDK error into a readable one; a missing object or bucket on read is the input's fault. Reasons
  * reach job status, so they name the object's key, never the bucket (internal names stay in logs).
  */
 function storageError(err: unknown, action: string, ref: ObjectRef, missingIsInput: boolean): Error {
+  if (err instanceof MeshError) return err;
   const name = err instanceof S3ServiceException ? err.name : err instanceof Error ? err.name : '';
-  const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+  const status = statusOf(err);
   if (missingIsInput && (name === 'NoSuchBucket' || (name === 'NotFound' && !ref.key))) {
     return new InputError('SOURCE_NOT_FOUND', 'the input bucket does not exist', err);
   }
   if (missingIsInput && (name === 'NoSuchKey' || name === 'NotFound' || status === 404)) {
     return new InputError('SOURCE_NOT_FOUND', `object ${ref.key} does not exist`, err);
   }
-  if (name === 'PreconditionFailed' || status === 412) return new PreconditionFailedError(ref, err);
   const detail = err instanceof Error ? err.message : String(err);
-  return new MeshError('STORAGE_FAILED', `${action} ${ref.key || 'the bucket'} failed: ${detail}`, { cause: err });
-}
-
-/** A conditional write or read found the object other than expected: someone else wrote it meanwhile. */
-export class PreconditionFailedError extends MeshError {
-  override name = 'PreconditionFailedError';
-  constructor(ref: ObjectRef, cause?: unknown) {
-    super('STORAGE_FAILED', `${ref.key} changed meanwhile (precondition failed)`, { cause });
-  }
+  // "@smithy/node-http-handler - the request socket timed out after 300 ms of inactivity (configured by client requestHandler)."
+  const readable = name === 'TimeoutError' ? `${detail.replace(/^@smithy\/[\w-]+ - /, '').replace(/ \(configured by client requestHandler\)\.?$/, '')} (S3_TIMEOUT_MS)` : detail;
+  return new MeshError('STORAGE_FAILED', `${action} ${ref.key || 'the bucket'} failed: ${readable}`, { cause: err });
 }
 
 export async function bucketExists(s3: S3Client, bucket: string): Promise<boolean> {
@@ -102,7 +111,7 @@ export async function ensureBuckets(s3: S3Client, names: string[]): Promise<void
 export function downloadToFile(s3: S3Client, ref: ObjectRef, path: string, signal?: AbortSignal): Promise<number> {
   return s3Span('GetObject', ref, async (done) => {
     try {
-      const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), signal ? { abortSignal: signal } : {});
+      const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), sendOptions(signal));
       await pipeline(res.Body as Readable, createWriteStream(path), signal ? { signal } : {});
       const { size } = await stat(path);
       done(size, 'download');
@@ -121,14 +130,8 @@ export interface PutOptions {
   signal?: AbortSignal;
 }
 
-/** Write only if the object is still the one with this ETag, or (`*`) only if there is none yet: PreconditionFailedError otherwise. */
-export interface Condition {
-  ifMatch?: string;
-  ifNoneMatch?: '*';
-}
-
 /** Uploads a file (multipart when large); returns its size. */
-export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions & Condition = {}): Promise<number> {
+export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: ConditionalPut = {}): Promise<number> {
   return s3Span('PutObject', ref, async (done) => {
     const size = await uploadFileUntraced(s3, ref, path, o);
     done(size, 'upload');
@@ -136,7 +139,7 @@ export function uploadFile(s3: S3Client, ref: ObjectRef, path: string, o: PutOpt
   });
 }
 
-async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o: PutOptions & Condition): Promise<number> {
+async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o: ConditionalPut): Promise<number> {
   const size = (await stat(path)).size;
   const upload = new Upload({
     client: s3,
@@ -148,27 +151,53 @@ async function uploadFileUntraced(s3: S3Client, ref: ObjectRef, path: string, o:
       Metadata: o.metadata,
       CacheControl: o.cacheControl,
       ...(o.ifNoneMatch ? { IfNoneMatch: o.ifNoneMatch } : {}),
-      ...(o.ifMatch ? { IfMatch: `"${o.ifMatch}"` } : {}),
+      ...(o.ifMatch ? { IfMatch: `"${o.ifMatch.replaceAll('"', '')}"` } : {}),
     },
     queueSize: 4,
     partSize: 8 * 1024 * 1024,
   });
-  const stop = () => void upload.abort();
-  o.signal?.addEventListener('abort', stop, { once: true });
+  // Upload takes no signal: abort it (and its multipart upload) when ours fires.
+  const abort = () => void upload.abort().catch(() => undefined);
+  o.signal?.addEventListener('abort', abort, { once: true });
   try {
     o.signal?.throwIfAborted();
     await upload.done();
   } catch (err) {
+    const status = statusOf(err);
+    if (o.ifNoneMatch && (status === 412 || status === 409)) throw new PreconditionFailedError(ref, 'an object with that key exists already', err);
+    if (o.ifMatch && (status === 412 || status === 409 || status === 404)) throw new PreconditionFailedError(ref, `the object is no longer ETag ${o.ifMatch}`, err);
     throw storageError(err, 'upload to', ref, false);
   } finally {
-    o.signal?.removeEventListener('abort', stop);
+    o.signal?.removeEventListener('abort', abort);
   }
   return size;
 }
 
-/** Writes a small object; returns its new ETag. With a condition, S3 decides atomically whether it may. */
-export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: PutOptions & Condition = {}): Promise<string> {
+/**
+ * A conditional write found the object not as the writer expected: it exists (`ifNoneMatch: '*'`), has
+ * another ETag or is gone (`ifMatch`), or another conditional write to it was in progress. Read it again
+ * and decide anew; nothing was written.
+ */
+export class PreconditionFailedError extends MeshError {
+  override name = 'PreconditionFailedError';
+  readonly ref: ObjectRef;
+  constructor(ref: ObjectRef, why: string, cause: unknown) {
+    super('WRITE_CONFLICT', `write to ${ref.key} refused: ${why}`, { cause });
+    this.ref = ref;
+  }
+}
+
+export interface ConditionalPut extends PutOptions {
+  /** Write only over this version of the object (its ETag, quoted or not). */
+  ifMatch?: string;
+  /** '*': write only if no object has the key. */
+  ifNoneMatch?: '*';
+}
+
+/** Writes `body`; returns the new object's ETag (without its quotes). Conditional writes fail with PreconditionFailedError. */
+export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Array, o: ConditionalPut = {}): Promise<string> {
   return s3Span('PutObject', ref, async (done) => {
+    const ifMatch = o.ifMatch === undefined ? undefined : quotedEtag(o.ifMatch);
     try {
       const res = await s3.send(
         new PutObjectCommand({
@@ -178,23 +207,32 @@ export function putObject(s3: S3Client, ref: ObjectRef, body: string | Uint8Arra
           ContentType: o.contentType ?? contentTypeFor(ref.key),
           Metadata: o.metadata,
           CacheControl: o.cacheControl,
-          ...(o.ifMatch ? { IfMatch: `"${o.ifMatch}"` } : {}),
+          ...(ifMatch ? { IfMatch: ifMatch } : {}),
           ...(o.ifNoneMatch ? { IfNoneMatch: o.ifNoneMatch } : {}),
         }),
-        o.signal ? { abortSignal: o.signal } : {},
+        sendOptions(o.signal),
       );
       done(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength, 'upload');
       return etagOf(res.ETag);
     } catch (err) {
+      const status = statusOf(err);
+      if (o.ifNoneMatch && status === 412) throw new PreconditionFailedError(ref, 'an object with that key exists already', err);
+      if (ifMatch && status === 412) throw new PreconditionFailedError(ref, `the object is no longer ETag ${etagOf(ifMatch)}`, err);
+      if (ifMatch && status === 404) throw new PreconditionFailedError(ref, `the object (ETag ${etagOf(ifMatch)}) does not exist any more`, err);
+      // S3 answers 409 when another conditional write to the key is in flight: the same decision applies.
+      if ((ifMatch || o.ifNoneMatch) && status === 409) throw new PreconditionFailedError(ref, 'another conditional write to it was in progress', err);
       throw storageError(err, 'upload to', ref, false);
     }
   });
 }
 
+/** An ETag as HTTP wants it in If-Match: quoted. */
+const quotedEtag = (etag: string): string => `"${etagOf(etag)}"`;
+
 /** The object's text, or null when it does not exist. */
-export async function getText(s3: S3Client, ref: ObjectRef): Promise<string | null> {
+export async function getText(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<string | null> {
   try {
-    const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+    const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), sendOptions(o.signal));
     return await res.Body!.transformToString('utf8');
   } catch (err) {
     const e = storageError(err, 'read of', ref, true);
@@ -213,16 +251,17 @@ export interface ObjectHead {
   metadata: Record<string, string>;
 }
 
-export function headObject(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<ObjectHead | null> {
+export function headObject(s3: S3Client, ref: ObjectRef & { versionId?: string | undefined }, o: { signal?: AbortSignal } = {}): Promise<ObjectHead | null> {
   return s3Span('HeadObject', ref, () => headObjectUntraced(s3, ref, o));
 }
 
-async function headObjectUntraced(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal }): Promise<ObjectHead | null> {
+async function headObjectUntraced(s3: S3Client, ref: ObjectRef & { versionId?: string | undefined }, o: { signal?: AbortSignal }): Promise<ObjectHead | null> {
   try {
-    const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }), o.signal ? { abortSignal: o.signal } : {});
+    const res = await s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key, ...(ref.versionId ? { VersionId: ref.versionId } : {}) }), sendOptions(o.signal));
     return {
       size: res.ContentLength ?? 0,
       etag: etagOf(res.ETag),
+      // Set when the bucket keeps versions: pin reads to it (PinnedSource).
       ...(res.VersionId && res.VersionId !== 'null' ? { versionId: res.VersionId } : {}),
       ...(res.ContentType ? { contentType: res.ContentType } : {}),
       ...(res.CacheControl ? { cacheControl: res.CacheControl } : {}),
@@ -239,51 +278,84 @@ async function headObjectUntraced(s3: S3Client, ref: ObjectRef, o: { signal?: Ab
 export const SOURCE_URL_TTL_SEC = 24 * 3600;
 
 /**
- * Runs `fn` with a presigned URL to the client's object (FFmpeg reads it in place, with range requests),
- * then checks the object is still the one probed: same ETag. An object replaced or deleted meanwhile
- * fails the work with SOURCE_CHANGED / SOURCE_NOT_FOUND, also when `fn` failed because of it, so no
- * output ever mixes two versions of a source and the reason says what happened.
+ * The client's object as it was probed: its ETag, and its version when the bucket keeps versions. Defined
+ * here, not taken from the message schemas, so what a read is pinned to does not move with them.
  */
-/** The client's object, pinned to the bytes the downloader probed. */
-export interface PinnedObject extends ObjectRef {
+export interface PinnedSource {
+  bucket: string;
+  key: string;
   etag: string;
-  versionId?: string;
+  versionId?: string | undefined;
 }
 
-export async function withSourceUrl<T>(s3: S3Client, source: PinnedObject, fn: (url: string) => Promise<T>): Promise<T> {
-  const url = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC });
+/** What a reader of the presigned URL must send with every request (FFmpeg: `-headers`). */
+export interface SourcePin {
+  /** The If-Match header value, the probed ETag quoted: S3 answers 412 once the object is another. */
+  ifMatch: string;
+}
+
+/**
+ * Runs `fn` with a presigned URL to the client's object (FFmpeg reads it in place, with range requests),
+ * pinned to the probed version: the URL is signed with `If-Match: "<etag>"` (and the version id, when
+ * known), which the reader sends with every request, so a replaced object fails the first request after
+ * the swap (412) instead of feeding another video into the work. A 412 becomes SOURCE_CHANGED.
+ *
+ * After `fn`, the object is checked once more (same ETag; the pinned version when there is one): an object
+ * replaced or deleted meanwhile fails the work with SOURCE_CHANGED / SOURCE_NOT_FOUND, also when `fn` failed
+ * because of it, so no output ever mixes two versions of a source and the reason says what happened.
+ */
+export async function withSourceUrl<T>(s3: S3Client, source: PinnedSource, fn: (url: string, pin: SourcePin) => Promise<T>): Promise<T> {
+  const pin = { ifMatch: quotedEtag(source.etag) };
+  const url = await presignGet(s3, source, { expiresSec: SOURCE_URL_TTL_SEC, ifMatch: pin.ifMatch, ...(source.versionId ? { versionId: source.versionId } : {}) });
   let result: T;
   try {
-    result = await fn(url);
+    result = await fn(url, pin);
   } catch (err) {
-    await assertSourceUnchanged(s3, source);
+    await assertSourceUnchanged(s3, source, err);
     throw err;
   }
   await assertSourceUnchanged(s3, source);
   return result;
 }
 
-async function assertSourceUnchanged(s3: S3Client, source: PinnedObject): Promise<void> {
+/** S3 refused a pinned read: FFmpeg says "HTTP error 412 Precondition Failed", the SDK gives the status. Causes are looked through. */
+function refusedByPin(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const text = `${e.message} ${(e as { stderrTail?: string }).stderrTail ?? ''}`;
+    if (statusOf(e) === 412 || /\b412 Precondition Failed|PreconditionFailed/i.test(text)) return true;
+  }
+  return false;
+}
+
+/** Throws SOURCE_NOT_FOUND / SOURCE_CHANGED (caused by `failure`, what the reader ran into, if any) unless the object is still the one pinned. */
+async function assertSourceUnchanged(s3: S3Client, source: PinnedSource, failure?: unknown): Promise<void> {
   const now = await headObject(s3, source);
-  if (!now) throw new InputError('SOURCE_NOT_FOUND', `object ${source.key} was deleted while it was being converted`);
-  if (now.etag !== source.etag) {
-    throw new InputError('SOURCE_CHANGED', `object ${source.key} changed while it was being converted (ETag ${source.etag} is now ${now.etag}); submit it again`);
+  if (!now) throw new InputError('SOURCE_NOT_FOUND', `object ${source.key} was deleted while it was being converted`, failure);
+  const refused = failure !== undefined && refusedByPin(failure);
+  if (now.etag !== source.etag || refused) {
+    const was = `ETag ${source.etag} is now ${now.etag}`;
+    const how = refused ? `S3 refused to read it as probed (412 Precondition Failed${now.etag === source.etag ? '' : `; ${was}`})` : was;
+    throw new InputError('SOURCE_CHANGED', `object ${source.key} changed while it was being converted (${how}); submit it again`, failure);
   }
 }
 
-export async function listKeys(s3: S3Client, bucket: string, prefix: string): Promise<string[]> {
-  return [...(await listObjects(s3, bucket, prefix)).keys()];
+export async function listKeys(s3: S3Client, bucket: string, prefix: string, o: { signal?: AbortSignal } = {}): Promise<string[]> {
+  return [...(await listObjects(s3, bucket, prefix, o)).keys()];
 }
 
 /** Every object under `prefix`: key -> size and ETag (without its quotes). */
-export async function listObjects(s3: S3Client, bucket: string, prefix: string): Promise<Map<string, { size: number; etag: string }>> {
+export async function listObjects(s3: S3Client, bucket: string, prefix: string, o: { signal?: AbortSignal } = {}): Promise<Map<string, { size: number; etag: string }>> {
   const objects = new Map<string, { size: number; etag: string }>();
   let token: string | undefined;
-  do {
-    const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of res.Contents ?? []) if (o.Key) objects.set(o.Key, { size: o.Size ?? 0, etag: etagOf(o.ETag) });
-    token = res.IsTruncated ? res.NextContinuationToken : undefined;
-  } while (token);
+  try {
+    do {
+      const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }), sendOptions(o.signal));
+      for (const o of res.Contents ?? []) if (o.Key) objects.set(o.Key, { size: o.Size ?? 0, etag: etagOf(o.ETag) });
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+  } catch (err) {
+    throw storageError(err, 'listing of', { bucket, key: prefix }, false);
+  }
   return objects;
 }
 
@@ -301,9 +373,7 @@ export async function uploadOnce(
   to: { bucket: string; prefix: string; keyOf: (file: string) => string },
   o: PutOptions & { concurrency?: number } = {},
 ): Promise<{ uploaded: string[]; kept: string[] }> {
-  const there = await listObjects(s3, to.bucket, to.prefix).catch((err: unknown) => {
-    throw storageError(err, 'listing of', { bucket: to.bucket, key: to.prefix }, false);
-  });
+  const there = await listObjects(s3, to.bucket, to.prefix, o);
   const uploaded: string[] = [];
   const kept: string[] = [];
   await mapLimit(files, o.concurrency ?? 8, async (file) => {
@@ -323,10 +393,10 @@ export async function uploadOnce(
   return { uploaded, kept };
 }
 
-export async function deletePrefix(s3: S3Client, bucket: string, prefix: string): Promise<number> {
-  const keys = await listKeys(s3, bucket, prefix);
+export async function deletePrefix(s3: S3Client, bucket: string, prefix: string, o: { signal?: AbortSignal } = {}): Promise<number> {
+  const keys = await listKeys(s3, bucket, prefix, o);
   for (let i = 0; i < keys.length; i += 1000) {
-    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }), sendOptions(o.signal));
   }
   return keys.length;
 }
@@ -335,8 +405,14 @@ export async function presignPut(s3: S3Client, ref: ObjectRef, o: { expiresSec: 
   return getSignedUrl(s3, new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, ...(o.contentType ? { ContentType: o.contentType } : {}) }), { expiresIn: o.expiresSec });
 }
 
-export async function presignGet(s3: S3Client, ref: ObjectRef, o: { expiresSec: number }): Promise<string> {
-  return getSignedUrl(s3, new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), { expiresIn: o.expiresSec });
+/**
+ * A GET URL that works without credentials. With `ifMatch` (a quoted ETag) the header is signed: the reader
+ * must send exactly `If-Match: <ifMatch>`, and S3 answers 412 once the object has another ETag. With
+ * `versionId` it reads that version only.
+ */
+export async function presignGet(s3: S3Client, ref: ObjectRef, o: { expiresSec: number; ifMatch?: string; versionId?: string }): Promise<string> {
+  const command = new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key, ...(o.ifMatch ? { IfMatch: o.ifMatch } : {}), ...(o.versionId ? { VersionId: o.versionId } : {}) });
+  return getSignedUrl(s3, command, { expiresIn: o.expiresSec });
 }
 
 const TYPES: [RegExp, string][] = [

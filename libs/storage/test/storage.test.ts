@@ -1,12 +1,32 @@
 /** The S3 helpers against a real local S3 server. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, writeFile, readFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { createHash, randomBytes } from 'node:crypto';
+import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { InputError } from '@mesh/common';
 import { startS3, tempDir, type S3Server } from '@mesh/testkit';
-import { contentTypeFor, createS3, deletePrefix, downloadToFile, ensureBuckets, getText, headObject, listKeys, presignPut, publicUrl, putObject, uploadOnce, uploadFile, withSourceUrl } from '../src/index.ts';
+import {
+  contentTypeFor,
+  createS3,
+  deletePrefix,
+  downloadToFile,
+  ensureBuckets,
+  getText,
+  headObject,
+  listKeys,
+  listObjects,
+  PreconditionFailedError,
+  presignGet,
+  presignPut,
+  publicUrl,
+  putObject,
+  uploadOnce,
+  uploadFile,
+  withSourceUrl,
+} from '../src/index.ts';
 
 let server: S3Server;
 let s3: S3Client;
@@ -140,3 +160,129 @@ describe('storage', () => {
     expect(publicUrl('http://s3.test/', { bucket: 'out', key: 'a b/ü#1/manifest.mpd' })).toBe('http://s3.test/out/a%20b/%C3%BC%231/manifest.mpd');
   });
 });
+
+const md5 = (text: string) => createHash('md5').update(text).digest('hex');
+
+describe('conditional writes', () => {
+  it('puts only where nothing is (If-None-Match: *) and returns the new ETag', async () => {
+    const ref = { bucket, key: 'cond/new.mpd' };
+    expect(await putObject(s3, ref, 'v1', { ifNoneMatch: '*' })).toBe(md5('v1'));
+    const err = await putObject(s3, ref, 'v2', { ifNoneMatch: '*' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PreconditionFailedError);
+    expect(err).toMatchObject({ name: 'PreconditionFailedError', code: 'WRITE_CONFLICT', message: 'write to cond/new.mpd refused: an object with that key exists already', permanent: false });
+    expect(await getText(s3, ref)).toBe('v1');
+  });
+
+  it('replaces only the version read (If-Match), and says when it is gone', async () => {
+    const ref = { bucket, key: 'cond/manifest.mpd' };
+    const first = await putObject(s3, ref, 'first');
+    const second = await putObject(s3, ref, 'second', { ifMatch: first });
+    expect(second).toBe(md5('second'));
+    // A writer still holding the first version loses, and nothing is written.
+    await expect(putObject(s3, ref, 'stale', { ifMatch: `"${first}"` })).rejects.toMatchObject({ name: 'PreconditionFailedError', message: `write to cond/manifest.mpd refused: the object is no longer ETag ${first}` });
+    expect(await getText(s3, ref)).toBe('second');
+    await expect(putObject(s3, { bucket, key: 'cond/missing.mpd' }, 'x', { ifMatch: second })).rejects.toMatchObject({ name: 'PreconditionFailedError', message: expect.stringMatching(/does not exist any more/) });
+    expect(await getText(s3, { bucket, key: 'cond/missing.mpd' })).toBeNull();
+  });
+
+  it('lets exactly one of many concurrent creators win', async () => {
+    const ref = { bucket, key: 'cond/race.mpd' };
+    const bodies = Array.from({ length: 12 }, (_, i) => `writer ${i} `.repeat(2000));
+    const results = await Promise.allSettled(bodies.map((body) => putObject(s3, ref, body, { ifNoneMatch: '*' })));
+    const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+    expect(won).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(PreconditionFailedError);
+    expect(await getText(s3, ref)).toBe(bodies[won[0]!]);
+  });
+});
+
+describe('a source pinned to its probed ETag', () => {
+  it('is refused by S3 through the SDK once it changed (GET and HEAD with If-Match: 412)', async () => {
+    const ref = { bucket, key: 'pin/sdk.mp4' };
+    const etag = await putObject(s3, ref, 'probed');
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: ref.key, IfMatch: `"${etag}"` }));
+    expect(await got.Body!.transformToString()).toBe('probed');
+    await putObject(s3, ref, 'swapped');
+    for (const command of [new GetObjectCommand({ Bucket: bucket, Key: ref.key, IfMatch: `"${etag}"` }), new HeadObjectCommand({ Bucket: bucket, Key: ref.key, IfMatch: `"${etag}"` })]) {
+      await expect(s3.send(command as GetObjectCommand)).rejects.toMatchObject({ $metadata: { httpStatusCode: 412 } });
+    }
+  });
+
+  it('hands the reader a URL signed with If-Match (and the version, when known) and the header to send', async () => {
+    const ref = { bucket, key: 'pin/reader.mp4' };
+    const etag = await putObject(s3, ref, 'probed bytes');
+    const seen = await withSourceUrl(s3, { ...ref, etag }, async (url, pin) => {
+      expect(pin).toEqual({ ifMatch: `"${etag}"` });
+      expect(new URL(url).searchParams.get('X-Amz-SignedHeaders')).toBe('host;if-match');
+      return (await fetch(url, { headers: { 'If-Match': pin.ifMatch } })).text();
+    });
+    expect(seen).toBe('probed bytes');
+    const versioned = new URL(await presignGet(s3, ref, { expiresSec: 60, ifMatch: `"${etag}"`, versionId: 'v-42' }));
+    expect(versioned.searchParams.get('versionId')).toBe('v-42');
+  });
+
+  it('fails the reading at its first request once the object was swapped, as SOURCE_CHANGED saying S3 refused it', async () => {
+    const ref = { bucket, key: 'pin/swapped.mp4' };
+    const source = { ...ref, etag: await putObject(s3, ref, 'probed') };
+    await putObject(s3, ref, 'swapped in');
+    let status = 0;
+    const err = await withSourceUrl(s3, source, async (url, pin) => {
+      const res = await fetch(url, { headers: { 'If-Match': pin.ifMatch } });
+      status = res.status;
+      if (!res.ok) throw new Error(`GET failed: ${res.status} Precondition Failed`);
+    }).catch((e: unknown) => e);
+    expect(status).toBe(412);
+    expect(err).toMatchObject({
+      code: 'SOURCE_CHANGED',
+      message: `object pin/swapped.mp4 changed while it was being converted (S3 refused to read it as probed (412 Precondition Failed; ETag ${source.etag} is now ${md5('swapped in')})); submit it again`,
+    });
+  });
+});
+
+describe('an S3 that accepts connections and never answers', () => {
+  let stalled: ReturnType<typeof createServer>;
+  let endpoint: string;
+  const sockets: Socket[] = [];
+  beforeAll(async () => {
+    stalled = createServer((socket) => sockets.push(socket.on('error', () => undefined)));
+    stalled.listen(0, '127.0.0.1');
+    await once(stalled, 'listening');
+    endpoint = `http://127.0.0.1:${(stalled.address() as { port: number }).port}`;
+  });
+  afterAll(() => {
+    for (const socket of sockets) socket.destroy();
+    stalled.close();
+  });
+  const client = (timeoutMs: number) => createS3({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, timeoutMs });
+
+  it.each<[string, (s3: S3Client) => Promise<unknown>]>([
+    ['headObject', (c) => headObject(c, { bucket, key: 'a.mp4' })],
+    ['putObject', (c) => putObject(c, { bucket, key: 'a.mpd' }, 'x')],
+    ['listObjects', (c) => listObjects(c, bucket, 'p/')],
+  ])('%s fails after the timeout (each of the SDK\'s attempts) with a readable STORAGE_FAILED', async (_name, call) => {
+    const before = sockets.length;
+    const err = await call(client(300)).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'STORAGE_FAILED', message: expect.stringMatching(/^(head of|upload to|listing of) \S+ failed: the request socket timed out after 300 ms of inactivity \(S3_TIMEOUT_MS\)$/) });
+    // The standard retry mode is kept: three attempts, each given up after 300 ms of silence.
+    expect(sockets.length - before).toBe(3);
+  });
+
+  it.each<[string, (s3: S3Client, signal: AbortSignal) => Promise<unknown>]>([
+    ['putObject', (c, signal) => putObject(c, { bucket, key: 'a.mpd' }, 'x', { signal })],
+    ['uploadFile', async (c, signal) => {
+      await writeFile(join(dir.path, 'small.bin'), 'x');
+      return uploadFile(c, { bucket, key: 'a.bin' }, join(dir.path, 'small.bin'), { signal });
+    }],
+    ['headObject', (c, signal) => headObject(c, { bucket, key: 'a' }, { signal })],
+    ['listObjects', (c, signal) => listObjects(c, bucket, 'p/', { signal })],
+  ])('%s stops when its signal aborts, long before the timeout', async (_name, call) => {
+    const ac = new AbortController();
+    const pending = call(client(60_000), ac.signal).catch((e: unknown) => e);
+    setTimeout(() => ac.abort(new Error('service stopping')), 200);
+    // Without the signal this waits for the 60 s timeout and fails the test by its own.
+    const err = await pending;
+    expect(err).toBeInstanceOf(Error);
+    expect(err).toMatchObject({ code: 'STORAGE_FAILED' });
+  }, 10_000);
+});
+

@@ -8,7 +8,8 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { sleep } from '@mesh/common';
 
@@ -142,19 +143,22 @@ const CORS = `<CORSConfiguration>
 </CORSConfiguration>
 `;
 
-/** s3rver as a process; `buckets` are created at start with permissive CORS. Credentials: S3RVER/S3RVER. */
+/**
+ * s3rver as a process (our launcher, s3rver-main.ts: s3rver plus the conditional requests of real S3,
+ * If-Match on GET/HEAD and If-Match / If-None-Match: * on writes); `buckets` are created at start with
+ * permissive CORS. Credentials: S3RVER/S3RVER.
+ */
 export async function startS3(o: { port?: number; dir?: string; buckets?: string[] } = {}): Promise<S3Server> {
   const port = o.port ?? (await freePort());
   const dir = o.dir ?? (await tempDir('s3')).path;
   await mkdir(dir, { recursive: true });
   const corsFile = join(dir, '.cors.xml');
   await writeFile(corsFile, CORS);
-  const bin = require.resolve('s3rver/bin/s3rver.js');
-  const configure = (o.buckets ?? []).flatMap((b) => ['--configure-bucket', b, corsFile]);
+  const options = { port, address: '127.0.0.1', directory: join(dir, 'data'), buckets: (o.buckets ?? []).map((name) => ({ name, configs: [corsFile] })) };
+  await mkdir(options.directory, { recursive: true });
   const endpoint = `http://127.0.0.1:${port}`;
-  const server = await launch('s3rver', process.execPath, [bin, '--directory', join(dir, 'data'), '--address', '127.0.0.1', '--port', String(port), '--silent', ...configure], join(dir, 's3rver.log'), () =>
-    httpOk(`${endpoint}/`),
-  );
+  const main = join(dirname(fileURLToPath(import.meta.url)), 's3rver-main.ts');
+  const server = await launch('s3rver', process.execPath, [main, JSON.stringify(options)], join(dir, 's3rver.log'), () => httpOk(`${endpoint}/`));
   return { endpoint, port, dir, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', stop: server.stop };
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { MongoClient } from 'mongodb';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { startMongo, startNats, startS3 } from '../src/index.ts';
 
 describe('launchers', () => {
@@ -29,6 +30,50 @@ describe('launchers', () => {
       await s3.stop();
     }
     await expect(fetch(`${s3.endpoint}/`)).rejects.toThrow();
+  });
+
+  it('the S3 stand-in honours conditional requests as S3 does (an extension of s3rver)', async () => {
+    const s3 = await startS3({ buckets: ['cond-bucket'] });
+    const url = (key: string) => `${s3.endpoint}/cond-bucket/${key}`;
+    const req = async (method: string, key: string, headers: Record<string, string> = {}, body?: string) => {
+      const res = await fetch(url(key), { method, headers, ...(body === undefined ? {} : { body }) });
+      const text = await res.text();
+      return { status: res.status, code: /<Code>(\w+)<\/Code>/.exec(text)?.[1], etag: res.headers.get('etag') };
+    };
+    try {
+      const { etag } = await req('PUT', 'a.mpd', {}, 'one');
+      expect(etag).toMatch(/^"[0-9a-f]{32}"$/);
+      const table: [string, string, Record<string, string>, string | undefined, number, string | undefined][] = [
+        // method, key, headers, body -> status, error code
+        ['GET', 'a.mpd', { 'If-Match': etag! }, undefined, 200, undefined],
+        ['GET', 'a.mpd', { 'If-Match': etag!.replaceAll('"', '') }, undefined, 200, undefined],
+        ['GET', 'a.mpd', { 'If-Match': '*' }, undefined, 200, undefined],
+        ['GET', 'a.mpd', { 'If-Match': '"0123"' }, undefined, 412, 'PreconditionFailed'],
+        ['HEAD', 'a.mpd', { 'If-Match': '"0123"' }, undefined, 412, undefined],
+        ['GET', 'none.mpd', { 'If-Match': etag! }, undefined, 404, 'NoSuchKey'],
+        ['PUT', 'a.mpd', { 'If-None-Match': '*' }, 'two', 412, 'PreconditionFailed'],
+        ['PUT', 'a.mpd', { 'If-Match': '"0123"' }, 'two', 412, 'PreconditionFailed'],
+        ['PUT', 'none.mpd', { 'If-Match': etag! }, 'two', 404, 'NoSuchKey'],
+        ['PUT', 'a.mpd', { 'If-None-Match': etag! }, 'two', 501, 'NotImplemented'],
+        ['PUT', 'b.mpd', { 'If-None-Match': '*' }, 'new', 200, undefined],
+        ['PUT', 'a.mpd', { 'If-Match': etag! }, 'two', 200, undefined],
+        ['GET', 'a.mpd', { 'If-Match': etag! }, undefined, 412, 'PreconditionFailed'],
+      ];
+      const got = [];
+      for (const [method, key, headers, body] of table) got.push(Object.values(await req(method, key, headers, body)).slice(0, 2));
+      expect(got).toEqual(table.map(([, , , , status, code]) => [status, code]));
+      expect(await (await fetch(url('a.mpd'))).text()).toBe('two');
+
+      // A multipart upload completes under the same rule.
+      const client = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: 'cond-bucket', Key: 'a.mpd' }));
+      const part = await client.send(new UploadPartCommand({ Bucket: 'cond-bucket', Key: 'a.mpd', UploadId, PartNumber: 1, Body: 'three' }));
+      const complete = client.send(new CompleteMultipartUploadCommand({ Bucket: 'cond-bucket', Key: 'a.mpd', UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag! }] } }));
+      await expect(complete).rejects.toMatchObject({ $metadata: { httpStatusCode: 412 } });
+      expect(await (await fetch(url('a.mpd'))).text()).toBe('two');
+    } finally {
+      await s3.stop();
+    }
   });
 
   it('the MongoDB-compatible server answers a ping', async () => {

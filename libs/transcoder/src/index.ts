@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
 import { int, layout, msgId, s3Config, transcodeStage, type Env, type Rendition, type RenditionOutput } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { holdUrgency, outputSize, PROFILES, runTool, transcodeArgs, yieldConfig } from '@mesh/media';
+import { holdUrgency, outputSize, PROFILES, runTool, timeFactorConfig, toolBudgetMs, transcodeArgs, yieldConfig } from '@mesh/media';
 import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
 import { annotate, ffmpegSpeed } from '@mesh/telemetry';
 
@@ -28,11 +28,12 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
       niceness: int(env, 'FFMPEG_NICENESS', profile.niceness, { min: 0, max: 19 }),
       // Encodes on one host pause while a more urgent one runs.
       yieldTo: yieldConfig(env, profile.rank),
+      timeFactor: timeFactorConfig(env),
     }),
     stage: () => transcodeStage(rendition),
     async handle({ job, source, probe, plan }, { tmp, signal, log, stage }, { bus, s3, config }) {
       // Until its rendition is handed on (upload included), lesser encodes on this host wait.
-      const release = config.yieldTo ? holdUrgency(config.yieldTo) : undefined;
+      const release = config.yieldTo ? holdUrgency(config.yieldTo, log) : undefined;
       try {
         const output = join(tmp, `${rendition}.mp4`);
         let lastProgress = 0;
@@ -43,11 +44,14 @@ export function runTranscoder(rendition: Rendition): Promise<void> {
           publishEvent(bus, { type: 'stage.progress', jobId: job.jobId, stage, percent }).catch(() => undefined);
         };
         const pinned = { bucket: config.s3.inputBucket, key: layout.source(job), ...source };
-        const { durationMs } = await withSourceUrl(s3, pinned, (input) =>
-          runTool('ffmpeg', transcodeArgs({ input, output, probe, plan, profile }), {
+        const { durationMs } = await withSourceUrl(s3, pinned, (input, { ifMatch }) =>
+          runTool('ffmpeg', transcodeArgs({ input, ifMatch, output, probe, plan, profile }), {
             log,
             signal,
             onProgress,
+            // Bounded by the probed duration and a wall-clock budget from it (libs/media/src/limits.ts).
+            declaredSec: probe.durationSec,
+            timeoutMs: toolBudgetMs(probe.durationSec, config.timeFactor),
             niceness: config.niceness,
             redact: { [input]: s3url(pinned) },
             ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}),

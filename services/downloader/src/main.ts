@@ -38,7 +38,7 @@ await runStageService({
     // The bytes every later stage reads, pinned (If-Match / version) so a swapped object fails at once.
     const source: SourcePin = { etag: head.etag, ...(head.versionId ? { versionId: head.versionId } : {}) };
     const pinned = { ...input, ...source };
-    const probe = await withSourceUrl(s3, pinned, (url) => probeFile(url, { log, signal, sizeBytes: head.size, redact: { [url]: s3url(pinned) } }));
+    const probe = await withSourceUrl(s3, pinned, (url, { ifMatch }) => probeFile(url, { log, signal, ifMatch, sizeBytes: head.size, redact: { [url]: s3url(pinned) } }));
     checkProbe(probe, config.limits);
     const plan = planMedia(probe, { hasAudio: job.hasAudio });
     log.info({ probe, plan }, 'source probed');

@@ -13,7 +13,7 @@ import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
 import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
-import { holdUrgency, packagerArgs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
+import { holdUrgency, packagerArgs, packagerBudgetMs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
 import { downloadToFile, uploadFile, uploadOnce } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 
@@ -47,11 +47,12 @@ await runStageService({
       return;
     }
 
-    const release = rec.published.length === 0 && config.firstManifest ? holdUrgency(config.firstManifest) : undefined;
+    const release = rec.published.length === 0 && config.firstManifest ? holdUrgency(config.firstManifest, log) : undefined;
     try {
+      let inputBytes = 0;
       const inputs = await mapLimit(ready, 2, async (r) => {
         const path = join(tmp, `${r}.mp4`);
-        await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job, r) }, path, signal);
+        inputBytes += await downloadToFile(s3, { bucket: config.s3.workBucket, key: layout.rendition(job, r) }, path, signal);
         return { rendition: r, path };
       });
       const outDir = join(tmp, 'package');
@@ -59,7 +60,7 @@ await runStageService({
       const folder = layout.packageFolder(job);
       // Audio always from the rendition published first: its segments are the ones already in place.
       const audioFrom = plan.audio ? { audioFrom: inputs.find((i) => i.rendition === (rec.published[0] ?? ready[0]))!.path } : {};
-      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentDir: folder, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp });
+      await runTool('packager', packagerArgs({ renditions: inputs, ...audioFrom, outDir, segmentDir: folder, segmentSeconds: plan.segmentSeconds }), { log, signal, cwd: tmp, timeoutMs: packagerBudgetMs(inputBytes) });
 
       const manifestPath = join(outDir, 'manifest.mpd');
       const entries = await readdir(join(outDir, folder), { recursive: true, withFileTypes: true });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { publishEvent } from '@mesh/bus';
 import { int, layout, msgId, s3Config, type Env } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { runTool, thumbnailArgs, yieldConfig } from '@mesh/media';
+import { runTool, thumbnailArgs, thumbnailTime, timeFactorConfig, toolBudgetMs, yieldConfig } from '@mesh/media';
 import { s3url, uploadFile, withSourceUrl } from '@mesh/storage';
 
 await runStageService({
@@ -20,14 +20,17 @@ await runStageService({
     // (paused while it runs, see libs/media/src/yield.ts) and runs beside the 360p one at a lower priority.
     niceness: int(env, 'FFMPEG_NICENESS', 10, { min: 0, max: 19 }),
     yieldTo: yieldConfig(env, 1),
+    timeFactor: timeFactorConfig(env),
   }),
   stage: () => 'thumbnail',
   async handle({ job, source, probe }, { tmp, signal, log }, { bus, s3, config }) {
     // FFmpeg seeks in the source through a presigned URL: it reads a few hundred KB, not the file.
     const output = join(tmp, 'thumbnail.jpg');
     const pinned = { bucket: config.s3.inputBucket, key: layout.source(job), ...source };
-    await withSourceUrl(s3, pinned, (input) =>
-      runTool('ffmpeg', thumbnailArgs({ input, output, probe }), { log, signal, niceness: config.niceness, redact: { [input]: s3url(pinned) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
+    // It decodes from the keyframe before the shot at most: the budget is for that much video.
+    const timeoutMs = toolBudgetMs(thumbnailTime(probe.durationSec), config.timeFactor);
+    await withSourceUrl(s3, pinned, (input, { ifMatch }) =>
+      runTool('ffmpeg', thumbnailArgs({ input, ifMatch, output, probe }), { log, signal, timeoutMs, niceness: config.niceness, redact: { [input]: s3url(pinned) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
     );
     // The thumbnail's key is video_id, as the original service did: validated to be one plain segment.
     const object = { bucket: config.s3.thumbnailBucket, key: layout.thumbnail(job) };
