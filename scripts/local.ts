@@ -3,20 +3,37 @@
  *
  * Starts nats-server (JetStream, store in .data/nats), a local S3 server (s3rver, .data/s3), the
  * MongoDB-compatible server (in memory) and a stand-in for the backend webhook, then the eight services
- * as separate processes with prefixed logs. It converts a generated sample video, prints where the
- * manifest and thumbnail are and how to submit more, and serves until Ctrl-C.
+ * as separate processes with prefixed logs, supervised as an orchestrator would: a service that exits is
+ * reported (name, code or signal) and restarted with backoff, except one stopped by bad configuration
+ * (exit 78). It converts a generated sample video, prints the dashboard and API addresses and how to
+ * submit more, and serves until Ctrl-C.
  *
- * Point any piece at a real server instead: NATS_URL, MONGODB_URI, S3_ENDPOINT (+ AWS credentials),
- * MAIN_API_ENDPOINT. Ports: PORT (API, 8000), LOCAL_NATS_PORT (4222), LOCAL_S3_PORT (4569),
- * LOCAL_MONGO_PORT (27017), LOCAL_WEBHOOK_PORT (8090). SAMPLE=0 skips the sample conversion.
+ * The API key is APP_API_KEY when set (never printed), else one generated on first start into
+ * .data/api-key (printed). Point any piece at a real server instead: NATS_URL, MONGODB_URI, S3_ENDPOINT
+ * (+ AWS credentials), MAIN_API_ENDPOINT. Ports: PORT (API and dashboard, 8000), LOCAL_NATS_PORT (4222),
+ * LOCAL_S3_PORT (4569), LOCAL_MONGO_PORT (27017), LOCAL_WEBHOOK_PORT (8090). DATA_DIR moves .data;
+ * SAMPLE=0 skips the sample conversion.
  */
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { publicUrl } from '@mesh/storage';
-import { formatLogLine, makeClip, meshEnv, REPO_ROOT, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type S3Server } from '@mesh/testkit';
+import {
+  formatLogLine,
+  localApiKey,
+  makeClip,
+  meshEnv,
+  REPO_ROOT,
+  startMesh,
+  startMongo,
+  startNats,
+  startS3,
+  startWebhookReceiver,
+  type S3Server,
+  type SupervisorEvent,
+} from '@mesh/testkit';
 
 const env = process.env;
-const dataDir = join(REPO_ROOT, '.data');
+const dataDir = resolve(env['DATA_DIR'] || join(REPO_ROOT, '.data'));
 const stops: (() => Promise<unknown>)[] = [];
 const say = (text: string) => process.stdout.write(`\n\x1b[1m${text}\x1b[0m\n`);
 
@@ -61,7 +78,9 @@ async function main() {
     }, 250).unref();
   }
 
-  const apiKey = env['APP_API_KEY'] ?? 'local-dev-key';
+  const { key: apiKey, shown: keyShown, curlHeader } = await localApiKey(env, dataDir);
+  // With an operators' key set, /admin needs it: named, never printed.
+  const adminHeader = env['ADMIN_API_KEY'] ? `-H "ApiKey: $ADMIN_API_KEY"` : curlHeader;
   const port = env['PORT'] ?? '8000';
   const servicesEnv = {
     ...meshEnv({
@@ -78,28 +97,36 @@ async function main() {
     HOST: env['HOST'] ?? '127.0.0.1',
   };
   say('Starting the 8 services...');
-  const mesh = await startMesh({ env: servicesEnv, onLine: (id, line) => console.log(formatLogLine(id, line)) });
+  // A first start on a busy or slow machine can take a while: waited for, not given up on after 30 s.
+  const mesh = await startMesh({ env: servicesEnv, onLine: (id, line) => console.log(formatLogLine(id, line)), supervise: { report }, timeoutMs: 120_000 });
   stops.unshift(() => mesh.stop());
   const api = `http://127.0.0.1:${port}`;
-  say(`Mesh is up. API: ${api}  (ApiKey: ${apiKey})`);
-  say(`Metrics: ${mesh.processes.map((p) => `${p.id} http://127.0.0.1:${p.metricsPort}/metrics`).join(', ')}; queue depths: curl -s ${api}/admin/queues -H 'ApiKey: ${apiKey}'`);
+  say(`Mesh is up.\n  Dashboard: ${api}/\n  API:       ${api}  ${keyShown}`);
+  say(`Metrics: ${mesh.processes.map((p) => `${p.id} http://127.0.0.1:${p.metricsPort}/metrics`).join(', ')}; queue depths: curl -s ${api}/admin/queues ${adminHeader}`);
   if (!env['OTEL_EXPORTER_OTLP_ENDPOINT']) say('Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 for a local Jaeger) to export them; trace_id is on every log line of a job.');
 
-  if (env['SAMPLE'] !== '0') await convertSample(api, apiKey, { s3Endpoint: s3?.endpoint ?? env['S3_ENDPOINT'], outputBucket: buckets.output });
+  if (env['SAMPLE'] !== '0') await convertSample(api, { apiKey, curlHeader }, { s3Endpoint: s3?.endpoint ?? env['S3_ENDPOINT'], outputBucket: buckets.output });
   say(
     [
       'Submit your own video:',
-      `  curl -s -X POST ${api}/uploads -H 'ApiKey: ${apiKey}' -H 'content-type: application/json' -d '{"filename":"my.mp4"}'`,
+      `  curl -s -X POST ${api}/uploads ${curlHeader} -H 'content-type: application/json' -d '{"filename":"my.mp4"}'`,
       `  curl -X PUT --upload-file my.mp4 -H 'Content-Type: video/mp4' "<upload_url from above>"`,
-      `  curl -s -X POST ${api}/video/encoding -H 'ApiKey: ${apiKey}' -H 'content-type: application/json' \\`,
+      `  curl -s -X POST ${api}/video/encoding ${curlHeader} -H 'content-type: application/json' \\`,
       `       -d '{"object_key":"<object_key from above>","base_url":"<where the package will be served>/","video_id":"my-video","has_audio":true}'`,
-      `  curl -s ${api}/video/encoding/<task_id> -H 'ApiKey: ${apiKey}'`,
+      `  curl -s ${api}/video/encoding/<task_id> ${curlHeader}`,
       'Serving until Ctrl-C.',
     ].join('\n'),
   );
 }
 
-async function convertSample(api: string, apiKey: string, out: { s3Endpoint: string | undefined; outputBucket: string }) {
+/** The supervisor's lines, among the services' own: an exit is a warning, a service left stopped an error. */
+function report(event: SupervisorEvent): void {
+  const level = { exited: 40, back: 30, given_up: 50 }[event.kind];
+  console.log(formatLogLine('supervisor', JSON.stringify({ level, time: new Date().toISOString(), msg: event.message })));
+}
+
+async function convertSample(api: string, key: { apiKey: string; curlHeader: string }, out: { s3Endpoint: string | undefined; outputBucket: string }) {
+  const { apiKey, curlHeader } = key;
   const clip = await makeClip(join(dataDir, 'sample.mp4'), { width: 1280, height: 720, seconds: 10, audio: true });
   say('Converting a generated sample (10 s, 1280x720, with audio)...');
   const headers = { ApiKey: apiKey, 'content-type': 'application/json' };
@@ -112,11 +139,24 @@ async function convertSample(api: string, apiKey: string, out: { s3Endpoint: str
   const taskId = (await (
     await fetch(`${api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: upload.object_key, base_url: outputBase, video_id: 'sample', has_audio: true }) })
   ).json()) as string;
-  let job: { task_status: string; state: string; renditions: string[]; manifest: { url: string } | null; thumbnail: { bucket: string; key: string } | null; error: unknown };
+  let job: {
+    task_status: string;
+    state: string;
+    renditions: string[];
+    manifest: { url: string } | null;
+    thumbnail: { bucket: string; key: string } | null;
+    error: unknown;
+    waiting_for: { service: string; reason: string }[];
+  };
   let playableAt = 0;
+  let waitingShown = '';
   for (;;) {
     job = (await (await fetch(`${api}/video/encoding/${taskId}`, { headers })).json()) as typeof job;
     if (job.task_status === 'SUCCESS' && !playableAt) playableAt = Date.now() - started;
+    // A stage with nobody to run it: say so once, rather than waiting in silence.
+    const waiting = job.waiting_for.map((w) => `${w.service}: ${w.reason}`).join('; ');
+    if (waiting && waiting !== waitingShown) say(`Sample waits for ${waiting}`);
+    waitingShown = waiting;
     if (job.state === 'complete' || job.state === 'failed') break;
     if (Date.now() - started > 300_000) throw new Error('sample did not finish within 5 minutes');
     await new Promise((r) => setTimeout(r, 250));
@@ -131,7 +171,7 @@ async function convertSample(api: string, apiKey: string, out: { s3Endpoint: str
       `  first playable manifest after ${(playableAt / 1000).toFixed(1)} s, all renditions (${job.renditions.join(', ')}) after ${((Date.now() - started) / 1000).toFixed(1)} s`,
       `  manifest:  ${job.manifest?.url}`,
       `  thumbnail: ${!job.thumbnail ? 'none (see stages.thumbnail in the status)' : out.s3Endpoint ? publicUrl(out.s3Endpoint, job.thumbnail) : `s3://${job.thumbnail.bucket}/${job.thumbnail.key}`}`,
-      `  status:    curl -s ${api}/video/encoding/${taskId} -H 'ApiKey: ${apiKey}'`,
+      `  status:    curl -s ${api}/video/encoding/${taskId} ${curlHeader}`,
     ].join('\n'),
   );
 }

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, makeClip, SERVICES, SPAN_KIND, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '@mesh/testkit';
-import { headers, logLines, putInput, startSystem, submit, waitForState, type System } from './support/harness.ts';
+import { getJob, headers, logLines, putInput, startSystem, submit, waitForState, type System } from './support/harness.ts';
 
 let sys: System;
 let otlp: OtlpReceiver;
@@ -156,20 +156,24 @@ describe('metrics', () => {
     await putInput(sys, 'traced/queued.mp4', clip);
     const queued = await submit(sys, { object_key: 'traced/queued.mp4', base_url: 'https://cdn.example.test/q/', video_id: 'queued', has_audio: true });
     await waitForState(sys, queued, ['playable'], 60_000);
-    const read = async () => ((await (await fetch(`${sys.api}/admin/queues`, { headers })).json()) as { queues: { consumer: string; pending: number; ack_pending: number; waiting: number; exists: boolean }[]; dead_letters: number });
+    const read = async () => ((await (await fetch(`${sys.api}/admin/queues`, { headers })).json()) as { queues: { consumer: string; pending: number; ack_pending: number; waiting: number; exists: boolean; attached: boolean; stalled: boolean }[]; dead_letters: number });
     const before = await read();
-    expect(before.queues.find((q) => q.consumer === 'transcoder-360')).toMatchObject({ pending: 1, ack_pending: 0, waiting: 0 });
+    // No replica left to take it: stalled, and the job says what it waits for.
+    expect(before.queues.find((q) => q.consumer === 'transcoder-360')).toMatchObject({ pending: 1, ack_pending: 0, waiting: 0, attached: false, stalled: true });
+    expect((await getJob(sys, queued))['waiting_for']).toEqual([{ stage: 'transcode-360p', service: 'transcoder-360', reason: expect.stringContaining('no transcoder-360 replica is attached') }]);
     // An idle replica keeps a pull request waiting: it shows as attached.
     expect(before.queues.find((q) => q.consumer === 'transcoder-720')).toMatchObject({ pending: 0, exists: true });
     expect(before.queues.find((q) => q.consumer === 'transcoder-720')!.waiting).toBeGreaterThanOrEqual(1);
     const text = await metricsOf('ingest-api');
     expect(sample(text, 'mesh_queue_pending', { consumer: 'transcoder-360' })).toBe(1);
     expect(sample(text, 'mesh_queue_waiting_pulls', { consumer: 'transcoder-360' })).toBe(0);
+    expect(sample(text, 'mesh_queue_stalled', { consumer: 'transcoder-360' })).toBe(1);
+    expect(sample(text, 'mesh_queue_stalled', { consumer: 'transcoder-720' })).toBe(0);
     expect(sample(text, 'mesh_dead_letters')).toBe(before.dead_letters);
 
     await sys.mesh.respawn(t360);
     await waitForState(sys, queued, ['complete'], 60_000);
     const after = await read();
-    expect(after.queues.find((q) => q.consumer === 'transcoder-360')).toMatchObject({ pending: 0, ack_pending: 0 });
+    expect(after.queues.find((q) => q.consumer === 'transcoder-360')).toMatchObject({ pending: 0, ack_pending: 0, stalled: false });
   }, 150_000);
 });

@@ -4,7 +4,7 @@
  * on SIGTERM/SIGINT stop taking work, let what is in flight finish, close, exit 0. Every service also
  * traces (libs/telemetry) and serves Prometheus metrics on METRICS_PORT.
  */
-import { ConfigError, commonConfig, configWarnings, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
+import { ConfigError, commonConfig, configWarnings, createLogger, EX_CONFIG, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
 import { configuredStreams, ensureStream } from './topology.ts';
@@ -20,8 +20,6 @@ export interface ServiceOptions<C> {
   /** This service applies the streams' configuration (limits, replicas); the others only create what is missing. */
   ownsTopology?: boolean;
 }
-
-export const EX_CONFIG = 78;
 
 export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
   // Tracing first, so everything after runs with a tracer (spans exported if OTEL_EXPORTER_OTLP_ENDPOINT is set).

@@ -151,7 +151,8 @@ export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec):
   await jsm.consumers.update(spec.stream, spec.durable, mutable);
 }
 
-function isNotFound(err: unknown): boolean {
+/** The JetStream API's "no such stream or consumer" (10059, 10014), as opposed to NATS being unreachable. */
+export function isNotFound(err: unknown): boolean {
   const text = String(err instanceof Error ? `${err.name} ${err.message}` : err).toLowerCase();
   return text.includes('not found') || text.includes('notfound');
 }

@@ -47,6 +47,9 @@ export class MeshError extends Error {
   }
 }
 
+/** The exit code of a service stopped by bad configuration (sysexits EX_CONFIG): restarting it cannot help. */
+export const EX_CONFIG = 78;
+
 /** Bad configuration: the service must not start. */
 export class ConfigError extends MeshError {
   override name = 'ConfigError';

@@ -4,11 +4,11 @@
  * wrong with a named error (JobNotFoundError, JobConflictError, OutputBusyError) that a caller turns into
  * its own answer (404, 409, ...).
  */
-import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter } from '@mesh/bus';
-import { MeshError, msgId, reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
+import { MeshError, msgId, reasonOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
 import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
 import { claimOutput, OutputBusyError } from './output.ts';
-import { applyEvent, toApiResponse, type JobView } from './projection.ts';
+import { applyEvent, stagesAhead, toApiResponse, type JobView, type WaitingFor } from './projection.ts';
 import { mayReopen, type JobRecord } from './state.ts';
 import type { ProjectionStore, RebuildState } from './store.ts';
 
@@ -18,6 +18,8 @@ export interface JobsContext {
   states: JobStates;
   store: ProjectionStore;
   log: Logger;
+  /** The stages' queues, read at most every second or two (queues.ts `cachedFor`): for `waitingFor`. */
+  queues?: () => Promise<QueueDepth[]>;
 }
 
 export class JobNotFoundError extends MeshError {
@@ -79,6 +81,30 @@ export async function getJob(ctx: JobsContext, taskId: string): Promise<JobView 
   const rec = (await getEntry(ctx.states, jobId))?.rec;
   if (!rec?.spec || rec.phase !== 'active' || rec.attempt !== 1 || Date.now() - Date.parse(rec.createdAt ?? '') > JUST_SUBMITTED_MS) return null;
   return applyEvent(null, { type: 'job.created', jobId, spec: { ...rec.spec, attempt: rec.attempt }, at: rec.createdAt ?? new Date().toISOString() }, 0);
+}
+
+/**
+ * The stages the job still needs (projection.ts `stagesAhead`) whose service has no replica attached:
+ * nothing will move them until one runs again. Empty when every stage it needs has a replica, when the
+ * job has ended, or when the queues cannot be read now (the status is still answered).
+ */
+export async function waitingFor(ctx: JobsContext, view: JobView): Promise<WaitingFor[]> {
+  const ahead = stagesAhead(view);
+  if (ahead.length === 0 || !ctx.queues) return [];
+  let queues: QueueDepth[];
+  try {
+    queues = await ctx.queues();
+  } catch (err) {
+    ctx.log.debug({ err: reasonOf(err) }, 'queues unreadable; job status without waiting_for');
+    return [];
+  }
+  return ahead.flatMap((stage) => {
+    const service = WORK[stage as WorkKind]?.consumer;
+    const queue = queues.find((q) => q.consumer === service);
+    if (!service || !queue || queue.attached) return [];
+    const reason = queue.exists ? `no ${service} replica is attached (none is asking for work or reporting progress on it)` : `no ${service} has started yet`;
+    return [{ stage, service, reason: `${reason}; the job goes on once one runs` }];
+  });
 }
 
 async function requireJob(ctx: JobsContext, taskId: string): Promise<JobView> {

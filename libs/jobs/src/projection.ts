@@ -3,7 +3,7 @@
  * events by `applyEvent` (pure). The projector applies events in stream order; each document keeps
  * the sequence of the last event applied, so replays and repeats change nothing.
  */
-import type { JobEvent, ObjectRef, Rendition, Stage } from '@mesh/common';
+import { transcodeStage, type JobEvent, type ObjectRef, type Rendition, type Stage } from '@mesh/common';
 
 export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
@@ -153,8 +153,35 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
   return next;
 }
 
-/** The compatible answer (task_id, task_status, task_result) plus what a client needs to follow the job. */
-export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string } = {}) {
+/**
+ * The stages a running job still needs, as far as its status shows: the download until it is done; then
+ * each planned rendition's transcode and the thumbnail until they end, and the packager and uploader
+ * while a rendition that has not failed is still missing from the manifest. Ended jobs need none.
+ */
+export function stagesAhead(view: JobView): Stage[] {
+  if (view.state !== 'queued' && view.state !== 'processing' && view.state !== 'playable') return [];
+  const open = (stage: Stage) => view.stages[stage]?.state !== 'done' && view.stages[stage]?.state !== 'failed';
+  if (open('download')) return ['download'];
+  const ahead: Stage[] = view.planned.map(transcodeStage).filter(open);
+  if (open('thumbnail')) ahead.push('thumbnail');
+  const missing = view.planned.filter((r) => !view.renditions.includes(r) && view.stages[transcodeStage(r)]?.state !== 'failed');
+  if (missing.length > 0) ahead.push('package', 'upload');
+  return ahead;
+}
+
+/** A stage the job still needs whose service has no replica attached to do it: the job waits until one is. */
+export interface WaitingFor {
+  stage: Stage;
+  /** The service that runs the stage. */
+  service: string;
+  reason: string;
+}
+
+/**
+ * The compatible answer (task_id, task_status, task_result) plus what a client needs to follow the job.
+ * `waitingFor` comes from the queues (operations.ts `waitingFor`): this function reads nothing.
+ */
+export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string; waitingFor?: WaitingFor[] } = {}) {
   // The original service's four states: a cancelled task reads as FAILURE, with the reason.
   const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' }[view.state];
   const failure = view.state === 'cancelled' ? 'cancelled by the client' : (view.error?.reason ?? 'failed');
@@ -171,6 +198,7 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     manifest: view.manifest ? { bucket: view.manifest.bucket, key: view.manifest.key, url: view.manifest.url } : null,
     thumbnail: view.thumbnail ? { ...view.thumbnail, ...(links.thumbnailUrl ? { url: links.thumbnailUrl(view.thumbnail) } : {}) } : null,
     stages: view.stages,
+    waiting_for: links.waitingFor ?? [],
     error: view.error ?? null,
     source: view.source ?? null,
     notifications: view.notifications,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { JobEvent } from '@mesh/common';
-import { applyEvent, NOTIFICATIONS_KEPT, toApiResponse, type JobView } from '../src/projection.ts';
+import { applyEvent, NOTIFICATIONS_KEPT, stagesAhead, toApiResponse, type JobView, type StageView } from '../src/projection.ts';
 
 const jobId = '00000000-0000-4000-8000-000000000002';
 const at = '2026-11-24T10:00:00.000Z';
@@ -86,5 +86,36 @@ describe('projection', () => {
   it('keeps a playable job SUCCESS when a late job.failed arrives', () => {
     const view = fold([created, { type: 'job.playable', jobId, at, manifest, url: 'u' }, { type: 'job.failed', jobId, at, stage: 'upload', code: 'X', reason: 'late' }])!;
     expect(toApiResponse(view).task_status).toBe('SUCCESS');
+  });
+});
+
+describe('stagesAhead: what a running job still needs', () => {
+  const base = fold([{ type: 'job.created', jobId, at, spec }])!;
+  const done: StageView = { state: 'done', attempts: 1 };
+  const running: StageView = { state: 'running', attempts: 1 };
+  const failed: StageView = { state: 'failed', attempts: 1 };
+  const both = ['720p', '360p'] as const;
+  it.each<[string, Partial<JobView>, string[]]>([
+    ['queued: the download', {}, ['download']],
+    ['downloading', { state: 'processing', stages: { download: running } }, ['download']],
+    ['probed: both transcodes, the thumbnail, then packaging and upload', { state: 'processing', planned: [...both], stages: { download: done } }, ['transcode-720p', 'transcode-360p', 'thumbnail', 'package', 'upload']],
+    [
+      'playable at 360p with the 720p encode running (or held by a dead replica)',
+      { state: 'playable', planned: [...both], renditions: ['360p'], stages: { download: done, 'transcode-360p': done, 'transcode-720p': running, thumbnail: done, package: done, upload: done } },
+      ['transcode-720p', 'package', 'upload'],
+    ],
+    ['every rendition encoded, the last one not yet in the manifest', { state: 'playable', planned: [...both], renditions: ['360p'], stages: { download: done, 'transcode-360p': done, 'transcode-720p': done, thumbnail: done } }, ['package', 'upload']],
+    ['the 720p failed (the job goes on without it): nothing more', { state: 'playable', planned: [...both], renditions: ['360p'], stages: { download: done, 'transcode-360p': done, 'transcode-720p': failed, thumbnail: failed } }, []],
+    ['complete', { state: 'complete', planned: [...both], renditions: [...both], stages: { download: done } }, []],
+    ['failed', { state: 'failed', stages: { download: failed } }, []],
+    ['cancelled while downloading', { state: 'cancelled', stages: { download: running } }, []],
+  ])('%s', (_name, patch, expected) => {
+    expect(stagesAhead({ ...base, ...patch })).toEqual(expected);
+  });
+
+  it('the API answer carries what the job waits for, and an empty list when nothing', () => {
+    const waiting = [{ stage: 'transcode-720p' as const, service: 'transcoder-720', reason: 'no transcoder-720 replica is attached' }];
+    expect(toApiResponse(base, { waitingFor: waiting }).waiting_for).toEqual(waiting);
+    expect(toApiResponse(base).waiting_for).toEqual([]);
   });
 });

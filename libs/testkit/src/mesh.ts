@@ -1,23 +1,26 @@
 /**
  * Runs the eight services as separate processes, the way ops run them: same code, env config only.
- * Used by the end-to-end tests, the local runtime (`npm start`) and the benchmark.
+ * Used by the end-to-end tests, the local runtime (`npm start`, which also has it restart what exits:
+ * supervise.ts) and the benchmark.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { supervise, type ExitStatus, type RestartPolicy, type Supervised, type SupervisorEvent } from './supervise.ts';
 
 export const SERVICES = ['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', 'packager', 'thumbnailer', 'uploader', 'notifier'] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-export interface ServiceProcess {
+export interface ServiceProcess extends Supervised {
   name: ServiceName;
   /** `transcoder-720#2` for the second replica. */
   id: string;
   child: ChildProcess;
+  /** The exit code, or 128 when a signal ended it (`exit` has which). */
   exited: Promise<number | null>;
   /** Resolves when the service has connected and is taking work. */
   ready: Promise<void>;
@@ -40,7 +43,8 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
   });
   const sink = o.onLine ?? (() => undefined);
   for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream! }).on('line', (line) => sink(id, line));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  const exit = new Promise<ExitStatus>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = exit.then(({ code, signal }) => code ?? (signal ? 128 : null));
   let process_: ServiceProcess;
   const ready = new Promise<void>((resolve) =>
     child.on('message', (m: { ready?: boolean; metricsPort?: number }) => {
@@ -50,6 +54,7 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
     }),
   );
   const stop = async (graceMs = 10_000) => {
+    process_.stopRequested = true;
     if (child.exitCode !== null || child.signalCode !== null) return exited;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -58,14 +63,16 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
     return code;
   };
   const kill = async () => {
+    process_.stopRequested = true;
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     return exited;
   };
-  process_ = { name, id, child, exited, ready, stop, kill };
+  process_ = { name, id, child, exit, exited, ready, stop, kill, stopRequested: false, startedAt: Date.now() };
   return process_;
 }
 
 export interface Mesh {
+  /** The processes running now: a supervised restart takes the place of the run it replaces. */
   processes: ServiceProcess[];
   /** Starts one more replica of a service (scaling), resolved once it is consuming; `env` adds to the mesh's. */
   add(name: ServiceName, env?: Record<string, string>): Promise<ServiceProcess>;
@@ -74,22 +81,35 @@ export interface Mesh {
   stop(): Promise<void>;
 }
 
+export interface SuperviseOptions {
+  /** Told of every exit, restart and give-up (the event's `message` is the line to print). */
+  report: (event: SupervisorEvent) => void;
+  policy?: Partial<RestartPolicy>;
+}
+
 /**
  * Starts the services (default: one of each) and resolves once each has logged that it started.
- * A service that exits before that rejects with its last output.
+ * A service that exits before that rejects with its last output. With `supervise`, a service that exits
+ * later without being asked to (stop(), kill(), respawn()) is reported and restarted (supervise.ts);
+ * without it (tests that kill and respawn processes themselves), an exit is left as it is.
  */
-export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number }): Promise<Mesh> {
+export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number; supervise?: SuperviseOptions }): Promise<Mesh> {
   const processes: ServiceProcess[] = [];
-  const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}) => {
-    const tail: string[] = [];
-    const p = startService(name, { ...o.env, ...extraEnv }, {
+  const stopping = new AbortController();
+  const run = (name: ServiceName, replica: number, extraEnv: Record<string, string>, tail?: string[]) =>
+    startService(name, { ...o.env, ...extraEnv }, {
       replica,
       onLine: (id, line) => {
-        tail.push(line);
-        if (tail.length > 30) tail.shift();
+        if (tail) {
+          tail.push(line);
+          if (tail.length > 30) tail.shift();
+        }
         o.onLine?.(id, line);
       },
     });
+  const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}) => {
+    const tail: string[] = [];
+    const p = run(name, replica, extraEnv, tail);
     processes.push(p);
     const timeoutMs = o.timeoutMs ?? 30_000;
     const outcome = await Promise.race([
@@ -98,6 +118,19 @@ export async function startMesh(o: { env: Record<string, string>; replicas?: Par
       new Promise<string>((resolve) => setTimeout(() => resolve(`not started within ${timeoutMs} ms`), timeoutMs).unref()),
     ]);
     if (outcome !== 'ready') throw new Error(`${p.id} ${outcome}:\n${tail.join('\n')}`);
+    if (o.supervise) {
+      supervise(p, {
+        ...o.supervise,
+        stopping: stopping.signal,
+        restart(prev) {
+          const next = run(name, replica, extraEnv);
+          const at = processes.indexOf(prev);
+          if (at >= 0) processes[at] = next;
+          else processes.push(next);
+          return next;
+        },
+      });
+    }
     return p;
   };
   const counts = new Map<ServiceName, number>();
@@ -111,10 +144,12 @@ export async function startMesh(o: { env: Record<string, string>; replicas?: Par
     add,
     async respawn(old) {
       await old.kill();
-      processes.splice(processes.indexOf(old), 1);
+      const at = processes.indexOf(old);
+      if (at >= 0) processes.splice(at, 1);
       return launch(old.name, Number(old.id.split('#')[1] ?? 1));
     },
     async stop() {
+      stopping.abort();
       await Promise.all(processes.map((p) => p.stop()));
     },
   };

@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
-import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState } from '@mesh/jobs';
+import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
 
@@ -31,6 +31,8 @@ export interface ApiDeps {
   jobs: {
     submit: (spec: JobSpec) => Promise<void>;
     get: (taskId: string) => Promise<JobView | null>;
+    /** Stages the job still needs that have no replica to run them (shown as `waiting_for`). */
+    waitingFor?: (view: JobView) => Promise<WaitingFor[]>;
     retry: (taskId: string) => Promise<{ attempt: number }>;
     cancel: (taskId: string) => Promise<void>;
   };
@@ -109,7 +111,7 @@ export function createApp(deps: ApiDeps): Koa {
     const taskId = ctx.params['taskId'] ?? '';
     const view = await deps.jobs.get(taskId);
     if (!view) throw new JobNotFoundError(`task ${taskId}`);
-    ctx.body = toApiResponse(view);
+    ctx.body = toApiResponse(view, { waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] });
   });
 
   router.post('/video/encoding/:taskId/retry', async (ctx) => {

@@ -2,9 +2,9 @@
  * ingest-api: the REST API, and the projector that keeps the MongoDB job documents up to date (one API
  * replica leads it at a time). Every job operation is a named function of libs/jobs (operations.ts).
  */
-import { deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
+import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
 import { int, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
-import { cancelJobOp, getJob, openJobStates, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, type JobsContext } from '@mesh/jobs';
+import { cancelJobOp, getJob, openJobStates, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 import { registerQueueMetrics } from './queue-metrics.ts';
@@ -32,7 +32,8 @@ await runService({
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { replicas: common.natsReplicas });
     const s3 = createS3(config.s3);
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
-    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log };
+    // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
+    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus), 1500) };
     const queues = async () => ({ queues: await queueDepths(bus), dead_letters: await deadLetterCount(bus) });
 
     registerQueueMetrics(() => queueDepths(bus), () => deadLetterCount(bus));
@@ -46,6 +47,7 @@ await runService({
           return submitJob(ctx, spec);
         },
         get: (taskId) => getJob(ctx, taskId),
+        waitingFor: (view) => waitingFor(ctx, view),
         retry: (taskId) => retryJob(ctx, taskId),
         cancel: async (taskId) => void (await cancelJobOp(ctx, taskId)),
       },
