@@ -1,6 +1,9 @@
 /**
- * `npm run soak [-- --jobs 200 --kill-every 4 --bad-share 0.3]`: many small jobs, a share of them bad
- * input, while random workers are SIGKILLed and restarted, on the local servers. Prints what happened to
+ * `npm run soak [-- --jobs 200 --kill-every 4 --bad-share 0.3 --kill-after-work 0.05]`: many small jobs, a
+ * share of them bad input, while random workers are SIGKILLed and restarted, on the local servers; and
+ * every worker kills itself now and then right after its work succeeded, before it recorded it done or
+ * before its ack (CHAOS_KILL_AFTER_WORK): the points a kill from outside rarely hits. The mesh runs
+ * supervised, as `npm start` does, so a worker that killed itself comes back. Prints what happened to
  * every job and exits non-zero if one was lost, ended wrong, or was announced twice.
  *
  *   lost                  a job that never reached a terminal state, or whose terminal state never
@@ -8,7 +11,10 @@
  *   wrong outcome         a good input that failed, a bad one that converted, a failure without a reason,
  *                         or a manifest without the renditions it should hold
  *   duplicate notifications
- *                         the backend received the same (task, status) more than once
+ *                         the backend received the same (task, status) twice under different
+ *                         Idempotency-Keys; a repeat under the same key (a notifier killed after the
+ *                         backend answered, before its ack) is at-least-once delivery the backend drops,
+ *                         and is counted apart
  *
  * Not part of `npm test`: it takes minutes and its point is volume and chaos, not a fixed scenario.
  */
@@ -28,8 +34,10 @@ const { values: opts } = parseArgs({
     'kill-every': { type: 'string', default: '4' },
     'bad-share': { type: 'string', default: '0.3' },
     'timeout-min': { type: 'string', default: '20' },
+    'kill-after-work': { type: 'string', default: '0.05' },
   },
 });
+const KILL_AFTER_WORK = Number(opts['kill-after-work']);
 const JOBS = Number(opts.jobs);
 const KILL_EVERY_MS = Number(opts['kill-every']) * 1000;
 const BAD_SHARE = Number(opts['bad-share']);
@@ -88,14 +96,19 @@ async function main() {
     // A killed holder's message comes back after 5 s; limits make the long clip a bad input.
     ACK_WAIT_MS: '5000',
     MAX_SOURCE_DURATION_SEC: '30',
+    CHAOS_KILL_AFTER_WORK: String(KILL_AFTER_WORK),
   };
   const serviceErrors: string[] = [];
+  const selfKills = new Map<string, number>();
   const mesh = await startMesh({
     env,
     replicas: { 'transcoder-720': 2, 'transcoder-360': 2 },
     onLine: (id, line) => {
+      if (line.includes('chaos: killing this process')) selfKills.set(id.split('#')[0]!, (selfKills.get(id.split('#')[0]!) ?? 0) + 1);
       if (/"level":(50|60)/.test(line)) serviceErrors.push(`${id}: ${line.slice(0, 300)}`);
     },
+    // A worker that killed itself comes back, as under npm start or an orchestrator.
+    supervise: { report: () => undefined, policy: { firstDelayMs: 200 } },
   });
   const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
   const api = `http://127.0.0.1:${port}`;
@@ -215,15 +228,20 @@ async function main() {
     }
     const notLost = (j: Submitted) => final.has(j.taskId) && heard(j);
     const lost = jobs.filter((j) => !notLost(j));
-    const calls = new Map<string, number>();
+    // Per (task, status): the distinct Idempotency-Keys it came with, and how many calls.
+    const calls = new Map<string, { keys: Set<string>; n: number }>();
     for (const r of backend.received) {
       const b = r.body as { taskId?: string; status?: string };
-      calls.set(`${b.taskId}:${b.status}`, (calls.get(`${b.taskId}:${b.status}`) ?? 0) + 1);
+      const entry = calls.get(`${b.taskId}:${b.status}`) ?? { keys: new Set<string>(), n: 0 };
+      entry.keys.add(String(r.headers['idempotency-key']));
+      entry.n++;
+      calls.set(`${b.taskId}:${b.status}`, entry);
     }
-    const duplicates = [...calls.values()].reduce((sum, n) => sum + n - 1, 0);
+    const duplicates = [...calls.values()].reduce((sum, c) => sum + c.keys.size - 1, 0);
+    const repeats = [...calls.values()].reduce((sum, c) => sum + c.n - c.keys.size, 0);
     for (const p of mesh.processes) await samplePeak(p);
 
-    console.log(`\nsoak: ${jobs.length} jobs (${Math.round(BAD_SHARE * 100)}% bad input), a worker SIGKILLed every ~${KILL_EVERY_MS / 1000} s, ${(elapsed / 1000).toFixed(0)} s`);
+    console.log(`\nsoak: ${jobs.length} jobs (${Math.round(BAD_SHARE * 100)}% bad input), a worker SIGKILLed every ~${KILL_EVERY_MS / 1000} s, ${KILL_AFTER_WORK * 100}% of finished work items killed before their done-marker or ack, ${(elapsed / 1000).toFixed(0)} s`);
     console.log(`  jobs submitted            ${jobs.length}`);
     console.log(`  completed                 ${completed}`);
     console.log(`  failed with reason        ${failedWithReason}  (${[...failureCodes].map(([c, n]) => `${c} ${n}`).join(', ')})`);
@@ -231,12 +249,14 @@ async function main() {
     console.log(`  wrong outcome             ${wrong.length}`);
     console.log(`  notifications received   ${backend.received.length}`);
     console.log(`  duplicate notifications   ${duplicates}`);
+    console.log(`  repeats, same key         ${repeats}  (at-least-once: the backend drops them by Idempotency-Key)`);
     console.log(`  workers killed            ${[...kills.values()].reduce((a, b) => a + b, 0)}  (${[...kills].map(([s, n]) => `${s} ${n}`).join(', ')})`);
+    console.log(`  killed after their work   ${[...selfKills.values()].reduce((a, b) => a + b, 0)}  (${[...selfKills].map(([s, n]) => `${s} ${n}`).join(', ')})`);
     console.log(`  error log lines           ${serviceErrors.length}`);
     console.log(`  peak RSS per service      ${[...peakMb].map(([s, mb]) => `${s} ${mb} MB`).join(', ')}`);
     for (const j of lost) console.log(`  LOST ${j.key} (${j.taskId}): ${final.has(j.taskId) ? `ended ${final.get(j.taskId).state} but the backend never heard` : 'never ended'}`);
     for (const w of wrong) console.log(`  WRONG ${w}`);
-    for (const [key, n] of calls) if (n > 1) console.log(`  DUPLICATE ${key} received ${n} times`);
+    for (const [key, c] of calls) if (c.keys.size > 1) console.log(`  DUPLICATE ${key} received under ${c.keys.size} keys`);
     for (const e of serviceErrors.slice(0, 10)) console.log(`  ERROR ${e}`);
     process.exitCode = lost.length || wrong.length || duplicates ? 1 : 0;
   } finally {
