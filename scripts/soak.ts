@@ -108,7 +108,7 @@ async function main() {
       if (/"level":(50|60)/.test(line)) serviceErrors.push(`${id}: ${line.slice(0, 300)}`);
     },
     // A worker that killed itself comes back, as under npm start or an orchestrator.
-    supervise: { report: () => undefined, policy: { firstDelayMs: 200 } },
+    supervise: { report: () => undefined, policy: { firstDelayMs: 200, maxDelayMs: 2000 } },
   });
   const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
   const api = `http://127.0.0.1:${port}`;

@@ -54,7 +54,8 @@ export interface WorkerOptions<T> {
   bus: Bus;
   source: Source<T>;
   log: Logger;
-  handle: (message: T, ctx: WorkContext) => Promise<void>;
+  /** The work. It may answer 'skipped' for a message it had nothing to do for (an event the notifier ignores). */
+  handle: (message: T, ctx: WorkContext) => Promise<void | 'skipped'>;
   /**
    * After the handler succeeded, before the ack: record that the work is done (events, done-markers).
    * Retried a few times and logged if it still fails; never turns success into a failure.
@@ -250,15 +251,17 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
       tmp = await makeTempDir(durable);
       log.info('work started');
       const ctx: WorkContext = { log, signal: abort.signal, deliveryCount, tmp };
+      let result: void | 'skipped';
       try {
-        await o.handle(message, ctx);
+        result = await o.handle(message, ctx);
       } catch (err) {
         return await failed(msg, message, raw, err, log);
       }
       // Done: from here on nothing is a failure of the work.
-      chaos('before recording it done', log);
+      const worked = result !== 'skipped';
+      if (worked) chaos('before recording it done', log);
       if (o.onDone) await withRetries('recording the finished work', log, () => o.onDone!(message, ctx));
-      chaos('before the ack', log);
+      if (worked) chaos('before the ack', log);
       await withRetries('ack', log, () => msg.ackAck());
       log.info({ ms: Date.now() - startedAt }, 'work done');
       return 'done';

@@ -53,7 +53,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
         // Finished before: a redelivery or a late duplicate. Its stage.done may not have gone out.
         ctx.log.info({ stage }, 'already done for this job attempt; repeat skipped');
         await stageDone(message, stage);
-        return;
+        return 'skipped';
       }
       // A cancel stops the work, FFmpeg included: the signal reaches every tool we run. Subscribe first,
       // then read the record, and read it again while working: a cancel sent between the two, or while the

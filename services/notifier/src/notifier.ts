@@ -35,7 +35,7 @@ export function startNotifier({ bus, log, config, common }: { bus: Bus; log: Log
     chaosKillAfterWork: common.chaosKillAfterWork,
     async handle(event, { log, deliveryCount: tryNo }) {
       const n = notificationOf(event);
-      if (!n) return;
+      if (!n) return 'skipped';
       // One record per try of this job attempt's notification: a retried job's tries are not repeats of the first one's.
       const record = (httpStatus: number, outcome: 'delivered' | 'retrying' | 'gave_up', error?: string) =>
         publishEvent(bus, { type: 'notification.sent', jobId: n.taskId, status: n.status, httpStatus, attempt: tryNo, outcome, ...(error ? { error } : {}) }, msgId({ jobId: n.taskId, attempt: n.attempt }, 'notified', n.status, tryNo));
