@@ -12,6 +12,8 @@ const good = {
   MAIN_API_KEY: 'k',
   WEBHOOK_ALLOW_HTTP: '1',
   WEBHOOK_SECRET: '',
+  NATS_USER: '',
+  NATS_PASSWORD: '',
 };
 
 async function startWith(name: ServiceName, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
@@ -35,9 +37,20 @@ describe('configuration errors', () => {
     ['ingest-api', { ...good, APP_API_KEY: '' }, /APP_API_KEY is required/],
     ['ingest-api', { ...good, PORT: 'eighty' }, /PORT must be an integer/],
     ['transcoder-720', { ...good, NATS_URL: 'http://127.0.0.1:4222' }, /NATS_URL must use nats:/],
+    ['packager', { ...good, NATS_PASSWORD: `p${'0'.repeat(40)}` }, /NATS_USER is required when NATS_PASSWORD is set/],
+    ['packager', { ...good, NATS_USER: 'packager' }, /NATS_PASSWORD is required when NATS_USER is set/],
+    ['packager', { ...good, NATS_USER: 'pack ager', NATS_PASSWORD: `p${'0'.repeat(40)}` }, /NATS_USER must be 1-64 letters/],
   ])('%s with %j', async (name, env, message) => {
     const { code, output } = await startWith(name, env);
     expect(code).toBe(78);
     expect(output).toMatch(message);
+  });
+
+  it('a NATS password nats-server would read differently stops the service, without showing it', async () => {
+    const password = '12345678901234567890123456789012345;x';
+    const { code, output } = await startWith('thumbnailer', { ...good, NATS_USER: 'thumbnailer', NATS_PASSWORD: password });
+    expect(code).toBe(78);
+    expect(output).toMatch(/NATS_PASSWORD must be a letter then at least 31 letters, digits, _ or -/);
+    expect(output).not.toContain(password);
   });
 });

@@ -7,7 +7,7 @@
 import { ConfigError, commonConfig, configWarnings, createLogger, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
-import { ensureStream, STREAMS } from './topology.ts';
+import { ensureStream, SHARED_STREAMS, STREAMS } from './topology.ts';
 
 export interface Stoppable {
   stop(): Promise<void>;
@@ -16,6 +16,11 @@ export interface Stoppable {
 export interface ServiceOptions<C> {
   name: string;
   config: (env: Env) => C;
+  /**
+   * The service that owns the streams (ingest-api): applies their settings from the code to existing
+   * streams, and keeps JOB_VIEWS. The others only create a stream that is missing.
+   */
+  ownsStreams?: boolean;
   start: (ctx: { bus: Bus; log: Logger; config: C; common: CommonConfig }) => Promise<Stoppable[]>;
 }
 
@@ -37,15 +42,15 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     process.exit(EX_CONFIG);
   }
   for (const warning of configWarnings) log.warn(`configuration: ${warning}`);
-  const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
-  await ensureStream(bus.jsm, STREAMS.work);
-  await ensureStream(bus.jsm, STREAMS.events);
-  await ensureStream(bus.jsm, STREAMS.deadLetters);
+  let bus: Bus;
   let parts: Stoppable[];
   try {
+    bus = await connectBus({ url: common.natsUrl, name: o.name, log, ...(common.natsAuth ? { auth: common.natsAuth } : {}) });
+    const streams = o.ownsStreams ? Object.values(STREAMS) : SHARED_STREAMS;
+    for (const stream of streams) await ensureStream(bus.jsm, stream, { update: o.ownsStreams ?? false });
     parts = await o.start({ bus, log, config, common });
   } catch (err) {
-    // A setting that only shows it is wrong once connected (replicas that disagree on a shared consumer).
+    // A setting that only shows it is wrong once connected (a refused NATS login, replicas that disagree on a shared consumer).
     if (!(err instanceof ConfigError)) throw err;
     log.fatal(`configuration error: ${err.message}`);
     process.stderr.write(`${o.name}: configuration error: ${err.message}\n`);

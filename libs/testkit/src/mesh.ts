@@ -78,11 +78,18 @@ export interface Mesh {
  * Starts the services (default: one of each) and resolves once each has logged that it started.
  * A service that exits before that rejects with its last output.
  */
-export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number }): Promise<Mesh> {
+export async function startMesh(o: {
+  env: Record<string, string>;
+  /** What one service gets on top of `env`: its own NATS user (NatsServer.serviceEnv). */
+  serviceEnv?: (name: ServiceName) => Record<string, string>;
+  replicas?: Partial<Record<ServiceName, number>>;
+  onLine?: LineSink;
+  timeoutMs?: number;
+}): Promise<Mesh> {
   const processes: ServiceProcess[] = [];
   const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}) => {
     const tail: string[] = [];
-    const p = startService(name, { ...o.env, ...extraEnv }, {
+    const p = startService(name, { ...o.env, ...o.serviceEnv?.(name), ...extraEnv }, {
       replica,
       onLine: (id, line) => {
         tail.push(line);

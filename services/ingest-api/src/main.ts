@@ -25,6 +25,7 @@ const config = (env: Env) => ({
 await runService({
   name: 'ingest-api',
   config,
+  ownsStreams: true,
   async start({ bus, log, config, common }) {
     const store = await openProjectionStore(config.mongoUri);
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { replicas: common.natsReplicas });
