@@ -9,12 +9,15 @@
  * Rendered as nats-server users (`authorization { users = [...] }`) for the Compose cluster
  * (deploy/nats/users.conf), the Helm values (deploy/nats/values.yaml) and the tests (libs/testkit startNats
  * with `users: true`), by `npm run nats:users`; passwords are never in a file: the server reads each from
- * its environment (`$NATS_PASSWORD_<USER>`). Subjects are those nats.js 3.4 uses against nats-server 2.9/2.10:
+ * its environment (`$NATS_PASSWORD_<USER>`). Subjects are those nats.js 3.4 uses (verified on nats-server
+ * 2.9.10 by test/permissions.test.ts):
  *
  *   $JS.API.INFO                                   account info (every JetStream client at start)
  *   $JS.API.STREAM.{INFO,CREATE,UPDATE}.<stream>    ensureStream; KV buckets are streams KV_<bucket>
  *   $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter> a durable's creation and update, with its filter
  *   $JS.API.CONSUMER.{INFO,MSG.NEXT}.<stream>.<name> its checks and pulls; $JS.ACK.<stream>.<name>.> its acks
+ *                                                  (the v1 ack subjects servers send unless their js_ack_fc_v2
+ *                                                  feature flag is on; it is off by default up to 2.14)
  *   $JS.API.DIRECT.GET.KV_<b>.$KV.<b>.<key>         KV get; a KV put or delete publishes to $KV.<b>.<key>
  *   $JS.API.STREAM.MSG.{GET,DELETE}.<stream>        a message by sequence (dead letters, max-deliveries advisories)
  *   $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<name>   the advisory a consumer's replicas listen to
