@@ -12,6 +12,8 @@ const good = {
   MAIN_API_KEY: 'k',
   WEBHOOK_ALLOW_HTTP: '1',
   WEBHOOK_SECRET: '',
+  NATS_USER: '',
+  NATS_PASSWORD: '',
 };
 
 async function startWith(name: ServiceName, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
@@ -41,6 +43,9 @@ describe('configuration errors', () => {
     ['uploader', { ...good, METRICS_HOST: 'not a host!' }, /METRICS_HOST must be a host name or IP address/],
     ['downloader', { ...good, OTEL_BSP_SCHEDULE_DELAY: 'soon' }, /OTEL_BSP_SCHEDULE_DELAY must be an integer/],
     ['ingest-api', { ...good, MONGODB_URI: 'mongodb://app:s3cr3t-pw@db1:27017,db2:27017,db3/video?replicaSet=rs0&authSource=admin', PORT: 'x' }, /PORT must be an integer/],
+    ['packager', { ...good, NATS_PASSWORD: `p${'0'.repeat(40)}` }, /NATS_USER is required when NATS_PASSWORD is set/],
+    ['packager', { ...good, NATS_USER: 'packager' }, /NATS_PASSWORD is required when NATS_USER is set/],
+    ['packager', { ...good, NATS_USER: 'pack ager', NATS_PASSWORD: `p${'0'.repeat(40)}` }, /NATS_USER must be 1-64 letters/],
   ])('%s with %j', async (name, env, message) => {
     const { code, output } = await startWith(name, env);
     expect(code).toBe(78);
@@ -67,5 +72,13 @@ describe('configuration errors', () => {
     await p.kill();
     expect(lines.join('\n')).toMatch(/"level":40.*APP_API_KEY is 13 characters long; use at least 32/);
     expect(lines.join('\n')).not.toContain('short-key-123');
+  });
+
+  it('a NATS password nats-server would read differently stops the service, without showing it', async () => {
+    const password = '12345678901234567890123456789012345;x';
+    const { code, output } = await startWith('thumbnailer', { ...good, NATS_USER: 'thumbnailer', NATS_PASSWORD: password });
+    expect(code).toBe(78);
+    expect(output).toMatch(/NATS_PASSWORD must be a letter then at least 31 letters, digits, _ or -/);
+    expect(output).not.toContain(password);
   });
 });

@@ -26,7 +26,8 @@ import { ConfigMap, Service } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
-import { commonConfig, WORK } from '@mesh/common';
+import { natsHelmValues, natsPasswordVariable, natsSecretName, natsUserOf, NATS_USERS, renderUsersConf } from '@mesh/bus';
+import { commonConfig, mapLimit, natsAuth, WORK } from '@mesh/common';
 import { REPO_ROOT, SERVICES } from '@mesh/testkit';
 
 const run = promisify(execFile);
@@ -46,6 +47,8 @@ const REQUIRED: Record<string, string> = {
   MINIO_ROOT_PASSWORD: 'test-root-password',
   MESH_S3_ACCESS_KEY: 'test-mesh-user',
   MESH_S3_SECRET_KEY: 'test-mesh-secret',
+  // One password per service's NATS user, in the form nats-server reads back as itself (libs/common natsAuth).
+  ...Object.fromEntries(NATS_USERS.map((u) => [natsPasswordVariable(u), `p${u.replaceAll('-', '')}${'0'.repeat(32)}`])),
 };
 /** Secrets a deployment may leave out (empty when unset). */
 const OPTIONAL = ['ADMIN_API_KEY', 'WEBHOOK_SECRET'];
@@ -53,8 +56,12 @@ const isSecret = (name: string) => /KEY|SECRET|PASSWORD|ROOT_USER/.test(name);
 
 /** The secrets each service gets, in compose and in Kubernetes alike. */
 const S3_KEYS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
-const SECRETS_OF = (name: Name): string[] =>
-  name === 'ingest-api' ? ['APP_API_KEY', 'ADMIN_API_KEY', ...S3_KEYS] : name === 'notifier' ? ['MAIN_API_KEY', 'WEBHOOK_SECRET'] : S3_KEYS;
+const SECRETS_OF = (name: Name): string[] => [
+  ...(name === 'ingest-api' ? ['APP_API_KEY', 'ADMIN_API_KEY', ...S3_KEYS] : name === 'notifier' ? ['MAIN_API_KEY', 'WEBHOOK_SECRET'] : S3_KEYS),
+  'NATS_PASSWORD',
+];
+/** The NATS password variables every NATS node reads. */
+const NATS_PASSWORDS = () => Object.fromEntries(NATS_USERS.map((u) => [natsPasswordVariable(u), REQUIRED[natsPasswordVariable(u)]!]));
 
 const sorted = (xs: Iterable<string>) => [...xs].sort();
 const text = (...path: string[]) => readFileSync(join(REPO_ROOT, ...path), 'utf8');
@@ -94,17 +101,22 @@ beforeAll(async () => {
   envFile = join(dir, 'empty.env');
   await writeFile(envFile, '');
   const without = (name: string) => Object.fromEntries(Object.entries(REQUIRED).filter(([k]) => k !== name));
-  const [list, rendered, scaledRendered, ...refusals] = await Promise.all([
-    compose(['config', '--services'], REQUIRED),
-    compose(['config'], REQUIRED),
-    compose(['config'], { ...REQUIRED, TRANSCODER_720_REPLICAS: '3', PUBLISH_ADDRESS: '0.0.0.0', HTTPS_PORT: '8443', API_PUBLISH_ADDRESS: '10.0.0.5' }),
-    ...Object.keys(REQUIRED).map((name) => refusal(without(name))),
-  ]);
-  services = list.split('\n').filter(Boolean);
-  config = parse(rendered) as Obj;
-  scaled = parse(scaledRendered) as Obj;
+  // A few at a time: each is a Python process, and a loaded machine would time the rest out.
+  const [list, rendered, scaledRendered, ...refusals] = await mapLimit(
+    [
+      () => compose(['config', '--services'], REQUIRED),
+      () => compose(['config'], REQUIRED),
+      () => compose(['config'], { ...REQUIRED, TRANSCODER_720_REPLICAS: '3', PUBLISH_ADDRESS: '0.0.0.0', HTTPS_PORT: '8443', API_PUBLISH_ADDRESS: '10.0.0.5' }),
+      ...Object.keys(REQUIRED).map((name) => () => refusal(without(name))),
+    ],
+    4,
+    (job) => job(),
+  );
+  services = list!.split('\n').filter(Boolean);
+  config = parse(rendered!) as Obj;
+  scaled = parse(scaledRendered!) as Obj;
   missing = Object.fromEntries(Object.keys(REQUIRED).map((name, i) => [name, refusals[i]]));
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -127,6 +139,14 @@ describe('docker-compose.yml', () => {
     expect(envOf(name)['OTEL_SERVICE_NAME']).toBe(name);
     expect(envOf(name)['NATS_URL']!.split(',')).toEqual(NATS_NODES.map((n) => `nats://${n}:4222`));
     expect(envOf(name)['NATS_REPLICAS']).toBe(String(NATS_NODES.length));
+  });
+
+  it.each(SERVICES)('%s logs in to NATS as its own user, with that user\'s password', (name) => {
+    const user = natsUserOf(name);
+    expect(envOf(name)['NATS_USER']).toBe(user);
+    expect(envOf(name)['NATS_PASSWORD']).toBe(REQUIRED[natsPasswordVariable(user)]);
+    // What the service reads is what the server is given.
+    expect(natsAuth(envOf(name))).toEqual({ user, password: REQUIRED[natsPasswordVariable(user)] });
   });
 
   it('refuses to start without each required secret, naming it', () => {
@@ -231,14 +251,15 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('runs three NATS 2.10 nodes as one JetStream cluster, each with its own volume', async () => {
+  it('runs three NATS 2.10 nodes as one JetStream cluster, each with its own volume and every service\'s user', async () => {
     const volumes = new Set<string>();
     for (const node of NATS_NODES) {
       const s = svc(node);
       expect(s['image']).toBe('nats:2.10');
       expect(s['command']).toEqual(['--config', '/etc/nats/nats.conf']);
-      expect(s['environment']).toEqual({ NATS_SERVER_NAME: node });
+      expect(s['environment']).toEqual({ NATS_SERVER_NAME: node, ...NATS_PASSWORDS() });
       expect(s['volumes']).toContain(`${join(REPO_ROOT, 'deploy', 'nats', 'nats.conf')}:/etc/nats/nats.conf:ro`);
+      expect(s['volumes']).toContain(`${join(REPO_ROOT, 'deploy', 'nats', 'users.conf')}:/etc/nats/users.conf:ro`);
       const data = (s['volumes'] as string[]).find((v) => v.endsWith(':/data:rw'));
       expect(data, node).toBeDefined();
       volumes.add(data!);
@@ -248,12 +269,26 @@ describe('docker-compose.yml', () => {
     const conf = text('deploy/nats/nats.conf');
     expect(conf).toMatch(/^server_name: \$NATS_SERVER_NAME$/m);
     expect(conf).toMatch(/^jetstream \{\n\s+store_dir: \/data\n\}/m);
+    expect(conf).toMatch(/^include \.\/users\.conf$/m);
     expect(sorted([...conf.matchAll(/nats-route:\/\/([\w-]+):6222/g)].map((m) => m[1]!))).toEqual(NATS_NODES);
-    // The server itself accepts the file, for each node's name.
+    // The server itself accepts the file, for each node's name, with the passwords compose gives it.
     for (const node of NATS_NODES) {
-      const { stderr } = await run('nats-server', ['-c', join(REPO_ROOT, 'deploy/nats/nats.conf'), '-t'], { env: { ...process.env, NATS_SERVER_NAME: node } });
+      const { stderr } = await run('nats-server', ['-c', join(REPO_ROOT, 'deploy/nats/nats.conf'), '-t'], { env: { ...process.env, NATS_SERVER_NAME: node, ...NATS_PASSWORDS() } });
       expect(stderr).toContain('is valid');
     }
+    // Without a password the node does not start, and says which.
+    const { NATS_PASSWORD_UPLOADER: _left, ...others } = NATS_PASSWORDS();
+    const refused = await run('nats-server', ['-c', join(REPO_ROOT, 'deploy/nats/nats.conf'), '-t'], { env: { ...process.env, NATS_SERVER_NAME: 'nats-1', ...others } }).then(
+      () => '',
+      (err: { stderr?: string }) => err.stderr ?? '',
+    );
+    expect(refused).toMatch(/NATS_PASSWORD_UPLOADER/);
+  });
+
+  it('the NATS users are what libs/bus/src/permissions.ts renders (npm run nats:users)', () => {
+    expect(text('deploy/nats/users.conf')).toBe(renderUsersConf());
+    // Passwords only by reference: no secret in the file.
+    expect([...text('deploy/nats/users.conf').matchAll(/password: (.*)/g)].map((m) => m[1])).toEqual(NATS_USERS.map((u) => `$${natsPasswordVariable(u)}`));
   });
 
   it('scales transcoder-720 from TRANSCODER_720_REPLICAS', () => {
@@ -517,7 +552,8 @@ describe('deploy/k8s', () => {
     expect(c.env).toContainEqual({ name: 'OTEL_SERVICE_NAME', value: name });
     expect(spec['automountServiceAccountToken']).toBe(false);
     // SIGTERM drains for DRAIN_MS before the kill.
-    const drainMs = commonConfig(Object.fromEntries((c.env as Obj[]).filter((e) => 'value' in e).map((e) => [e['name'], e['value']]))).drainMs;
+    // Its settings as the service reads them (the NATS password, a secret, stands in).
+    const drainMs = commonConfig({ ...Object.fromEntries((c.env as Obj[]).filter((e) => 'value' in e).map((e) => [e['name'], e['value']])), NATS_PASSWORD: `p${'0'.repeat(32)}` }).drainMs;
     expect(spec['terminationGracePeriodSeconds'] * 1000).toBeGreaterThanOrEqual(drainMs + 5000);
     expect(spec['securityContext']).toMatchObject({ runAsNonRoot: true });
     expect(c.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
@@ -536,6 +572,13 @@ describe('deploy/k8s', () => {
     expect(refs.every((e) => e['valueFrom'].secretKeyRef?.key === e['name'])).toBe(true);
     expect(sorted(refs.map((e) => e['name']))).toEqual(sorted(SECRETS_OF(name)));
     for (const e of refs) expect(Boolean(e['valueFrom'].secretKeyRef.optional), e['name']).toBe(OPTIONAL.includes(e['name']));
+  });
+
+  it.each(SERVICES)('%s logs in to NATS as its own user, with the password from that user\'s Secret', (name) => {
+    const env = podSpec(name)['containers'][0].env as Obj[];
+    const user = natsUserOf(name);
+    expect(env).toContainEqual({ name: 'NATS_USER', value: user });
+    expect(env).toContainEqual({ name: 'NATS_PASSWORD', valueFrom: { secretKeyRef: { name: natsSecretName(user), key: 'NATS_PASSWORD' } } });
   });
 
   it('the README creates every secret the Deployments read, and nothing else', () => {
@@ -685,13 +728,16 @@ describe('deploy/k8s', () => {
       'config.jetstream.memoryStore.enabled',
       'config.monitor.enabled',
       'config.monitor.port',
+      'config.merge',
+      'container.env',
       'natsBox.enabled',
       'podTemplate.merge',
     ];
+    /** Paths to set values; under `merge` (any config or Kubernetes field) and `env` (a map of variables) the chart takes what is given. */
     const leaves = (o: Obj, prefix = ''): string[] =>
       Object.entries(o).flatMap(([k, v]) => {
         const path = prefix ? `${prefix}.${k}` : k;
-        return v && typeof v === 'object' && k !== 'merge' ? leaves(v as Obj, path) : [path];
+        return v && typeof v === 'object' && k !== 'merge' && k !== 'env' ? leaves(v as Obj, path) : [path];
       });
 
     it('sets only keys the chart knows', () => {
@@ -706,6 +752,26 @@ describe('deploy/k8s', () => {
       expect(v['config'].monitor).toEqual({ enabled: true, port: 8222 });
       expect(v['natsBox']).toEqual({ enabled: false });
       expect(v['podTemplate'].merge.spec.automountServiceAccountToken).toBe(false);
+    });
+
+    it('carries the users libs/bus/src/permissions.ts renders, each password from its Secret (npm run nats:users)', () => {
+      const v = values();
+      const helm = natsHelmValues();
+      expect(v['config'].merge).toEqual({ authorization: helm.authorization });
+      expect(v['container']).toEqual({ env: helm.env });
+      // The pods read exactly the Secrets the Deployments read.
+      const read = new Set(SERVICES.map((n) => natsSecretName(natsUserOf(n))));
+      expect(new Set(Object.values(helm.env).map((e) => e.valueFrom.secretKeyRef.name))).toEqual(read);
+    });
+
+    it('makes a config nats-server accepts, as the chart writes it (JSON, `<< $VAR >>` unquoted)', async () => {
+      // The chart's nats.formatConfig: pretty JSON of config, then "<< x >>" strings unquoted.
+      const json = JSON.stringify({ port: 4222, ...values()['config'].merge }, null, 2).replace(/"<<\s+(.*?)\s+>>"/g, '$1');
+      const file = join(dir, 'helm-nats.conf');
+      await writeFile(file, json);
+      const env = Object.fromEntries(Object.entries(values()['container'].env as Record<string, unknown>).map(([k]) => [k, NATS_PASSWORDS()[k]!]));
+      const { stderr } = await run('nats-server', ['-c', file, '-t'], { env: { ...process.env, ...env } });
+      expect(stderr).toContain('is valid');
     });
 
     it("the services reach the chart's client Service for the release the README installs", () => {

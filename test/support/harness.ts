@@ -29,8 +29,10 @@ export async function startSystem(o: {
   apiPort: number;
   env?: Record<string, string>;
   backend?: Parameters<typeof startWebhookReceiver>[0];
+  /** Each service logs in as its own NATS user, allowed only its subjects (as deployed). */
+  natsUsers?: boolean;
 }): Promise<System> {
-  const nats = await startNats();
+  const nats = await startNats({ users: o.natsUsers ?? false });
   // Buckets created at start with CORS, so a browser can play what the mesh writes.
   const s3server = await startS3({ buckets: Object.values(BUCKETS) });
   const mongo = await startMongo();
@@ -39,6 +41,7 @@ export async function startSystem(o: {
   const logs = new Map<string, string[]>();
   const mesh = await startMesh({
     replicas: o.replicas ?? {},
+    serviceEnv: (name) => nats.serviceEnv(name),
     env: {
       ...meshEnv({ natsUrl: nats.url, mongoUri: mongo.uri, s3: s3server, buckets: BUCKETS, apiKey: API_KEY, apiPort: o.apiPort, backendUrl: backend.url, backendKey: BACKEND_KEY }),
       ...o.env,

@@ -23,6 +23,11 @@ export interface DeadLetter {
   message: unknown;
 }
 
+/** Where a consumer's dead letters go. */
+export function deadLetterSubject(durable: string): string {
+  return `dead.${durable}`;
+}
+
 /** Header values are one line. */
 const oneLine = (text: string) => text.replace(/[\r\n]+/g, ' ').slice(0, 2000);
 
@@ -36,7 +41,7 @@ export async function deadLetter(bus: Bus, msg: JsMsg, o: { durable: string; job
   // The failed work's span: the dead letter belongs to the job's trace.
   injectContext(h);
   // One dead letter per original message, however often this is retried.
-  await bus.js.publish(`dead.${o.durable}`, msg.data, { headers: h, msgID: `dead:${msg.info.stream}:${msg.seq}` });
+  await bus.js.publish(deadLetterSubject(o.durable), msg.data, { headers: h, msgID: `dead:${msg.info.stream}:${msg.seq}` });
 }
 
 /** The dead letters still kept, oldest first, at most `limit`. */

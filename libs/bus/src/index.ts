@@ -6,3 +6,4 @@ export * from './service.ts';
 export * from './dead-letters.ts';
 export * from './queues.ts';
 export * from './follow.ts';
+export * from './permissions.ts';

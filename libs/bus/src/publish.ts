@@ -42,7 +42,7 @@ function traced(subject: string, jobId: string, publish: (headers: ReturnType<ty
 
 /** Publishes a job event, stamped now. Events with a natural identity pass `msgId` so repeats are dropped. */
 export async function publishEvent(bus: Bus, event: NewJobEvent, msgId?: string): Promise<{ ack: PubAck; event: JobEvent }> {
-  const subject = eventSubject(event.jobId);
+  const subject = eventSubject(event.jobId, event.type);
   const full = check(JobEvent, { ...event, at: new Date().toISOString() }, subject);
   const ack = await traced(subject, event.jobId, (headers) => bus.js.publish(subject, JSON.stringify(full), msgId ? { msgID: msgId, headers } : { headers }));
   return { ack, event: full };

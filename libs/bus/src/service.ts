@@ -7,7 +7,7 @@
 import { ConfigError, commonConfig, configWarnings, createLogger, EX_CONFIG, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
-import { configuredStreams, ensureStream } from './topology.ts';
+import { configuredStreams, ensureStream, SHARED_STREAM_NAMES } from './topology.ts';
 
 export interface Stoppable {
   stop(): Promise<void>;
@@ -16,9 +16,12 @@ export interface Stoppable {
 export interface ServiceOptions<C> {
   name: string;
   config: (env: Env) => C;
+  /**
+   * The service that owns the streams (ingest-api): applies their settings (limits from its config,
+   * NATS_REPLICAS) to existing streams, and keeps JOB_VIEWS. The others only create a stream that is missing.
+   */
+  ownsStreams?: boolean;
   start: (ctx: { bus: Bus; log: Logger; config: C; common: CommonConfig }) => Promise<Stoppable[]>;
-  /** This service applies the streams' configuration (limits, replicas); the others only create what is missing. */
-  ownsTopology?: boolean;
 }
 
 export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
@@ -37,13 +40,15 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     process.exit(EX_CONFIG);
   }
   for (const warning of configWarnings) log.warn(`configuration: ${warning}`);
-  const bus = await connectBus({ url: common.natsUrl, name: o.name, log });
-  for (const stream of configuredStreams({ replicas: common.natsReplicas, ...common.streams })) await ensureStream(bus.jsm, stream, { update: o.ownsTopology ?? false });
+  let bus: Bus;
   let parts: Stoppable[];
   try {
+    bus = await connectBus({ url: common.natsUrl, name: o.name, log, ...(common.natsAuth ? { auth: common.natsAuth } : {}) });
+    const streams = configuredStreams({ replicas: common.natsReplicas, ...common.streams }).filter((s) => o.ownsStreams || SHARED_STREAM_NAMES.includes(s.name));
+    for (const stream of streams) await ensureStream(bus.jsm, stream, { update: o.ownsStreams ?? false });
     parts = await o.start({ bus, log, config, common });
   } catch (err) {
-    // A setting that only shows it is wrong once connected (replicas that disagree on a shared consumer).
+    // A setting that only shows it is wrong once connected (a refused NATS login, replicas that disagree on a shared consumer).
     if (!(err instanceof ConfigError)) throw err;
     log.fatal(`configuration error: ${err.message}`);
     process.stderr.write(`${o.name}: configuration error: ${err.message}\n`);

@@ -1,6 +1,7 @@
 /**
- * Streams and consumers, declared once. Every service calls `ensureStream`/`ensureConsumer` for what it
- * uses at start, so services can start in any order. See docs/architecture.md.
+ * Streams, KV buckets and consumers, declared once. Every service calls `ensureStream`/`ensureConsumer`
+ * for what it uses at start, so services can start in any order. See docs/architecture.md. What each
+ * service may do with them on NATS is derived from these declarations in permissions.ts.
  */
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
@@ -71,15 +72,30 @@ export function configuredStreams(l: StreamLimits): StreamSpec[] {
   ];
 }
 
+/** KV buckets (each kept in the stream `KV_<bucket>`, subjects `$KV.<bucket>.<key>`); libs/jobs says what each holds. */
+/** The streams every service makes sure of at start (JOB_VIEWS is ingest-api's alone). */
+export const SHARED_STREAM_NAMES: string[] = [STREAMS.work.name, STREAMS.events.name, STREAMS.deadLetters.name];
+
+export const BUCKETS = {
+  jobState: 'job-state',
+  locks: 'job-locks',
+  owners: 'output-owners',
+  done: 'work-done',
+  /** Who leads the projector (ingest-api). */
+  leases: 'mesh-leases',
+} as const;
+export type Bucket = (typeof BUCKETS)[keyof typeof BUCKETS];
+
 /**
- * Creates the stream if it is missing; with `update` (the service that owns the topology: ingest-api),
- * also brings an existing one to `config` (limits, replicas). Other services only make sure it exists, so
- * services with other settings never fight over a stream's configuration.
+ * Creates the stream if it is missing; `update` also applies these settings to an existing one. Only the
+ * service that owns the streams (ingest-api) updates them: the others' NATS users may not, so a
+ * compromised stage cannot rewrite a stream's settings (deploy: libs/bus/src/permissions.ts), and services
+ * started with other settings never fight over a stream's configuration.
  */
-export async function ensureStream(jsm: JetStreamManager, config: StreamSpec, o: { update?: boolean } = { update: true }): Promise<void> {
+export async function ensureStream(jsm: JetStreamManager, config: StreamSpec, o: { update?: boolean } = {}): Promise<void> {
   try {
     await jsm.streams.info(config.name);
-    if (o.update) await jsm.streams.update(config.name, config);
+    if (o.update ?? true) await jsm.streams.update(config.name, config);
   } catch (err) {
     if (!isNotFound(err)) throw err;
     await jsm.streams.add(config).catch(async (addErr: unknown) => {

@@ -18,7 +18,7 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import { headers, type Subscription } from '@nats-io/transport-node';
 import type { z } from 'zod';
-import { InputError, isPermanent, makeTempDir, MeshError, reasonOf, sleep, sweepStaleTempDirs, WORK, type Logger, type WorkKind } from '@mesh/common';
+import { InputError, InvalidMessageError, isPermanent, makeTempDir, MeshError, reasonOf, sleep, sweepStaleTempDirs, WORK, type Logger, type WorkKind } from '@mesh/common';
 import { annotate, extractContext, inFlight, inSpan, recordError, redeliveries, SpanKind, stageDuration, workItems } from '@mesh/telemetry';
 import { rm } from 'node:fs/promises';
 import type { Bus } from './connect.ts';
@@ -43,6 +43,11 @@ export interface Source<T> {
   schema: z.ZodType<T>;
   /** The job a message belongs to, for logs. */
   jobIdOf: (message: T) => string;
+  /**
+   * Whether a valid message may be believed on the subject it came on (an event's type must be its
+   * subject's, which NATS permissions give to the services allowed to publish it). Default: yes.
+   */
+  fits?: (message: T, subject: string) => boolean;
 }
 
 export function workSource<K extends WorkKind>(kind: K): Source<WorkMessage<K>> {
@@ -167,8 +172,17 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     process.kill(process.pid, 'SIGKILL');
   };
 
-  /** A message this process cannot work on now goes back to the queue as a new message, so it is not charged a delivery. */
+  /**
+   * A message this process cannot work on now goes back to the queue as a new message, so it is not
+   * charged a delivery. Only on a work queue: on a stream that keeps its messages (JOB_EVENTS) a copy
+   * would be a second event, so the message is naked there.
+   */
+  const workQueue = stream === STREAMS.work.name;
   const handBack = async (msg: JsMsg, log: Logger): Promise<'handed_back'> => {
+    if (!workQueue) {
+      msg.nak();
+      return 'handed_back';
+    }
     try {
       const h = msg.headers ?? headers();
       h.set(HANDED_BACK, String(Number(h.get(HANDED_BACK) || 0) + 1));
@@ -229,6 +243,7 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     let message: T;
     try {
       message = check(schema, raw, msg.subject);
+      if (o.source.fits && !o.source.fits(message, msg.subject)) throw new InvalidMessageError(msg.subject, 'the message does not belong on this subject');
     } catch (err) {
       log.warn({ err: reasonOf(err) }, 'invalid message, giving up');
       return giveUp(msg, undefined, raw, err, log);
@@ -326,11 +341,13 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
         if (!stored) return;
         const raw = parse(stored.data);
         const result = schema.safeParse(raw);
+        const message = result.success && (!o.source.fits || o.source.fits(result.data, stored.subject)) ? result.data : undefined;
         const err = new MeshError('RETRIES_EXHAUSTED', `gave up after ${maxDeliver + GIVE_UP_HEADROOM} deliveries without an answer`, { permanent: true });
-        const log = o.log.child({ seq, ...(result.success ? { jobId: o.source.jobIdOf(result.data) } : {}) });
+        const log = o.log.child({ seq, ...(message ? { jobId: o.source.jobIdOf(message) } : {}) });
         log.error({ err: err.message }, 'the server gave up on a message; recording the failure');
-        await o.onGiveUp(result.success ? result.data : undefined, raw, err);
-        await o.bus.jsm.streams.deleteMessage(stream, seq);
+        await o.onGiveUp(message, raw, err);
+        // Off the work queue; a stream that keeps its messages (a job's history) keeps this one too.
+        if (workQueue) await o.bus.jsm.streams.deleteMessage(stream, seq);
       })().catch((err: unknown) => o.log.error({ err: reasonOf(err) }, 'could not act on a max-deliveries advisory'));
     },
   });

@@ -1,9 +1,9 @@
 /** The consume loop against a real nats-server: ack, heartbeat, retry, give-up, shared consumers. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, MeshError, sleep } from '@mesh/common';
+import { createLogger, eventSubject, JobEvent, jobEventsFilter, MeshError, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
 import { ConfigError } from '@mesh/common';
-import { closeBus, connectBus, ensureConsumer, ensureStream, GIVE_UP_HEADROOM, listDeadLetters, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker, type WorkerOptions, type WorkMessage } from '../src/index.ts';
+import { closeBus, connectBus, ensureConsumer, ensureStream, GIVE_UP_HEADROOM, listDeadLetters, publishEvent, publishWork, STREAMS, runWorker, workSource, type Bus, type Worker, type WorkerOptions, type WorkMessage } from '../src/index.ts';
 
 const log = createLogger('test', process.env['TEST_LOG'] ?? 'silent');
 let nats: NatsServer;
@@ -211,6 +211,32 @@ describe('runWorker', () => {
     await until(async () => (await bus.jsm.streams.info(STREAMS.work.name)).state.messages === 0);
   });
 
+  it('keeps an event the server gave up on in the job\'s history (only work is removed from its queue)', async () => {
+    const jobId = `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`;
+    const recorded: unknown[] = [];
+    let records = 0;
+    const worker = await runWorker({
+      bus,
+      log,
+      source: { stream: STREAMS.events.name, durable: 'events-giver-up', subject: `events.${jobId}.>`, schema: JobEvent, jobIdOf: (e: JobEvent) => e.jobId },
+      maxDeliver: 1,
+      backoff: () => 50,
+      handle: async () => {
+        throw new MeshError('WEBHOOK_REJECTED', 'no', { permanent: true });
+      },
+      onGiveUp: async (_m, _r, err) => {
+        if (++records <= 1 + GIVE_UP_HEADROOM) throw new Error('recording failed');
+        recorded.push(err);
+      },
+    });
+    workers.push(worker);
+    await publishEvent(bus, { type: 'job.cancelled', jobId });
+    await until(() => recorded.length === 1);
+    expect(recorded[0]).toMatchObject({ code: 'RETRIES_EXHAUSTED' });
+    await sleep(300);
+    expect((await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: jobEventsFilter(jobId) })).state.messages).toBe(1);
+  });
+
   it('never turns finished work into a failure: a failing onDone is logged, the message acked, nothing retried', async () => {
     let calls = 0;
     let gaveUp = 0;
@@ -272,6 +298,26 @@ describe('runWorker', () => {
     await startWorker({ handle: async (_m, ctx) => void deliveries.push(ctx.deliveryCount) });
     await until(() => deliveries.length === 2);
     expect(deliveries).toEqual([1, 1]);
+  });
+
+  it('hands an event back on a stream that keeps its messages by naking it, never by publishing a second copy', async () => {
+    // A reader of JOB_EVENTS (the notifier) stopped mid-work: a republished copy would be a second event in the job's history.
+    const jobId = `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`;
+    const source = { stream: STREAMS.events.name, durable: 'events-reader', subject: `events.${jobId}.>`, schema: JobEvent, jobIdOf: (e: JobEvent) => e.jobId };
+    const seen: number[] = [];
+    const first = await runWorker({ bus, log, source, drainMs: 100, onGiveUp: async () => undefined, handle: async (_e, ctx) => {
+      seen.push(ctx.deliveryCount);
+      await new Promise((_r, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+    } });
+    await publishEvent(bus, { type: 'job.cancelled', jobId });
+    await until(() => seen.length === 1);
+    await first.stop();
+    const second = await runWorker({ bus, log, source, onGiveUp: async () => undefined, handle: async (_e, ctx) => void seen.push(ctx.deliveryCount) });
+    workers.push(second);
+    await until(() => seen.length === 2);
+    expect(seen).toEqual([1, 2]);
+    const stored = (await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: jobEventsFilter(jobId) })).state.subjects ?? {};
+    expect(stored).toEqual({ [eventSubject(jobId, 'job.cancelled')]: 1 });
   });
 
   it('takes no new work once stopping: a message the pull in flight brings is handed back, not handled', async () => {

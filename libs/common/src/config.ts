@@ -154,6 +154,35 @@ export interface CommonConfig {
   chaosKillAfterWork: number;
   /** Retention of the job event and dead-letter streams (applied by ingest-api, which owns the topology). */
   streams: { eventsMaxAgeDays: number; eventsMaxBytes: number; deadLettersMaxAgeDays: number; deadLettersMaxBytes: number };
+  /** The service's own NATS user (deploy: each service is allowed only its subjects); unset: no login. */
+  natsAuth?: NatsAuth;
+}
+
+export interface NatsAuth {
+  user: string;
+  password: string;
+}
+
+/**
+ * A NATS password as nats-server reads it from its environment (`password: $NATS_PASSWORD_<USER>` in its
+ * config): it parses the value as config, so digits first become a number, and `;`, `,`, `#`, spaces or
+ * quotes cut it short or break the file. A letter, then 31 or more letters, digits, `_` or `-` is read as
+ * itself: `echo p$(openssl rand -hex 24)`.
+ */
+export const NATS_PASSWORD_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{31,}$/;
+
+/** NATS_USER and NATS_PASSWORD, both or neither; the password is never shown. */
+export function natsAuth(env: Env): NatsAuth | undefined {
+  const user = optional(env, 'NATS_USER');
+  const password = optional(env, 'NATS_PASSWORD');
+  if (!user && !password) return undefined;
+  if (!user) throw new ConfigError('NATS_USER is required when NATS_PASSWORD is set');
+  if (!password) throw new ConfigError('NATS_PASSWORD is required when NATS_USER is set');
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(user)) throw new ConfigError(`NATS_USER must be 1-64 letters, digits, _ or -, got ${JSON.stringify(user)}`);
+  if (!NATS_PASSWORD_PATTERN.test(password)) {
+    throw new ConfigError('NATS_PASSWORD must be a letter then at least 31 letters, digits, _ or - (nats-server reads other values differently), e.g. echo p$(openssl rand -hex 24)');
+  }
+  return { user, password };
 }
 
 export function commonConfig(env: Env): CommonConfig {
@@ -161,6 +190,7 @@ export function commonConfig(env: Env): CommonConfig {
   int(env, 'OTEL_BSP_SCHEDULE_DELAY', 5000, { min: 0, max: 3_600_000 });
   for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']) if (optional(env, name)) url(env, name);
   oneOf(env, 'OTEL_EXPORTER_OTLP_PROTOCOL', 'http/protobuf', ['http/protobuf', 'http/json']);
+  const auth = natsAuth(env);
   return {
     natsUrl: urlList(env, 'NATS_URL', 'nats://127.0.0.1:4222', ['nats:', 'tls:', 'ws:', 'wss:']),
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
@@ -179,6 +209,7 @@ export function commonConfig(env: Env): CommonConfig {
       deadLettersMaxAgeDays: int(env, 'DEAD_LETTERS_MAX_AGE_DAYS', 30, { min: 1, max: 3650 }),
       deadLettersMaxBytes: int(env, 'DEAD_LETTERS_MAX_BYTES', 1024 ** 3, { min: 1024 ** 2 }),
     },
+    ...(auth ? { natsAuth: auth } : {}),
   };
 }
 

@@ -9,7 +9,8 @@
  *   work.upload              UploadWork      -> uploader
  *   work.thumbnail           ThumbnailWork   -> thumbnailer
  * Event subject (stream JOB_EVENTS, limits retention, read by the projector and the notifier):
- *   events.<jobId>           JobEvent
+ *   events.<jobId>.<type>    JobEvent, e.g. events.<jobId>.job.playable: the type is in the subject so
+ *                            NATS permissions decide which service may publish which event
  */
 import { z } from 'zod';
 import { objectKeyProblem, VIDEO_ID_PATTERN, VIDEO_ID_RULE } from './keys.ts';
@@ -207,6 +208,21 @@ export const EVENTS_SUBJECT_PREFIX = 'events';
 export function cancelSubject(jobId: string): string {
   return `control.cancel.${jobId}`;
 }
-export function eventSubject(jobId: string): string {
-  return `${EVENTS_SUBJECT_PREFIX}.${jobId}`;
+/** `events.<jobId>.<type>`: readers check that an event's type is its subject's (eventFitsSubject). */
+export function eventSubject(jobId: string, type: JobEventType): string {
+  return `${EVENTS_SUBJECT_PREFIX}.${jobId}.${type}`;
+}
+
+/** Every event of one job, for a consumer's filter. */
+export function jobEventsFilter(jobId: string): string {
+  return `${EVENTS_SUBJECT_PREFIX}.${jobId}.>`;
+}
+
+/**
+ * Whether `event` may be believed as read from `subject`: a service allowed to publish only some event
+ * types (deploy: per-service NATS users) could put any type in the body, but not on another type's subject.
+ * `events.<jobId>` without the type is how events were published before: no user may publish there now.
+ */
+export function eventFitsSubject(event: Pick<JobEvent, 'jobId' | 'type'>, subject: string): boolean {
+  return subject === eventSubject(event.jobId, event.type) || subject === `${EVENTS_SUBJECT_PREFIX}.${event.jobId}`;
 }

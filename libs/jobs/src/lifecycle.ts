@@ -11,7 +11,7 @@
  *   work-done      <jobId>.<attempt>.<kind>.<item> a stage finished that item: a repeat is skipped (stage.ts)
  */
 import { Kvm, type KV } from '@nats-io/kv';
-import { publishEvent, type Bus } from '@mesh/bus';
+import { BUCKETS, publishEvent, type Bus } from '@mesh/bus';
 import { cancelSubject, msgId, type JobSpec, type ObjectRef, type Rendition } from '@mesh/common';
 import { isConflict } from './locks.ts';
 import { newRecord, pendingAnnouncements, reopened, revived, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
@@ -34,10 +34,10 @@ export async function openJobStates(bus: Bus, o: { replicas?: number; lockTtlMs?
   const kvm = new Kvm(bus.nc);
   const replicas = o.replicas ?? 1;
   const [kv, locks, owners, done] = await Promise.all([
-    kvm.create('job-state', { history: 1, ttl: 30 * DAY_MS, replicas }),
-    kvm.create('job-locks', { history: 1, ttl: o.lockTtlMs ?? LOCK_TTL_MS, replicas }),
-    kvm.create('output-owners', { history: 1, replicas }),
-    kvm.create('work-done', { history: 1, ttl: DONE_TTL_MS, replicas }),
+    kvm.create(BUCKETS.jobState, { history: 1, ttl: 30 * DAY_MS, replicas }),
+    kvm.create(BUCKETS.locks, { history: 1, ttl: o.lockTtlMs ?? LOCK_TTL_MS, replicas }),
+    kvm.create(BUCKETS.owners, { history: 1, replicas }),
+    kvm.create(BUCKETS.done, { history: 1, ttl: DONE_TTL_MS, replicas }),
   ]);
   return { bus, kv, locks, owners, done };
 }

@@ -13,8 +13,8 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import type { JsMsg } from '@nats-io/jetstream';
-import { followStream, STREAMS, type Bus } from '@mesh/bus';
-import { JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
+import { BUCKETS, followStream, STREAMS, type Bus } from '@mesh/bus';
+import { eventFitsSubject, JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
 import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import { withLock } from './locks.ts';
 import type { JobView } from './projection.ts';
@@ -28,7 +28,7 @@ export interface Projector {
 export const LEASE_TTL_MS = 6000;
 
 export async function openLeases(bus: Bus, replicas = 1): Promise<KV> {
-  return new Kvm(bus.nc).create('mesh-leases', { history: 1, ttl: LEASE_TTL_MS, replicas });
+  return new Kvm(bus.nc).create(BUCKETS.leases, { history: 1, ttl: LEASE_TTL_MS, replicas });
 }
 
 export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger, o: { replicas?: number; batch?: number } = {}): Promise<Projector> {
@@ -73,9 +73,10 @@ function decode(msgs: JsMsg[], log: Logger): SequencedEvent[] {
   const out: SequencedEvent[] = [];
   for (const m of msgs) {
     const parsed = JobEvent.safeParse(safeJson(m));
-    // Not ours to fix and not worth blocking every other job for: log it loudly and move on.
-    if (parsed.success) out.push({ event: parsed.data, seq: m.seq });
-    else log.error({ seq: m.seq, subject: m.subject, err: parsed.error.issues[0]?.message }, 'projector: invalid event skipped');
+    // Not ours to fix and not worth blocking every other job for: log it loudly and move on. An event
+    // whose type is not its subject's was published by a service not allowed to publish that type.
+    if (parsed.success && eventFitsSubject(parsed.data, m.subject)) out.push({ event: parsed.data, seq: m.seq });
+    else log.error({ seq: m.seq, subject: m.subject, err: parsed.success ? `a ${parsed.data.type} event does not belong on this subject` : parsed.error.issues[0]?.message }, 'projector: invalid event skipped');
   }
   return out;
 }
@@ -125,7 +126,7 @@ async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: 
 }
 
 function consumeAttributes(m: JsMsg) {
-  return { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': m.subject, 'messaging.consumer.group.name': 'projector', 'job.id': m.subject.slice('events.'.length) };
+  return { 'messaging.system': 'nats', 'messaging.operation.type': 'process', 'messaging.destination.name': m.subject, 'messaging.consumer.group.name': 'projector', 'job.id': m.subject.split('.')[1] ?? '' };
 }
 
 /** The compacted state per job: best effort, the next change of the job publishes it again. */

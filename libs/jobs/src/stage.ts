@@ -95,7 +95,10 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
       if (!message) {
         const jobId = jobIdOf(raw);
         if (!jobId) return; // Nothing to attach the failure to; the worker logged it.
-        await failStage(o.states, { jobId }, { stage: o.kind, code, reason });
+        // A stage whose failure is not fatal does not fail the job for an unreadable message either: it
+        // cannot (its NATS user only reads the job records), and the message stays as a dead letter.
+        if (o.onGiveUp) await publishEvent(o.bus, { type: 'stage.failed', jobId, stage: o.kind, code, reason, fatal: false });
+        else await failStage(o.states, { jobId }, { stage: o.kind, code, reason });
         return;
       }
       const stage = o.stage(message);

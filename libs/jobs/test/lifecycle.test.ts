@@ -1,7 +1,7 @@
 /** The coordination record on a real NATS KV bucket: concurrent replicas, single announcements, locks. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeBus, connectBus, ensureStream, STREAMS, type Bus } from '@mesh/bus';
-import { createLogger, JobEvent, sleep } from '@mesh/common';
+import { createLogger, JobEvent, jobEventsFilter, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
 import { cancelJob, claimOutput, createJob, failStage, getRecord, LockLostError, markQueued, openJobStates, OutputBusyError, planRenditions, recordPublished, settleRendition, withLock, type JobStates } from '../src/index.ts';
 
@@ -26,10 +26,10 @@ const newJob = () => ({ jobId: newJobId() });
 const manifest = { object: { bucket: 'out', key: 'k/manifest.mpd' }, url: 'http://s3/out/k/manifest.mpd' };
 
 async function eventsOf(jobId: string): Promise<JobEvent[]> {
-  const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: `events.${jobId}` });
+  const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: jobEventsFilter(jobId) });
   const out: JobEvent[] = [];
-  const info = await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: `events.${jobId}` });
-  const total = info.state.subjects?.[`events.${jobId}`] ?? 0;
+  const info = await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: jobEventsFilter(jobId) });
+  const total = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
   while (out.length < total) {
     const m = await consumer.next({ expires: 2000 });
     if (!m) break;

@@ -148,7 +148,7 @@ describe('job operations', () => {
     download.term();
     const { event } = await publishEvent(bus, { type: 'job.failed', jobId: spec.jobId, stage: 'download', code: 'X', reason: 'x' });
     const h = headers();
-    for (const [k, v] of Object.entries({ 'Mesh-Subject': `events.${spec.jobId}`, 'Mesh-Consumer': 'notifier', 'Mesh-Job-Id': spec.jobId, 'Mesh-Reason': 'backend down' })) h.set(k, v);
+    for (const [k, v] of Object.entries({ 'Mesh-Subject': `events.${spec.jobId}.job.failed`, 'Mesh-Consumer': 'notifier', 'Mesh-Job-Id': spec.jobId, 'Mesh-Reason': 'backend down' })) h.set(k, v);
     await bus.js.publish('dead.notifier', JSON.stringify(event), { headers: h });
     const all = (await listDeadLetters(bus)).filter((l) => l.jobId === spec.jobId);
     const notifierLetter = all.find((l) => l.consumer === 'notifier')!;

@@ -1,7 +1,7 @@
 /** The stage wrapper on a real nats-server: repeats past the duplicate window, cancels that core NATS lost. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeBus, connectBus, ensureStream, publishWork, STREAMS, type Bus, type Worker, type WorkMessage } from '@mesh/bus';
-import { createLogger, JobEvent, sleep } from '@mesh/common';
+import { createLogger, JobEvent, jobEventsFilter, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
 import { mutate, openJobStates, runStage, type JobStates } from '../src/index.ts';
 
@@ -41,9 +41,9 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 15_000) {
 }
 
 async function eventsOf(jobId: string): Promise<JobEvent[]> {
-  const info = await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: `events.${jobId}` });
-  const total = info.state.subjects?.[`events.${jobId}`] ?? 0;
-  const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: `events.${jobId}` });
+  const info = await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: jobEventsFilter(jobId) });
+  const total = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+  const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: jobEventsFilter(jobId) });
   const out: JobEvent[] = [];
   while (out.length < total) {
     const m = await consumer.next({ expires: 2000 });

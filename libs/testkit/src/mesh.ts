@@ -93,11 +93,19 @@ export interface SuperviseOptions {
  * later without being asked to (stop(), kill(), respawn()) is reported and restarted (supervise.ts);
  * without it (tests that kill and respawn processes themselves), an exit is left as it is.
  */
-export async function startMesh(o: { env: Record<string, string>; replicas?: Partial<Record<ServiceName, number>>; onLine?: LineSink; timeoutMs?: number; supervise?: SuperviseOptions }): Promise<Mesh> {
+export async function startMesh(o: {
+  env: Record<string, string>;
+  /** What one service gets on top of `env`: its own NATS user (NatsServer.serviceEnv). */
+  serviceEnv?: (name: ServiceName) => Record<string, string>;
+  replicas?: Partial<Record<ServiceName, number>>;
+  onLine?: LineSink;
+  timeoutMs?: number;
+  supervise?: SuperviseOptions;
+}): Promise<Mesh> {
   const processes: ServiceProcess[] = [];
   const stopping = new AbortController();
   const run = (name: ServiceName, replica: number, extraEnv: Record<string, string>, tail?: string[]) =>
-    startService(name, { ...o.env, ...extraEnv }, {
+    startService(name, { ...o.env, ...o.serviceEnv?.(name), ...extraEnv }, {
       replica,
       onLine: (id, line) => {
         if (tail) {

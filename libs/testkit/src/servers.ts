@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import { sleep } from '@mesh/common';
+import { randomBytes } from 'node:crypto';
+import { natsPasswordVariable, natsUserOf, natsUsers, NATS_USERS, renderNatsAuthorization, type NatsUser } from '@mesh/bus';
+import { sleep, type NatsAuth } from '@mesh/common';
 
 const require = createRequire(import.meta.url);
 const live = new Set<ChildProcess>();
@@ -44,8 +46,9 @@ interface Launched {
 }
 
 /** Spawns `cmd`, logging to `logFile`, and resolves once `ready()` holds (or rejects with the log tail). */
-async function launch(name: string, cmd: string, args: string[], logFile: string, ready: () => Promise<boolean>, timeoutMs = 15_000): Promise<Launched> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+async function launch(name: string, cmd: string, args: string[], logFile: string, ready: () => Promise<boolean>, o: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Launched> {
+  const timeoutMs = o.timeoutMs ?? 15_000;
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(o.env ? { env: { ...process.env, ...o.env } } : {}) });
   live.add(child);
   const out = createWriteStream(logFile, { flags: 'a' });
   child.stdout!.pipe(out);
@@ -90,26 +93,53 @@ export interface NatsServer {
   port: number;
   monitorPort: number;
   storeDir: string;
+  /** With `users`: each service's NATS user (libs/bus permissions.ts) and `admin`, allowed everything (for tests). */
+  users?: Record<NatsUser | 'admin', NatsAuth>;
+  /** NATS_USER and NATS_PASSWORD of the user service `name` logs in as (nothing without `users`). */
+  serviceEnv(name: string): Record<string, string>;
+  /** Where nats-server writes its log (permission violations included). */
+  logFile: string;
   stop(): Promise<void>;
   /** Stops and starts again on the same port and store: JetStream data survives. */
   restart(): Promise<void>;
 }
 
-export async function startNats(o: { port?: number; storeDir?: string; bin?: string } = {}): Promise<NatsServer> {
+/**
+ * nats-server with JetStream. With `users`, it runs the config the deployments run (`authorization { users }`
+ * rendered from libs/bus permissions.ts, passwords from its environment) plus an `admin` user for the test
+ * itself; each user gets a fresh random password.
+ */
+export async function startNats(o: { port?: number; storeDir?: string; bin?: string; users?: boolean } = {}): Promise<NatsServer> {
   const port = o.port ?? (await freePort());
   const monitorPort = await freePort();
   const storeDir = o.storeDir ?? (await tempDir('nats')).path;
   await mkdir(storeDir, { recursive: true });
+  const logFile = join(storeDir, 'nats-server.log');
+  const users = o.users ? Object.fromEntries([...NATS_USERS, 'admin'].map((user) => [user, { user, password: `p${randomBytes(24).toString('hex')}` }])) as Record<NatsUser | 'admin', NatsAuth> : undefined;
+  const config: string[] = [];
+  const env: Record<string, string> = {};
+  if (users) {
+    const file = join(storeDir, 'users.conf');
+    const variable = (user: string) => `$${natsPasswordVariable(user)}`;
+    await writeFile(file, renderNatsAuthorization([...natsUsers(variable), { user: 'admin', password: variable('admin') }]));
+    for (const { user, password } of Object.values(users)) env[natsPasswordVariable(user)] = password;
+    config.push('-c', file);
+  }
   const start = () =>
-    launch('nats-server', o.bin ?? 'nats-server', ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort)], join(storeDir, 'nats-server.log'), () =>
-      httpOk(`http://127.0.0.1:${monitorPort}/healthz?js-enabled-only=true`),
-    );
+    launch('nats-server', o.bin ?? 'nats-server', [...config, '-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort)], logFile, () => httpOk(`http://127.0.0.1:${monitorPort}/healthz?js-enabled-only=true`), { env });
   let server = await start();
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
     monitorPort,
     storeDir,
+    ...(users ? { users } : {}),
+    serviceEnv(name): Record<string, string> {
+      if (!users) return {};
+      const { user, password } = users[natsUserOf(name)];
+      return { NATS_USER: user, NATS_PASSWORD: password };
+    },
+    logFile,
     stop: () => server.stop(),
     async restart() {
       await server.stop();

@@ -25,8 +25,8 @@ const config = (env: Env) => ({
 await runService({
   name: 'ingest-api',
   config,
-  // Applies the streams' limits and replicas (EVENTS_MAX_*, DEAD_LETTERS_MAX_*, NATS_REPLICAS).
-  ownsTopology: true,
+  // Applies the streams' limits and replicas (EVENTS_MAX_*, DEAD_LETTERS_MAX_*, NATS_REPLICAS) and keeps JOB_VIEWS.
+  ownsStreams: true,
   async start({ bus, log, config, common }) {
     const store = await openProjectionStore(config.mongoUri);
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { replicas: common.natsReplicas });

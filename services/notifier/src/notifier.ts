@@ -7,7 +7,7 @@
  * job (notification.sent) with a reason that names no address; the log line keeps the backend's host.
  */
 import { publishEvent, runWorker, STREAMS, type Bus, type Worker } from '@mesh/bus';
-import { EVENTS_SUBJECT_PREFIX, isPermanent, JobEvent, msgId, reasonOf, type CommonConfig, type Logger } from '@mesh/common';
+import { eventFitsSubject, EVENTS_SUBJECT_PREFIX, isPermanent, JobEvent, msgId, reasonOf, type CommonConfig, type Logger } from '@mesh/common';
 import type { NotifierConfig } from './config.ts';
 import { sendWebhook, WebhookError, type Notification, type WebhookStatus } from './webhook.ts';
 
@@ -26,7 +26,7 @@ export function startNotifier({ bus, log, config, common }: { bus: Bus; log: Log
   return runWorker({
     bus,
     log,
-    source: { stream: STREAMS.events.name, durable: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>`, schema: JobEvent, jobIdOf: (e) => e.jobId },
+    source: { stream: STREAMS.events.name, durable: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>`, schema: JobEvent, jobIdOf: (e) => e.jobId, fits: eventFitsSubject },
     concurrency: 4,
     maxDeliver: config.maxTries,
     settingsHint: 'ACK_WAIT_MS and WEBHOOK_MAX_TRIES',

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
 import { closeBus, connectBus, ensureStream, publishEvent, STREAMS, type Bus, type Worker } from '@mesh/bus';
-import { commonConfig, createLogger, eventSubject, JobEvent, type NewJobEvent } from '@mesh/common';
+import { commonConfig, createLogger, jobEventsFilter, JobEvent, type NewJobEvent } from '@mesh/common';
 import { freePort, startNats, startWebhookReceiver, type Answer, type NatsServer, type ReceivedRequest, type WebhookReceiver } from '@mesh/testkit';
 import { signingKey } from '../src/config.ts';
 import { startNotifier } from '../src/notifier.ts';
@@ -58,8 +58,8 @@ const playable = (jobId: string): NewJobEvent => ({ type: 'job.playable', jobId,
 
 /** Every event the stream holds for the job, in order (what the projection folds into its status). */
 async function eventsOf(jobId: string): Promise<JobEvent[]> {
-  const subject = eventSubject(jobId);
-  const total = (await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
+  const subject = jobEventsFilter(jobId);
+  const total = Object.values((await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: subject })).state.subjects ?? {}).reduce((a, b) => a + b, 0);
   const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: subject });
   const out: JobEvent[] = [];
   while (out.length < total) {
