@@ -29,6 +29,7 @@ COPY services/notifier/package.json services/notifier/
 COPY services/packager/package.json services/packager/
 COPY services/thumbnailer/package.json services/thumbnailer/
 COPY services/transcoder-360/package.json services/transcoder-360/
+COPY services/transcoder/package.json services/transcoder/
 COPY services/transcoder-720/package.json services/transcoder-720/
 COPY services/uploader/package.json services/uploader/
 

@@ -14,8 +14,8 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createLogger, RENDITION_NAMES, type Rendition } from '@mesh/common';
-import { packagerArgs, planMedia, probeFile, PROFILES, runTool, transcodeArgs } from '@mesh/media';
+import { createLogger, DEFAULT_LADDER, type Rendition } from '@mesh/common';
+import { packagerArgs, planMedia, probeFile, runTool, transcodeArgs } from '@mesh/media';
 import { createS3, putObject } from '@mesh/storage';
 import { formatLogLine, freePort, makeClip, meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, tempDir } from '@mesh/testkit';
 
@@ -91,18 +91,19 @@ async function rawPath(input: string, dir: string): Promise<RawResult> {
   };
   const started = Date.now();
   const probe = await timed('ffprobe', () => probeFile(input, { log }));
-  const plan = planMedia(probe, { hasAudio: true });
+  const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
+  const [hd, sd] = DEFAULT_LADDER;
   const pkg = async (renditions: Rendition[], name: string) => {
     const out = join(dir, `pkg-${name}`);
     await mkdir(out);
     const inputs = renditions.map((r) => ({ rendition: r, path: join(dir, `${r}.mp4`) }));
     await timed(`package ${name}`, () => runTool('packager', packagerArgs({ renditions: inputs, audioFrom: inputs[0]!.path, outDir: out, segmentDir: 'job.1', segmentSeconds: plan.segmentSeconds }), { log }));
   };
-  await timed('ffmpeg 720p', () => runTool('ffmpeg', transcodeArgs({ input, output: join(dir, '720p.mp4'), probe, plan, profile: PROFILES['720p'] }), { log }));
+  await timed('ffmpeg 720p', () => runTool('ffmpeg', transcodeArgs({ input, output: join(dir, '720p.mp4'), probe, plan, profile: hd! }), { log }));
   await pkg(['720p'], '720p');
   const firstMs = Date.now() - started;
-  await timed('ffmpeg 360p', () => runTool('ffmpeg', transcodeArgs({ input, output: join(dir, '360p.mp4'), probe, plan, profile: PROFILES['360p'] }), { log }));
-  await pkg([...RENDITION_NAMES], 'both');
+  await timed('ffmpeg 360p', () => runTool('ffmpeg', transcodeArgs({ input, output: join(dir, '360p.mp4'), probe, plan, profile: sd! }), { log }));
+  await pkg(DEFAULT_LADDER.map((r) => r.name), 'both');
   const finalMs = Date.now() - started;
   await rm(dir, { recursive: true, force: true });
   return { firstMs, finalMs, steps, durationSec: probe.durationSec };

@@ -27,7 +27,7 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
 import { natsHelmValues, natsPasswordVariable, natsSecretName, natsUserOf, NATS_USERS, renderUsersConf } from '@mesh/bus';
-import { commonConfig, mapLimit, natsAuth, WORK } from '@mesh/common';
+import { commonConfig, mapLimit, natsAuth, workRoute } from '@mesh/common';
 import { REPO_ROOT, SERVICES } from '@mesh/testkit';
 
 const run = promisify(execFile);
@@ -675,7 +675,7 @@ describe('deploy/k8s', () => {
     const queueMetrics = () => text('services/ingest-api/src/queue-metrics.ts');
 
     it.each(['720p', '360p'] as const)('transcoder-%s scales on encodes waiting or held by its own consumer, one replica each', (rendition) => {
-      const { consumer } = WORK[`transcode-${rendition}`];
+      const { consumer } = workRoute('transcode', rendition);
       const so = find('ScaledObject', consumer)!;
       expect(so['spec'].scaleTargetRef.name).toBe(consumer);
       expect(find('Deployment', consumer)).toBeDefined();

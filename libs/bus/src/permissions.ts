@@ -23,7 +23,7 @@
  *   $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<name>   the advisory a consumer's replicas listen to
  *   _INBOX_<user>.>                                 replies, on the user's own inbox prefix (connect.ts)
  */
-import { cancelSubject, EVENTS_SUBJECT_PREFIX, WORK, type JobEventType, type WorkKind } from '@mesh/common';
+import { cancelSubject, DEFAULT_LADDER, EVENTS_SUBJECT_PREFIX, WORK, workRoute, type JobEventType, type Ladder, type WorkKind } from '@mesh/common';
 import { deadLetterSubject } from './dead-letters.ts';
 import { BUCKETS, SHARED_STREAM_NAMES, STREAMS, type Bucket } from './topology.ts';
 
@@ -70,9 +70,8 @@ interface Role {
 }
 
 const API = '$JS.API';
-const TRANSCODES = (Object.keys(WORK) as WorkKind[]).filter((k) => k.startsWith('transcode-'));
 /** `work.transcode.*`: every rendition, those added later included. */
-const ANY_TRANSCODE = WORK[TRANSCODES[0]!].subject.replace(/\.[^.]+$/, '.*');
+const ANY_TRANSCODE = WORK.transcode.subject;
 
 /** Every stage reports on itself. */
 const STAGE_EVENTS: JobEventType[] = ['stage.started', 'stage.done', 'stage.failed'];
@@ -128,7 +127,7 @@ const ROLES: Record<NatsUser, Role> = {
     buckets: stage({ writes: [BUCKETS.jobState] }),
   },
   transcoder: {
-    consumes: TRANSCODES,
+    consumes: ['transcode'],
     sends: [WORK.package.subject],
     events: [...STAGE_EVENTS, 'stage.progress', 'rendition.ready'],
     buckets: stage(),
@@ -173,11 +172,16 @@ function advisory(stream: string, name: string): string {
 
 const kvStream = (bucket: Bucket) => `KV_${bucket}`;
 
-/** The subjects `user` may publish and subscribe to, without repeats, in a stable order. */
-export function permissionsOf(user: NatsUser): Permissions {
+/**
+ * The subjects `user` may publish and subscribe to, without repeats, in a stable order. The transcoder's
+ * consumers are one per rung of `ladder` (a consumer name is one subject token, so no wildcard could
+ * allow "any transcoder" without allowing the other stages' consumers too): render the users again
+ * (`npm run nats:users`) with the ladder the mesh runs.
+ */
+export function permissionsOf(user: NatsUser, ladder: Ladder = DEFAULT_LADDER): Permissions {
   const role = ROLES[user];
   const streams = role.ownsStreams ? Object.values(STREAMS) : Object.values(STREAMS).filter((s) => SHARED_STREAM_NAMES.includes(s.name));
-  const work = role.consumes.map((kind) => WORK[kind]);
+  const work = role.consumes.flatMap((kind) => (kind === 'transcode' ? ladder.map((r) => workRoute('transcode', r.name)) : [workRoute(kind)]));
   const publish = [
     `${API}.INFO`,
     ...streams.flatMap((s) => [`${API}.STREAM.INFO.${s.name}`, `${API}.STREAM.CREATE.${s.name}`, ...(role.ownsStreams ? [`${API}.STREAM.UPDATE.${s.name}`] : [])]),
@@ -216,9 +220,9 @@ export interface NatsUserEntry {
  * The users block of a nats-server config: every service's user with its permissions, each password
  * written as `password(user)` gives it (a `$VARIABLE` the server reads from its environment).
  */
-export function natsUsers(password: (user: NatsUser) => string): NatsUserEntry[] {
+export function natsUsers(password: (user: NatsUser) => string, ladder: Ladder = DEFAULT_LADDER): NatsUserEntry[] {
   return NATS_USERS.map((user) => {
-    const p = permissionsOf(user);
+    const p = permissionsOf(user, ladder);
     return { user, password: password(user), permissions: { publish: { allow: p.publish }, subscribe: { allow: p.subscribe } } };
   });
 }

@@ -1,4 +1,4 @@
-import { eventSubject, InvalidMessageError, JobEvent, WORK, type NewJobEvent, type WorkKind } from '@mesh/common';
+import { eventSubject, InvalidMessageError, JobEvent, WORK, workRoute, type NewJobEvent, type WorkKind } from '@mesh/common';
 import type { PubAck } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { injectContext, inSpan, SpanKind } from '@mesh/telemetry';
@@ -17,10 +17,11 @@ export function check<S extends z.ZodType>(schema: S, value: unknown, where: str
 }
 
 /**
- * Publishes a work item for a stage. `msgId` makes a repeated publish (a redelivered upstream message)
- * a no-op inside the stream's duplicate window.
+ * Publishes a work item for a stage (a transcode on its rung's subject). `msgId` makes a repeated publish
+ * (a redelivered upstream message) a no-op inside the stream's duplicate window.
  */
-export async function publishWork<K extends WorkKind>(bus: Bus, kind: K, message: WorkMessage<K>, msgId: string, subject: string = WORK[kind].subject): Promise<PubAck> {
+export async function publishWork<K extends WorkKind>(bus: Bus, kind: K, message: WorkMessage<K>, msgId: string): Promise<PubAck> {
+  const { subject } = workRoute(kind, 'rendition' in message ? message.rendition : undefined);
   const body = check(WORK[kind].schema, message, subject);
   return traced(subject, body.job.jobId, (headers) => bus.js.publish(subject, JSON.stringify(body), { msgID: msgId, headers }));
 }

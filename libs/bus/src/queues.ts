@@ -3,7 +3,7 @@
  * replicas of a stage to run, and whether a stage has work but nobody to do it. Served by ingest-api as
  * JSON (`GET /admin/queues`), as metrics, and in each job's status (`waiting_for`).
  */
-import { EVENTS_SUBJECT_PREFIX, WORK } from '@mesh/common';
+import { DEFAULT_LADDER, EVENTS_SUBJECT_PREFIX, WORK, workRoute, type Ladder, type WorkKind } from '@mesh/common';
 import type { ConsumerInfo } from '@nats-io/jetstream';
 import type { Bus } from './connect.ts';
 import { isNotFound, STREAMS } from './topology.ts';
@@ -32,10 +32,20 @@ export interface QueueDepth {
   last_active: string | null;
 }
 
-export const QUEUES = [
-  ...Object.values(WORK).map((w) => ({ stream: STREAMS.work.name, consumer: w.consumer, subject: w.subject })),
-  { stream: STREAMS.events.name, consumer: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>` },
-];
+export interface Queue {
+  stream: string;
+  consumer: string;
+  subject: string;
+}
+
+/** The durable consumers a mesh running `ladder` has: each stage's, one per rung for the transcoders, and the notifier's. */
+export function queuesOf(ladder: Ladder = DEFAULT_LADDER): Queue[] {
+  const kinds = Object.keys(WORK) as WorkKind[];
+  return [
+    ...kinds.flatMap((kind) => (kind === 'transcode' ? ladder.map((r) => workRoute(kind, r.name)) : [workRoute(kind)])).map((w) => ({ stream: STREAMS.work.name, ...w })),
+    { stream: STREAMS.events.name, consumer: 'notifier', subject: `${EVENTS_SUBJECT_PREFIX}.>` },
+  ];
+}
 
 /** What `isAttached` reads of a consumer's info (nats-server 2.9 sends `last_active` as an ISO time). */
 export type ConsumerActivity = Pick<ConsumerInfo, 'num_waiting' | 'num_ack_pending'> & {
@@ -74,7 +84,7 @@ function timeOf(value: unknown): number | undefined {
 }
 
 /** The depth row for a consumer's info. */
-export function depthOf(q: (typeof QUEUES)[number], info: ConsumerInfo, now = Date.now()): QueueDepth {
+export function depthOf(q: Queue, info: ConsumerInfo, now = Date.now()): QueueDepth {
   const attached = isAttached(info, now);
   const lastActive = timeOf(info.delivered?.last_active);
   return {
@@ -90,9 +100,9 @@ export function depthOf(q: (typeof QUEUES)[number], info: ConsumerInfo, now = Da
   };
 }
 
-export async function queueDepths(bus: Bus): Promise<QueueDepth[]> {
+export async function queueDepths(bus: Bus, ladder: Ladder = DEFAULT_LADDER): Promise<QueueDepth[]> {
   return Promise.all(
-    QUEUES.map(async (q) => {
+    queuesOf(ladder).map(async (q) => {
       try {
         return depthOf(q, await bus.jsm.consumers.info(q.stream, q.consumer));
       } catch (err) {
@@ -106,7 +116,7 @@ export async function queueDepths(bus: Bus): Promise<QueueDepth[]> {
 }
 
 /** Messages a stream holds on a queue's subject. */
-async function storedFor(bus: Bus, q: (typeof QUEUES)[number]): Promise<number> {
+async function storedFor(bus: Bus, q: Queue): Promise<number> {
   const stream = Object.values(STREAMS).find((s) => s.name === q.stream);
   // The filter is the whole stream (the notifier's): its count, without listing every job's subject.
   if (stream?.subjects.length === 1 && stream.subjects[0] === q.subject) return (await bus.jsm.streams.info(q.stream)).state.messages;

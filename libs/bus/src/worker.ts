@@ -18,7 +18,7 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import { headers, type Subscription } from '@nats-io/transport-node';
 import type { z } from 'zod';
-import { InputError, InvalidMessageError, isPermanent, makeTempDir, MeshError, reasonOf, sleep, sweepStaleTempDirs, WORK, type Logger, type WorkKind } from '@mesh/common';
+import { InputError, InvalidMessageError, isPermanent, makeTempDir, MeshError, reasonOf, sleep, sweepStaleTempDirs, WORK, workRoute, type Logger, type WorkKind } from '@mesh/common';
 import { annotate, extractContext, inFlight, inSpan, recordError, redeliveries, SpanKind, stageDuration, workItems } from '@mesh/telemetry';
 import { rm } from 'node:fs/promises';
 import type { Bus } from './connect.ts';
@@ -50,9 +50,10 @@ export interface Source<T> {
   fits?: (message: T, subject: string) => boolean;
 }
 
-export function workSource<K extends WorkKind>(kind: K): Source<WorkMessage<K>> {
-  const { subject, consumer, schema } = WORK[kind];
-  return { stream: STREAMS.work.name, durable: consumer, subject, schema: schema as unknown as z.ZodType<WorkMessage<K>>, jobIdOf: (m) => m.job.jobId };
+/** The work of one kind (a transcode: of one rung), from its durable consumer. */
+export function workSource<K extends WorkKind>(kind: K, rendition?: string): Source<WorkMessage<K>> {
+  const { subject, consumer } = workRoute(kind, rendition);
+  return { stream: STREAMS.work.name, durable: consumer, subject, schema: WORK[kind].schema as unknown as z.ZodType<WorkMessage<K>>, jobIdOf: (m) => m.job.jobId };
 }
 
 export interface WorkerOptions<T> {

@@ -3,8 +3,8 @@
  * bucket, touch which stream. (test/permissions.test.ts runs them on a real nats-server.)
  */
 import { describe, expect, it } from 'vitest';
-import { WORK, type JobEventType } from '@mesh/common';
-import { BUCKETS, inboxPrefix, NATS_USERS, natsPasswordVariable, natsUserOf, natsUsers, permissionsOf, renderNatsAuthorization, STREAMS, type NatsUser } from '../src/index.ts';
+import type { JobEventType } from '@mesh/common';
+import { BUCKETS, queuesOf, inboxPrefix, NATS_USERS, natsPasswordVariable, natsUserOf, natsUsers, permissionsOf, renderNatsAuthorization, STREAMS, type NatsUser } from '../src/index.ts';
 
 /** NATS subject matching: `*` is one token, `>` one or more at the end. */
 function matches(pattern: string, subject: string): boolean {
@@ -19,10 +19,12 @@ function matches(pattern: string, subject: string): boolean {
 
 const who = (op: 'publish' | 'subscribe', subject: string): NatsUser[] => NATS_USERS.filter((u) => permissionsOf(u)[op].some((p) => matches(p, subject)));
 const JOB = '0f8fad5b-d9cb-469f-a165-70867728950e';
+/** Every work subject and its consumer, the default ladder's transcoders among them. */
+const workQueues = queuesOf().filter((q) => q.stream === 'WORK');
 
 describe('NATS permissions', () => {
   it('every work subject is sent by its upstream stage (and by ingest-api, which re-drives dead letters), and handed back by its own stage', () => {
-    const senders = Object.fromEntries(Object.values(WORK).map((w) => [w.subject, who('publish', w.subject)]));
+    const senders = Object.fromEntries(workQueues.map((w) => [w.subject, who('publish', w.subject)]));
     expect(senders).toEqual({
       'work.download': ['ingest-api', 'downloader'],
       'work.transcode.720p': ['ingest-api', 'downloader', 'transcoder'],
@@ -36,7 +38,7 @@ describe('NATS permissions', () => {
   });
 
   it("every stage's durable consumer is created, pulled and acked only by that stage's user", () => {
-    for (const w of Object.values(WORK)) {
+    for (const w of workQueues) {
       const user = natsUserOf(w.consumer);
       for (const subject of [`$JS.API.CONSUMER.CREATE.WORK.${w.consumer}.${w.subject}`, `$JS.API.CONSUMER.MSG.NEXT.WORK.${w.consumer}`, `$JS.ACK.WORK.${w.consumer}.1.2.3.4.5`]) {
         expect(who('publish', subject), subject).toEqual([user]);

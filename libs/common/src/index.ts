@@ -6,3 +6,4 @@ export * from './async.ts';
 export * from './layout.ts';
 export * from './keys.ts';
 export * from './tempdirs.ts';
+export * from './ladder.ts';

@@ -5,7 +5,7 @@
  *   input bucket      <object_key>                                   the client's source, read in place
  *   work bucket       jobs/<jobId>/<attempt>/renditions/<r>.mp4      encoded renditions
  *                     jobs/<jobId>/<attempt>/manifests/<r-r>.mpd     manifests waiting to be published
- *   output bucket     <object_key>/manifest.mpd                      the published manifest (changes as it grows)
+ *   output bucket     <object_key>/manifest.mpd, master.m3u8         the published DASH and HLS manifests (change as they grow)
  *                     <object_key>/<jobId>.<attempt>/...             that attempt's segments: written once, never changed
  *   thumbnail bucket  <video_id>                                     the JPEG preview
  */
@@ -21,8 +21,9 @@ export interface JobAttempt {
 export const layout = {
   source: (job: { objectKey: string }) => objectKey(...keySegments(job.objectKey)),
   rendition: (job: JobAttempt, rendition: Rendition) => objectKey('jobs', job.jobId, String(job.attempt), 'renditions', `${rendition}.mp4`),
-  /** One manifest per rendition set, waiting in the work bucket to be published. */
+  /** One DASH manifest and one HLS master per rendition set, waiting in the work bucket to be published. */
   workManifest: (job: JobAttempt, renditions: readonly Rendition[]) => objectKey('jobs', job.jobId, String(job.attempt), 'manifests', `${renditions.join('-')}.mpd`),
+  workMaster: (job: JobAttempt, renditions: readonly Rendition[]) => objectKey('jobs', job.jobId, String(job.attempt), 'manifests', `${renditions.join('-')}.m3u8`),
   /**
    * The attempt's own folder under `<object_key>/`: its segments (init segments too) are never rewritten
    * by another job or attempt, so they can be cached as immutable.
@@ -31,7 +32,9 @@ export const layout = {
   /** A key under the package prefix `<object_key>/` in the output bucket. */
   output: (job: { objectKey: string }, ...path: string[]) => objectKey(...keySegments(job.objectKey), ...path),
   manifest: (job: { objectKey: string }) => layout.output(job, MANIFEST_NAME),
+  master: (job: { objectKey: string }) => layout.output(job, MASTER_NAME),
   thumbnail: (job: { videoId: string }) => objectKey(job.videoId),
 } as const;
 
 export const MANIFEST_NAME = 'manifest.mpd';
+export const MASTER_NAME = 'master.m3u8';

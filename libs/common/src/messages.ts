@@ -4,7 +4,8 @@
  *
  * Work subjects (stream WORK, work-queue retention, one durable consumer each):
  *   work.download            DownloadWork    -> downloader
- *   work.transcode.<name>    TranscodeWork   -> transcoder-720 / transcoder-360
+ *   work.transcode.<rung>    TranscodeWork   -> transcoder-<rung> (transcoder-720, transcoder-360, ... a
+ *                                               durable consumer per rung of the ladder, ladder.ts)
  *   work.package             PackageWork     -> packager
  *   work.upload              UploadWork      -> uploader
  *   work.thumbnail           ThumbnailWork   -> thumbnailer
@@ -14,17 +15,23 @@
  */
 import { z } from 'zod';
 import { objectKeyProblem, VIDEO_ID_PATTERN, VIDEO_ID_RULE } from './keys.ts';
+import { RUNG_NAME, transcoderOf } from './ladder.ts';
 
-export const RENDITION_NAMES = ['720p', '360p'] as const;
-export const Rendition = z.enum(RENDITION_NAMES);
+/** A rung of the ladder, by name (`720p`): which ones exist is config (ladder.ts). */
+export const Rendition = z.string().regex(RUNG_NAME, 'must be a rung name like 720p');
 export type Rendition = z.infer<typeof Rendition>;
 
-export const STAGES = ['download', 'transcode-720p', 'transcode-360p', 'package', 'upload', 'thumbnail', 'notify'] as const;
-export const Stage = z.enum(STAGES);
+/** The stages of a job: one transcode stage per rung. */
+export const Stage = z.string().regex(/^(download|package|upload|thumbnail|notify|transcode-[a-z0-9][a-z0-9_-]{0,23})$/, 'must be a stage');
 export type Stage = z.infer<typeof Stage>;
 
 export function transcodeStage(rendition: Rendition): Stage {
   return `transcode-${rendition}`;
+}
+
+/** The rung of a transcode stage, or null for the other stages. */
+export function renditionOfStage(stage: Stage): Rendition | null {
+  return stage.startsWith('transcode-') ? stage.slice('transcode-'.length) : null;
 }
 
 const JobId = z.uuid();
@@ -40,6 +47,8 @@ export const JobSpec = z.object({
   baseUrl: z.string().max(2048),
   /** The thumbnail's key: one plain segment. */
   videoId: z.string().regex(VIDEO_ID_PATTERN, `must be ${VIDEO_ID_RULE}`),
+  /** The rungs the client asked for (a subset of the ladder); absent: every rung. */
+  renditions: z.array(Rendition).min(1).optional(),
   hasAudio: z.boolean(),
   /** 1, then one more each time a client retries the failed job. */
   attempt: z.number().int().positive(),
@@ -93,7 +102,10 @@ export type Probe = z.infer<typeof Probe>;
 
 /** Decisions made once, by the downloader, so every rendition is encoded alike and stays switchable. */
 export const MediaPlan = z.object({
+  /** The rungs to make, largest first (the manifest's order). */
   renditions: z.array(Rendition).min(1),
+  /** Each rung's output size: the rung's short side, or the source's own when it is smaller than every rung asked for. */
+  sizes: z.record(Rendition, z.object({ width: z.number().int().positive(), height: z.number().int().positive() })),
   /** Output frame rate shared by all renditions: keyframes land at the same times only if it is. */
   frameRate: Rational,
   segmentSeconds: z.number().positive(),
@@ -145,19 +157,29 @@ export type PackageWork = z.infer<typeof PackageWork>;
 export type UploadWork = z.infer<typeof UploadWork>;
 export type ThumbnailWork = z.infer<typeof ThumbnailWork>;
 
-/** One entry per work subject: the subject, its durable consumer and its schema. */
+/**
+ * One entry per kind of work: its subject, its durable consumer and its schema. Transcodes have one
+ * subject and consumer per rung (`route`); their entry holds the wildcard and the consumers' prefix.
+ */
 export const WORK = {
   download: { subject: 'work.download', consumer: 'downloader', schema: DownloadWork },
-  'transcode-720p': { subject: 'work.transcode.720p', consumer: 'transcoder-720', schema: TranscodeWork },
-  'transcode-360p': { subject: 'work.transcode.360p', consumer: 'transcoder-360', schema: TranscodeWork },
+  transcode: { subject: 'work.transcode.*', consumer: 'transcoder', schema: TranscodeWork },
   package: { subject: 'work.package', consumer: 'packager', schema: PackageWork },
   upload: { subject: 'work.upload', consumer: 'uploader', schema: UploadWork },
   thumbnail: { subject: 'work.thumbnail', consumer: 'thumbnailer', schema: ThumbnailWork },
 } as const;
 export type WorkKind = keyof typeof WORK;
 
-export function transcodeWork(rendition: Rendition): (typeof WORK)['transcode-720p' | 'transcode-360p'] {
-  return WORK[`transcode-${rendition}`];
+/** Where a work item goes and which durable consumer takes it; a transcode needs its rung. */
+export function workRoute(kind: WorkKind, rendition?: Rendition): { subject: string; consumer: string } {
+  if (kind !== 'transcode') return WORK[kind];
+  if (!rendition) throw new Error('a transcode route needs its rung');
+  return { subject: `work.transcode.${rendition}`, consumer: transcoderOf(rendition) };
+}
+
+/** The stage a kind of work is (transcodes: their rung's). */
+export function stageOfWork(kind: WorkKind, rendition?: Rendition): Stage {
+  return kind === 'transcode' ? transcodeStage(rendition!) : kind;
 }
 
 // ---- events ----------------------------------------------------------------------------------
@@ -174,7 +196,8 @@ export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
   z.object({ ...base, type: z.literal('rendition.ready'), output: RenditionOutput }),
   z.object({ ...base, type: z.literal('thumbnail.ready'), object: ObjectRef }),
-  z.object({ ...base, type: z.literal('manifest.published'), renditions: z.array(Rendition), object: ObjectRef, url: z.string() }),
+  /** The DASH manifest (`object`, `url`) and the HLS master of the same segments (absent in events before HLS). */
+  z.object({ ...base, type: z.literal('manifest.published'), renditions: z.array(Rendition), object: ObjectRef, url: z.string(), hls: ObjectRef.extend({ url: z.string() }).optional() }),
   /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
   z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
   /** The first manifest is out: the client can play the video. */

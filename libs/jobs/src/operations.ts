@@ -5,7 +5,7 @@
  * its own answer (404, 409, ...).
  */
 import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
-import { MeshError, msgId, reasonOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
+import { MeshError, msgId, reasonOf, renditionOfStage, transcoderOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
 import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
 import { claimOutput, OutputBusyError } from './output.ts';
 import { applyEvent, stagesAhead, toApiResponse, type JobView, type WaitingFor } from './projection.ts';
@@ -99,7 +99,8 @@ export async function waitingFor(ctx: JobsContext, view: JobView): Promise<Waiti
     return [];
   }
   return ahead.flatMap((stage) => {
-    const service = WORK[stage as WorkKind]?.consumer;
+    const rendition = renditionOfStage(stage);
+    const service = rendition ? transcoderOf(rendition) : WORK[stage as WorkKind]?.consumer;
     const queue = queues.find((q) => q.consumer === service);
     if (!service || !queue || queue.attached) return [];
     const reason = queue.exists ? `no ${service} replica is attached (none is asking for work or reporting progress on it)` : `no ${service} has started yet`;

@@ -31,6 +31,8 @@ export interface JobView {
   renditions: Rendition[];
   source?: { durationSec: number; width: number; height: number; rotation: number; videoCodec: string; audioCodec: string | null; sizeBytes: number };
   manifest?: ObjectRef & { url: string };
+  /** The HLS master of the same package. */
+  hls?: ObjectRef & { url: string };
   thumbnail?: ObjectRef;
   error?: { stage: Stage; code: string; reason: string };
   /** Every try at telling the backend, oldest first; the last NOTIFICATIONS_KEPT of them. */
@@ -119,6 +121,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       if (event.renditions.length >= next.renditions.length) {
         next.renditions = [...event.renditions];
         next.manifest = { ...event.object, url: event.url };
+        if (event.hls) next.hls = event.hls;
       }
       break;
     case 'job.playable':
@@ -196,6 +199,7 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     renditions: view.renditions,
     planned_renditions: view.planned,
     manifest: view.manifest ? { bucket: view.manifest.bucket, key: view.manifest.key, url: view.manifest.url } : null,
+    hls: view.hls ? { bucket: view.hls.bucket, key: view.hls.key, url: view.hls.url } : null,
     thumbnail: view.thumbnail ? { ...view.thumbnail, ...(links.thumbnailUrl ? { url: links.thumbnailUrl(view.thumbnail) } : {}) } : null,
     stages: view.stages,
     waiting_for: links.waitingFor ?? [],

@@ -27,6 +27,8 @@ export interface StageServiceOptions<K extends WorkKind, C extends { s3: S3Confi
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }, service: StageService<C>) => Promise<void>;
   /** For stages whose failure does not fail the job (see runStage). */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }, service: StageService<C>) => Promise<void>;
+  /** Transcoders: the rungs this process encodes, one consumer (and worker) each. */
+  renditions?: (config: C) => string[];
 }
 
 export function runStageService<K extends WorkKind, C extends { s3: S3Config; concurrency: number }>(o: StageServiceOptions<K, C>): Promise<void> {
@@ -36,10 +38,11 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
     async start({ bus, log, config, common }) {
       const service: StageService<C> = { bus, log, config, s3: createS3(config.s3), states: await openJobStates(bus, { replicas: common.natsReplicas }) };
       const onGiveUp = o.onGiveUp;
-      const worker = await runStage({
+      const workers = await Promise.all((o.renditions?.(config) ?? [undefined]).map((rendition) => runStage({
         bus,
         states: service.states,
         kind: o.kind,
+        ...(rendition ? { rendition } : {}),
         log,
         concurrency: config.concurrency,
         ackWaitMs: common.ackWaitMs,
@@ -50,8 +53,8 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         ...(o.item ? { item: o.item } : {}),
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),
-      });
-      return [worker];
+      })));
+      return workers;
     },
   });
 }

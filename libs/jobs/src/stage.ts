@@ -6,13 +6,15 @@
  */
 import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
-import { cancelSubject, MeshError, msgId, reasonOf, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { cancelSubject, MeshError, msgId, reasonOf, stageOfWork, type Logger, type Stage, type WorkKind } from '@mesh/common';
 import { doneKey, failStage, isCancelled, isDone, markDone, type JobStates } from './lifecycle.ts';
 
 export interface StageOptions<K extends WorkKind> {
   bus: Bus;
   states: JobStates;
   kind: K;
+  /** A transcode stage's rung: its own subject and consumer. */
+  rendition?: string;
   log: Logger;
   /** The stage this message belongs to (the transcoders differ by rendition). */
   stage: (message: WorkMessage<K>) => Stage;
@@ -39,7 +41,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
   const stageDone = (message: WorkMessage<K>, stage: Stage) => publishEvent(o.bus, { type: 'stage.done', jobId: message.job.jobId, stage }, msgId(message.job, 'stage.done', stage));
   return runWorker({
     bus: o.bus,
-    source: workSource(o.kind),
+    source: workSource(o.kind, o.rendition),
     log: o.log,
     concurrency: o.concurrency ?? 1,
     ...(o.ackWaitMs ? { ackWaitMs: o.ackWaitMs } : {}),
@@ -97,8 +99,8 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
         if (!jobId) return; // Nothing to attach the failure to; the worker logged it.
         // A stage whose failure is not fatal does not fail the job for an unreadable message either: it
         // cannot (its NATS user only reads the job records), and the message stays as a dead letter.
-        if (o.onGiveUp) await publishEvent(o.bus, { type: 'stage.failed', jobId, stage: o.kind, code, reason, fatal: false });
-        else await failStage(o.states, { jobId }, { stage: o.kind, code, reason });
+        if (o.onGiveUp) await publishEvent(o.bus, { type: 'stage.failed', jobId, stage: stageOfWork(o.kind, o.rendition), code, reason, fatal: false });
+        else await failStage(o.states, { jobId }, { stage: stageOfWork(o.kind, o.rendition), code, reason });
         return;
       }
       const stage = o.stage(message);

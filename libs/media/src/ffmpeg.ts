@@ -1,9 +1,8 @@
 /** FFmpeg argument arrays, built from the probe, the job's plan and a rendition profile. */
-import type { MediaPlan, Probe } from '@mesh/common';
+import type { MediaPlan, Probe, Rung } from '@mesh/common';
 import { gopFrames, outputSize } from './geometry.ts';
 import { inputGuard, type GuardOptions } from './guard.ts';
 import { decodeStopSec } from './limits.ts';
-import type { RenditionProfile } from './profiles.ts';
 
 /** Where the source is read: a local path or a presigned URL, with the URL's If-Match pin (guard.ts). */
 type Input = { input: string } & GuardOptions;
@@ -14,9 +13,10 @@ type Input = { input: string } & GuardOptions;
  */
 const stopDecoding = (probe: Probe): string[] => ['-t', decodeStopSec(probe.durationSec).toFixed(3)];
 
-export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: MediaPlan; profile: RenditionProfile }): string[] {
+/** The encode of one rung: its size from the plan (decided once, by the downloader), its settings from the rung. */
+export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: MediaPlan; profile: Rung }): string[] {
   const { probe, plan, profile } = o;
-  const { width, height } = outputSize(probe, profile);
+  const { width, height } = plan.sizes[profile.name] ?? outputSize(probe, profile.shortSide);
   const gop = gopFrames(plan);
   const rate = `${plan.frameRate.num}/${plan.frameRate.den}`;
   const filters = [
@@ -41,7 +41,7 @@ export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: M
     '-vf', filters.join(','),
     // One constant rate shared by all renditions: keyframe times only match if the frame times do.
     '-r', rate, '-fps_mode', 'cfr',
-    '-c:v', 'libx264', '-preset', profile.preset, '-profile:v', profile.h264Profile,
+    '-c:v', 'libx264', '-preset', profile.preset, '-profile:v', profile.profile,
     '-b:v', `${profile.videoKbps}k`, '-maxrate', `${profile.maxKbps}k`, '-bufsize', `${profile.bufKbps}k`,
     // One closed GOP per segment and no scene-cut keyframes: every segment of every rendition starts
     // with an IDR frame at the same time, so players can switch renditions at any segment.

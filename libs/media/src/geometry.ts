@@ -1,6 +1,6 @@
 /** Output sizes and the per-job media plan, from the probe alone. */
-import { RENDITION_NAMES, type MediaPlan, type Probe, type Rational, type Rendition } from '@mesh/common';
-import { PROFILES, SEGMENT_SECONDS, type RenditionProfile } from './profiles.ts';
+import type { Ladder, MediaPlan, Probe, Rational } from '@mesh/common';
+import { SEGMENT_SECONDS } from './profiles.ts';
 
 /**
  * The size a player shows: the coded width stretched by the pixel aspect ratio, then width and height
@@ -14,14 +14,14 @@ export function displaySize(probe: Probe): { width: number; height: number } {
 
 const even = (n: number) => Math.max(2, 2 * Math.round(n / 2));
 
-/** Short side = the profile's target, long side by the display aspect ratio; both even (H.264 4:2:0 needs it). */
-export function outputSize(probe: Probe, profile: RenditionProfile): { width: number; height: number } {
+/** Short side = `shortSide`, long side by the display aspect ratio; both even (H.264 4:2:0 needs it). */
+export function outputSize(probe: Probe, shortSide: number): { width: number; height: number } {
   const { width, height } = displaySize(probe);
   const portrait = height > width;
   const short = portrait ? width : height;
   const long = portrait ? height : width;
-  const outShort = even(profile.shortSide);
-  const outLong = even((long * profile.shortSide) / short);
+  const outShort = even(shortSide);
+  const outLong = even((long * shortSide) / short);
   return portrait ? { width: outShort, height: outLong } : { width: outLong, height: outShort };
 }
 
@@ -50,17 +50,22 @@ export function outputFrameRate(source: Rational): Rational {
 }
 
 /**
- * Which renditions to make: every profile not larger than the source (no upscaling), and always the
- * smallest, so even a tiny source plays.
+ * Which rungs to make: of the ladder's (or of those the client asked for), every rung not larger than the
+ * source, since upscaling adds bytes and no picture; the short side is the target, so a portrait video
+ * gets the same rungs as its landscape twin. A source smaller than every rung still gets one rendition,
+ * the smallest rung's, at the source's own size. Largest first.
  */
-export function planMedia(probe: Probe, o: { hasAudio: boolean; segmentSeconds?: number }): MediaPlan {
+export function planMedia(probe: Probe, o: { hasAudio: boolean; ladder: Ladder; requested?: readonly string[] | undefined; segmentSeconds?: number }): MediaPlan {
   const { width, height } = displaySize(probe);
   const sourceShort = Math.min(width, height);
-  const fits = RENDITION_NAMES.filter((r) => PROFILES[r].shortSide <= sourceShort);
-  const smallest = [...RENDITION_NAMES].sort((a, b) => PROFILES[a].shortSide - PROFILES[b].shortSide)[0]!;
-  const renditions: Rendition[] = fits.length > 0 ? fits : [smallest];
+  const wanted = o.requested ? o.ladder.filter((r) => o.requested!.includes(r.name)) : o.ladder;
+  if (wanted.length === 0) throw new Error('planMedia: none of the requested rungs is in the ladder');
+  const fits = wanted.filter((r) => r.shortSide <= sourceShort);
+  const smallest = wanted.reduce((a, b) => (b.shortSide < a.shortSide ? b : a));
+  const chosen = fits.length > 0 ? fits.map((r) => ({ name: r.name, shortSide: r.shortSide })) : [{ name: smallest.name, shortSide: sourceShort }];
   return {
-    renditions,
+    renditions: chosen.map((r) => r.name),
+    sizes: Object.fromEntries(chosen.map((r) => [r.name, outputSize(probe, r.shortSide)])),
     frameRate: outputFrameRate(probe.video.frameRate),
     segmentSeconds: o.segmentSeconds ?? SEGMENT_SECONDS,
     audio: o.hasAudio && probe.audio !== null,

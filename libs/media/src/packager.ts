@@ -13,18 +13,23 @@ function descriptorPath(path: string): string {
 }
 
 /**
- * The manifest goes to `outDir/manifest.mpd` and the segments under `outDir/<segmentDir>/` (the job
- * attempt's own folder), so the manifest names them `<segmentDir>/video/<r>/<n>.m4s`, relative to itself.
+ * One run writes CMAF segments once and both manifests from them: the DASH `outDir/manifest.mpd` and the
+ * HLS master `outDir/master.m3u8`, with one media playlist per rendition and one for audio. Segments and
+ * media playlists go under `outDir/<segmentDir>/` (the job attempt's own folder), so both manifests name
+ * them relative to themselves (`<segmentDir>/video/<r>/<n>.m4s`, `<segmentDir>/video_<r>.m3u8`): the
+ * package works wherever it is served.
  */
 export function packagerArgs(o: { renditions: PackagerInput[]; audioFrom?: string; outDir: string; segmentDir: string; segmentSeconds: number }): string[] {
   const out = descriptorPath(o.outDir);
   const seg = `${out}/${descriptorPath(o.segmentDir)}`;
+  const dir = descriptorPath(o.segmentDir);
   const streams = o.renditions.map(
     ({ rendition, path }) =>
-      `in=${descriptorPath(path)},stream=video,init_segment=${seg}/video/${rendition}/init.mp4,segment_template=${seg}/video/${rendition}/$Number$.m4s`,
+      `in=${descriptorPath(path)},stream=video,init_segment=${seg}/video/${rendition}/init.mp4,segment_template=${seg}/video/${rendition}/$Number$.m4s,playlist_name=${dir}/video_${rendition}.m3u8`,
   );
   if (o.audioFrom) {
-    streams.push(`in=${descriptorPath(o.audioFrom)},stream=audio,init_segment=${seg}/audio/init.mp4,segment_template=${seg}/audio/$Number$.m4s`);
+    // One audio group every variant of the master refers to.
+    streams.push(`in=${descriptorPath(o.audioFrom)},stream=audio,init_segment=${seg}/audio/init.mp4,segment_template=${seg}/audio/$Number$.m4s,playlist_name=${dir}/audio.m3u8,hls_group_id=audio,hls_name=Audio`);
   }
   return [
     ...streams,
@@ -33,6 +38,9 @@ export function packagerArgs(o: { renditions: PackagerInput[]; audioFrom?: strin
     // A static (VOD) manifest using SegmentTemplate + $Number$: the live-profile layout players like best.
     '--generate_static_live_mpd',
     '--mpd_output', `${out}/manifest.mpd`,
+    // HLS from the same segments: VOD playlists (EXT-X-PLAYLIST-TYPE:VOD, EXT-X-ENDLIST), relative URIs.
+    '--hls_master_playlist_output', `${out}/master.m3u8`,
+    '--hls_playlist_type', 'VOD',
     // No --base_urls: Shaka 3.2+ percent-encodes it (shaka-packager #1485, #1593). See setBaseUrl.
   ];
 }

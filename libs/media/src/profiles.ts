@@ -1,17 +1,7 @@
-import type { Rendition } from '@mesh/common';
+import type { Rung } from '@mesh/common';
 
-export interface RenditionProfile {
-  name: Rendition;
-  /** Target size of the short side (height of a landscape video, width of a portrait one). */
-  shortSide: number;
-  videoKbps: number;
-  /** VBV limits keep segment sizes near the nominal bitrate, so players' bandwidth estimates hold. */
-  maxKbps: number;
-  bufKbps: number;
-  audioKbps: number;
-  /** x264 preset: speed against compression. */
-  preset: string;
-  h264Profile: 'high' | 'main';
+/** A rung of the ladder, and how its encode shares a host with the others. */
+export interface EncodeProfile extends Rung {
   /**
    * CPU niceness of the encode: on a host shared with a more urgent encode, this one gets only the CPU
    * the other leaves (and is paused outright while it runs, see yield.ts and docs/performance.md).
@@ -22,10 +12,14 @@ export interface RenditionProfile {
   rank: number;
 }
 
-export const PROFILES: Record<Rendition, RenditionProfile> = {
-  '720p': { name: '720p', shortSide: 720, videoKbps: 2800, maxKbps: 3000, bufKbps: 6000, audioKbps: 128, preset: 'veryfast', h264Profile: 'high', niceness: 0, rank: 0 },
-  '360p': { name: '360p', shortSide: 360, videoKbps: 800, maxKbps: 900, bufKbps: 1800, audioKbps: 128, preset: 'veryfast', h264Profile: 'main', niceness: 19, rank: 1 },
-};
+/**
+ * The first rung (FIRST_RENDITION: the way to the first playable manifest) is urgent; the others run at the
+ * lowest priority and pause while it runs, as the 360p did beside the 720p.
+ */
+export function encodeProfile(rung: Rung, first: string): EncodeProfile {
+  const urgent = rung.name === first;
+  return { ...rung, niceness: urgent ? 0 : 19, rank: urgent ? 0 : 1 };
+}
 
 /** DASH segment length. Every rendition has a keyframe at each multiple of it. */
 export const SEGMENT_SECONDS = 4;

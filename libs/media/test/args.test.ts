@@ -14,7 +14,6 @@ import {
   packagerBudgetMs,
   parseProbe,
   planMedia,
-  PROFILES,
   setBaseUrl,
   thumbnailArgs,
   thumbnailTime,
@@ -22,6 +21,9 @@ import {
   toolBudgetMs,
   transcodeArgs,
 } from '../src/index.ts';
+import { DEFAULT_LADDER, WEB_LADDER } from '@mesh/common';
+
+const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
 
 function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean; sar?: [number, number] } = {}): Probe {
   const [num, den] = more.fps ?? [30, 1];
@@ -34,7 +36,14 @@ function probe(width: number, height: number, more: { rotation?: number; fps?: [
   };
 }
 
-const plan = (over: Partial<MediaPlan> = {}): MediaPlan => ({ renditions: ['720p', '360p'], frameRate: { num: 30, den: 1 }, segmentSeconds: 4, audio: true, ...over });
+const plan = (over: Partial<MediaPlan> = {}): MediaPlan => ({
+  renditions: ['720p', '360p'],
+  sizes: { '720p': { width: 1280, height: 720 }, '360p': { width: 640, height: 360 } },
+  frameRate: { num: 30, den: 1 },
+  segmentSeconds: 4,
+  audio: true,
+  ...over,
+});
 
 describe('outputSize', () => {
   it.each<[string, Probe, [number, number], [number, number]]>([
@@ -48,8 +57,8 @@ describe('outputSize', () => {
     ['PAL DV 720x576 with 16:15 pixels shows 4:3', probe(720, 576, { sar: [16, 15] }), [960, 720], [480, 360]],
     ['anamorphic 1440x1080 with 4:3 pixels shows 16:9', probe(1440, 1080, { sar: [4, 3] }), [1280, 720], [640, 360]],
   ])('%s', (_name, p, hd, sd) => {
-    expect(outputSize(p, PROFILES['720p'])).toEqual({ width: hd[0], height: hd[1] });
-    expect(outputSize(p, PROFILES['360p'])).toEqual({ width: sd[0], height: sd[1] });
+    expect(outputSize(p, 720)).toEqual({ width: hd[0], height: hd[1] });
+    expect(outputSize(p, 360)).toEqual({ width: sd[0], height: sd[1] });
   });
 });
 
@@ -58,12 +67,45 @@ describe('planMedia', () => {
     ['1080p with audio', probe(1920, 1080), true, ['720p', '360p'], true],
     ['720p source', probe(1280, 720), true, ['720p', '360p'], true],
     ['480p source: no upscale to 720p', probe(854, 480), true, ['360p'], true],
-    ['tiny source still gets the smallest', probe(320, 240), true, ['360p'], true],
     ['has_audio false drops the audio', probe(1920, 1080), false, ['720p', '360p'], false],
     ['no audio stream despite has_audio', probe(1920, 1080, { audio: false }), true, ['720p', '360p'], false],
     ['portrait 720x1280', probe(720, 1280), true, ['720p', '360p'], true],
-  ])('%s', (_name, p, hasAudio, renditions, audio) => {
-    expect(planMedia(p, { hasAudio })).toMatchObject({ renditions, audio, segmentSeconds: 4 });
+  ])('default ladder: %s', (_name, p, hasAudio, renditions, audio) => {
+    expect(planMedia(p, { hasAudio, ladder: DEFAULT_LADDER })).toMatchObject({ renditions, audio, segmentSeconds: 4 });
+  });
+
+  // Every rung of the web ladder against the sources phones and cameras make: no rung is larger than the
+  // source (the short side is the target, so portrait gets what landscape gets), and a source smaller
+  // than every rung gets one rendition at its own size.
+  it.each<[string, Probe, [string, number, number][]]>([
+    ['4K', probe(3840, 2160), [['1080p', 1920, 1080], ['720p', 1280, 720], ['480p', 854, 480], ['360p', 640, 360], ['240p', 426, 240]]],
+    ['1080p', probe(1920, 1080), [['1080p', 1920, 1080], ['720p', 1280, 720], ['480p', 854, 480], ['360p', 640, 360], ['240p', 426, 240]]],
+    ['853x479', probe(853, 479), [['360p', 642, 360], ['240p', 428, 240]]],
+    ['portrait 1080x1920', probe(1080, 1920), [['1080p', 1080, 1920], ['720p', 720, 1280], ['480p', 480, 854], ['360p', 360, 640], ['240p', 240, 426]]],
+    ['320x240', probe(320, 240), [['240p', 320, 240]]],
+    ['160x120: smaller than every rung, one rendition at its own size', probe(160, 120), [['240p', 160, 120]]],
+  ])('web ladder, %s source', (_name, p, expected) => {
+    const pl = planMedia(p, { hasAudio: true, ladder: WEB_LADDER });
+    expect(pl.renditions).toEqual(expected.map(([name]) => name));
+    expect(pl.sizes).toEqual(Object.fromEntries(expected.map(([name, width, height]) => [name, { width, height }])));
+  });
+
+  it('plans only the rungs a job asked for, still without upscaling', () => {
+    expect(planMedia(probe(1920, 1080), { hasAudio: true, ladder: WEB_LADDER, requested: ['240p', '1080p'] }).renditions).toEqual(['1080p', '240p']);
+    expect(planMedia(probe(1280, 720), { hasAudio: true, ladder: WEB_LADDER, requested: ['1080p'] })).toMatchObject({ renditions: ['1080p'], sizes: { '1080p': { width: 1280, height: 720 } } });
+  });
+
+  it('encodes each rung with its own settings, at the size the plan gave it', () => {
+    const p = probe(1920, 1080);
+    const pl = planMedia(p, { hasAudio: true, ladder: WEB_LADDER });
+    for (const rung of WEB_LADDER) {
+      const a = transcodeArgs({ input: '/in/src', output: `/out/${rung.name}.mp4`, probe: p, plan: pl, profile: rung });
+      const at = (flag: string) => a[a.indexOf(flag) + 1];
+      expect(at('-preset')).toBe(rung.preset);
+      expect(at('-profile:v')).toBe(rung.profile);
+      expect([at('-b:v'), at('-maxrate'), at('-bufsize'), at('-b:a')]).toEqual([`${rung.videoKbps}k`, `${rung.maxKbps}k`, `${rung.bufKbps}k`, `${rung.audioKbps}k`]);
+      expect(at('-vf')).toContain(`scale=${pl.sizes[rung.name]!.width}:${pl.sizes[rung.name]!.height}`);
+    }
   });
 });
 
@@ -93,7 +135,7 @@ describe('outputFrameRate and GOP', () => {
 });
 
 describe('transcodeArgs', () => {
-  const args = (p: Probe, pl: MediaPlan) => transcodeArgs({ input: '/in/src', output: '/out/720p.mp4', probe: p, plan: pl, profile: PROFILES['720p'] });
+  const args = (p: Probe, pl: MediaPlan) => transcodeArgs({ input: '/in/src', output: '/out/720p.mp4', probe: p, plan: pl, profile: rungOf('720p') });
   const after = (a: string[], flag: string) => a[a.indexOf(flag) + 1];
 
   it('restricts the input before -i, to local files in real video containers', () => {
@@ -105,7 +147,7 @@ describe('transcodeArgs', () => {
   });
 
   it('lets a presigned URL be read over HTTP(S) only, never a local file, and reconnects', () => {
-    const a = transcodeArgs({ input: 'https://s3.example/work/jobs/1/source?X-Amz-Signature=abc', output: '/out/720p.mp4', probe: probe(1920, 1080), plan: plan(), profile: PROFILES['720p'] });
+    const a = transcodeArgs({ input: 'https://s3.example/work/jobs/1/source?X-Amz-Signature=abc', output: '/out/720p.mp4', probe: probe(1920, 1080), plan: plan(), profile: rungOf('720p') });
     expect(after(a, '-protocol_whitelist')).toBe('http,https,tcp,tls');
     expect(after(a, '-reconnect')).toBe('1');
     expect(a.indexOf('-reconnect')).toBeLessThan(a.indexOf('-i'));
@@ -140,7 +182,8 @@ describe('transcodeArgs', () => {
   });
 
   it('scales a rotated source to its upright size', () => {
-    const a = args(probe(1920, 1080, { rotation: 270 }), plan());
+    const p = probe(1920, 1080, { rotation: 270 });
+    const a = args(p, planMedia(p, { hasAudio: true, ladder: DEFAULT_LADDER }));
     expect(after(a, '-vf')).toContain('scale=720:1280');
   });
 });
@@ -174,7 +217,7 @@ describe('inputGuard', () => {
   });
 
   it('puts every input option before -i, for ffprobe too', () => {
-    const a = transcodeArgs({ input: url, ifMatch: '"e"', output: '/o.mp4', probe: probe(1920, 1080), plan: plan(), profile: PROFILES['720p'] });
+    const a = transcodeArgs({ input: url, ifMatch: '"e"', output: '/o.mp4', probe: probe(1920, 1080), plan: plan(), profile: rungOf('720p') });
     for (const flag of ['-codec_whitelist', '-rw_timeout', '-headers', '-t']) expect(a.indexOf(flag)).toBeLessThan(a.indexOf('-i'));
     const p = ffprobeArgs(url, { ifMatch: '"e"' });
     for (const flag of ['-codec_whitelist', '-rw_timeout', '-headers']) expect(p.indexOf(flag)).toBeLessThan(p.indexOf(url));
@@ -194,7 +237,7 @@ describe('bounds', () => {
 
   it('stops decoding past the declared duration with an input -t, in encodes and thumbnails', () => {
     const p = { ...probe(1920, 1080), durationSec: 10 };
-    for (const a of [transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: PROFILES['360p'] }), thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: p })]) {
+    for (const a of [transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: rungOf('360p') }), thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: p })]) {
       const t = a.indexOf('-t');
       expect(a[t + 1]).toBe('14.200');
       expect(t).toBeLessThan(a.indexOf('-i'));
@@ -254,11 +297,11 @@ describe('packagerArgs', () => {
   it('lays out video per rendition and one audio stream', () => {
     const a = packagerArgs({ renditions: [{ rendition: '720p', path: '/t/720p.mp4' }, { rendition: '360p', path: '/t/360p.mp4' }], audioFrom: '/t/720p.mp4', outDir: '/t/pkg', segmentDir: 'job.1', segmentSeconds: 4 });
     expect(a.slice(0, 3)).toEqual([
-      'in=/t/720p.mp4,stream=video,init_segment=/t/pkg/job.1/video/720p/init.mp4,segment_template=/t/pkg/job.1/video/720p/$Number$.m4s',
-      'in=/t/360p.mp4,stream=video,init_segment=/t/pkg/job.1/video/360p/init.mp4,segment_template=/t/pkg/job.1/video/360p/$Number$.m4s',
-      'in=/t/720p.mp4,stream=audio,init_segment=/t/pkg/job.1/audio/init.mp4,segment_template=/t/pkg/job.1/audio/$Number$.m4s',
+      'in=/t/720p.mp4,stream=video,init_segment=/t/pkg/job.1/video/720p/init.mp4,segment_template=/t/pkg/job.1/video/720p/$Number$.m4s,playlist_name=job.1/video_720p.m3u8',
+      'in=/t/360p.mp4,stream=video,init_segment=/t/pkg/job.1/video/360p/init.mp4,segment_template=/t/pkg/job.1/video/360p/$Number$.m4s,playlist_name=job.1/video_360p.m3u8',
+      'in=/t/720p.mp4,stream=audio,init_segment=/t/pkg/job.1/audio/init.mp4,segment_template=/t/pkg/job.1/audio/$Number$.m4s,playlist_name=job.1/audio.m3u8,hls_group_id=audio,hls_name=Audio',
     ]);
-    expect(a).toEqual(expect.arrayContaining(['--segment_duration', '4', '--generate_static_live_mpd', '--mpd_output', '/t/pkg/manifest.mpd']));
+    expect(a).toEqual(expect.arrayContaining(['--segment_duration', '4', '--generate_static_live_mpd', '--mpd_output', '/t/pkg/manifest.mpd', '--hls_master_playlist_output', '/t/pkg/master.m3u8', '--hls_playlist_type', 'VOD']));
     expect(a.join(' ')).not.toContain('--base_urls');
   });
 

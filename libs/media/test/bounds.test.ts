@@ -15,7 +15,10 @@ import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError, type Probe } from '@mesh/common';
 import { makeClip, startS3, tempDir, type S3Server } from '@mesh/testkit';
 import { createS3, headObject, putObject, withSourceUrl } from '@mesh/storage';
-import { decodeStopSec, planMedia, probeFile, PROFILES, runTool, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { decodeStopSec, planMedia, probeFile, runTool, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { DEFAULT_LADDER } from '@mesh/common';
+
+const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
 
 const run = promisify(execFile);
 const log = createLogger('test', 'silent');
@@ -60,16 +63,16 @@ describe('a source that decodes longer than it declares', () => {
   });
 
   it('is cut by the args alone just past what it declared, not encoded for 300 s', async () => {
-    const plan = planMedia(probe, { hasAudio: true });
-    await runTool('ffmpeg', transcodeArgs({ input: crafted, output: at('cut.mp4'), probe, plan, profile: PROFILES['360p'] }), { log });
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
+    await runTool('ffmpeg', transcodeArgs({ input: crafted, output: at('cut.mp4'), probe, plan, profile: rungOf('360p') }), { log });
     const got = await durationOf(at('cut.mp4'));
     expect(got).toBeGreaterThan(probe.durationSec);
     expect(got).toBeLessThanOrEqual(decodeStopSec(probe.durationSec) + 0.1);
   });
 
   it('fails the encode with SOURCE_TOO_LONG and a reason, given the declared duration', async () => {
-    const plan = planMedia(probe, { hasAudio: true });
-    const err = await runTool('ffmpeg', transcodeArgs({ input: crafted, output: at('refused.mp4'), probe, plan, profile: PROFILES['360p'] }), {
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
+    const err = await runTool('ffmpeg', transcodeArgs({ input: crafted, output: at('refused.mp4'), probe, plan, profile: rungOf('360p') }), {
       log,
       declaredSec: probe.durationSec,
     }).catch((e: unknown) => e);
@@ -85,8 +88,8 @@ describe('a source that decodes longer than it declares', () => {
   it('a clip that holds what it declares is not refused', async () => {
     const src = await makeClip(at('honest.mp4'), { width: 320, height: 180, seconds: 3, audio: true });
     const honest = await probeFile(src, { log });
-    const plan = planMedia(honest, { hasAudio: true });
-    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('honest-360p.mp4'), probe: honest, plan, profile: PROFILES['360p'] }), { log, declaredSec: honest.durationSec });
+    const plan = planMedia(honest, { hasAudio: true, ladder: DEFAULT_LADDER });
+    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('honest-360p.mp4'), probe: honest, plan, profile: rungOf('360p') }), { log, declaredSec: honest.durationSec });
     expect(await durationOf(at('honest-360p.mp4'))).toBeCloseTo(3, 0);
   });
 });
@@ -123,8 +126,8 @@ describe('decoders', () => {
     const probe = await probeFile(at(name), { log });
     expect(probe.video.codec).toBe(video);
     expect(probe.audio?.codec ?? null).toBe(audio);
-    const plan = planMedia(probe, { hasAudio: true });
-    await runTool('ffmpeg', transcodeArgs({ input: at(name), output: at(`${name}.360p.mp4`), probe, plan, profile: PROFILES['360p'] }), { log, declaredSec: probe.durationSec });
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
+    await runTool('ffmpeg', transcodeArgs({ input: at(name), output: at(`${name}.360p.mp4`), probe, plan, profile: rungOf('360p') }), { log, declaredSec: probe.durationSec });
   });
 
   it('lets a phone video with subtitles and cover art through (ffprobe opens every stream)', async () => {
@@ -141,7 +144,7 @@ describe('decoders', () => {
     expect(err).toMatchObject({ code: 'SOURCE_UNSUPPORTED', message: expect.stringMatching(/^the file holds a ffv1 stream, a codec the mesh does not decode \(video: h264, hevc, /) });
     // FFmpeg itself refuses it too, with the probe of a file that was swapped after probing, say.
     const probe = probeOf(128, 96, 1);
-    const failed = await runTool('ffmpeg', transcodeArgs({ input: at('ffv1.mkv'), output: at('ffv1.mp4'), probe, plan: planMedia(probe, { hasAudio: false }), profile: PROFILES['360p'] }), { log }).catch((e: unknown) => e);
+    const failed = await runTool('ffmpeg', transcodeArgs({ input: at('ffv1.mkv'), output: at('ffv1.mp4'), probe, plan: planMedia(probe, { hasAudio: false, ladder: DEFAULT_LADDER }), profile: rungOf('360p') }), { log }).catch((e: unknown) => e);
     expect(failed).toBeInstanceOf(ToolError);
     expect((failed as ToolError).stderrTail).toMatch(/Codec \(ffv1\) not on whitelist/);
   });
@@ -156,7 +159,7 @@ describe('reading a URL', () => {
     const { port } = stalled.address() as { port: number };
     const probe = probeOf(320, 180, 10);
     try {
-      const args = transcodeArgs({ input: `http://127.0.0.1:${port}/in/src.mp4`, readTimeoutMs: 500, output: at('stalled.mp4'), probe, plan: planMedia(probe, { hasAudio: false }), profile: PROFILES['360p'] });
+      const args = transcodeArgs({ input: `http://127.0.0.1:${port}/in/src.mp4`, readTimeoutMs: 500, output: at('stalled.mp4'), probe, plan: planMedia(probe, { hasAudio: false, ladder: DEFAULT_LADDER }), profile: rungOf('360p') });
       // Without a stall timeout it would wait forever: the test's own guard stops it after 40 s.
       const err = await runTool('ffmpeg', args, { log, signal: AbortSignal.timeout(40_000) }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ToolError);
@@ -184,9 +187,9 @@ describe('a source swapped after it was probed', () => {
     const source = { ...ref, etag: (await headObject(s3, ref))!.etag };
     // Pinned and unchanged: ffprobe and ffmpeg send the If-Match header S3 checks, and read it.
     const probe = await withSourceUrl(s3, source, (url, { ifMatch }) => probeFile(url, { log, ifMatch, sizeBytes: 1, redact: { [url]: 'src' } }));
-    const plan = planMedia(probe, { hasAudio: true });
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
     const encode = (output: string) =>
-      withSourceUrl(s3, source, (input, { ifMatch }) => runTool('ffmpeg', transcodeArgs({ input, ifMatch, output, probe, plan, profile: PROFILES['360p'] }), { log, redact: { [input]: 'src' } }));
+      withSourceUrl(s3, source, (input, { ifMatch }) => runTool('ffmpeg', transcodeArgs({ input, ifMatch, output, probe, plan, profile: rungOf('360p') }), { log, redact: { [input]: 'src' } }));
     await encode(at('pinned-ok.mp4'));
     expect(await durationOf(at('pinned-ok.mp4'))).toBeCloseTo(2, 0);
 

@@ -8,7 +8,10 @@ import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
 import { makeClip, REPO_ROOT, startS3, tempDir } from '@mesh/testkit';
 import { createS3, presignGet, putObject } from '@mesh/storage';
-import { holdUrgency, outputSize, packagerArgs, planMedia, probeFile, PROFILES, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { holdUrgency, outputSize, packagerArgs, planMedia, probeFile, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { DEFAULT_LADDER } from '@mesh/common';
+
+const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
 
 const run = promisify(execFile);
 const log = createLogger('test', 'silent');
@@ -54,12 +57,12 @@ describe('probe, transcode, package', () => {
     const src = await makeClip(at('src.mp4'), { width: 1280, height: 720, seconds: 9, audio: true });
     const probe = await probeFile(src, { log });
     expect(probe).toMatchObject({ durationSec: expect.closeTo(9, 0), video: { codec: 'h264', width: 1280, height: 720, rotation: 0 }, audio: { codec: 'aac' } });
-    const plan = planMedia(probe, { hasAudio: true });
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
     for (const r of plan.renditions) {
       let progressed = 0;
-      await runTool('ffmpeg', transcodeArgs({ input: src, output: at(`${r}.mp4`), probe, plan, profile: PROFILES[r] }), { log, onProgress: (s) => (progressed = s) });
+      await runTool('ffmpeg', transcodeArgs({ input: src, output: at(`${r}.mp4`), probe, plan, profile: rungOf(r) }), { log, onProgress: (s) => (progressed = s) });
       expect(progressed).toBeGreaterThan(8);
-      const { width, height } = outputSize(probe, PROFILES[r]);
+      const { width, height } = outputSize(probe, rungOf(r).shortSide);
       expect(await streamInfo(at(`${r}.mp4`))).toBe(`h264,video,${width},${height}\naac,audio`);
     }
     const [k720, k360] = await Promise.all([keyframeTimes(at('720p.mp4')), keyframeTimes(at('360p.mp4'))]);
@@ -82,9 +85,9 @@ describe('probe, transcode, package', () => {
     const src = await makeClip(at('phone.mp4'), { width: 640, height: 360, seconds: 2, audio: false, rotation: 90 });
     const probe = await probeFile(src, { log });
     expect(probe.video).toMatchObject({ width: 640, height: 360, rotation: 90 });
-    const plan = planMedia(probe, { hasAudio: true });
+    const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
     expect(plan).toMatchObject({ renditions: ['360p'], audio: false });
-    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('phone-360.mp4'), probe, plan, profile: PROFILES['360p'] }), { log });
+    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('phone-360.mp4'), probe, plan, profile: rungOf('360p') }), { log });
     expect(await streamInfo(at('phone-360.mp4'))).toBe('h264,video,360,640');
     await runTool('ffmpeg', thumbnailArgs({ input: src, output: at('phone.jpg'), probe }), { log });
     expect(await streamInfo(at('phone.jpg'))).toBe('mjpeg,video,360,640');
@@ -139,8 +142,8 @@ describe('refusals', () => {
       const probe = await probeFile(url, { log: spy, sizeBytes: 1, redact });
       expect(probe.video).toMatchObject({ width: 640, height: 360 });
       let niceness = -1;
-      const plan = planMedia(probe, { hasAudio: true });
-      await runTool('ffmpeg', transcodeArgs({ input: url, output: at('url-360p.mp4'), probe, plan, profile: PROFILES['360p'] }), {
+      const plan = planMedia(probe, { hasAudio: true, ladder: DEFAULT_LADDER });
+      await runTool('ffmpeg', transcodeArgs({ input: url, output: at('url-360p.mp4'), probe, plan, profile: rungOf('360p') }), {
         log: spy,
         redact,
         niceness: 12,

@@ -417,6 +417,7 @@ export async function presignGet(s3: S3Client, ref: ObjectRef, o: { expiresSec: 
 
 const TYPES: [RegExp, string][] = [
   [/\.mpd$/i, 'application/dash+xml'],
+  [/\.m3u8$/i, 'application/vnd.apple.mpegurl'],
   [/\.m4s$/i, 'video/iso.segment'],
   [/\.(mp4|m4v)$/i, 'video/mp4'],
   [/\.m4a$/i, 'audio/mp4'],

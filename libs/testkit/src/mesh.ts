@@ -10,8 +10,10 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { supervise, type ExitStatus, type RestartPolicy, type Supervised, type SupervisorEvent } from './supervise.ts';
 
+/** The services a mesh starts by default. */
 export const SERVICES = ['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', 'packager', 'thumbnailer', 'uploader', 'notifier'] as const;
-export type ServiceName = (typeof SERVICES)[number];
+/** ...and the transcoder for other rungs of the ladder (its RENDITIONS in its env), added with `mesh.add`. */
+export type ServiceName = (typeof SERVICES)[number] | 'transcoder';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 

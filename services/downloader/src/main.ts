@@ -7,7 +7,7 @@
  * a reason saying so, instead of renditions cut from two different videos.
  */
 import { publishEvent, publishWork } from '@mesh/bus';
-import { InputError, int, layout, msgId, s3Config, transcodeWork, type Env, type SourcePin } from '@mesh/common';
+import { InputError, int, ladderConfig, layout, msgId, s3Config, type Env, type SourcePin } from '@mesh/common';
 import { planRenditions, runStageService } from '@mesh/jobs';
 import { checkProbe, checkSize, DEFAULT_LIMITS, planMedia, probeFile } from '@mesh/media';
 import { bucketExists, headObject, s3url, withSourceUrl } from '@mesh/storage';
@@ -18,6 +18,8 @@ await runStageService({
   config: (env: Env) => ({
     s3: s3Config(env),
     concurrency: int(env, 'DOWNLOADER_CONCURRENCY', 2, { min: 1, max: 64 }),
+    // Which rungs a job becomes (LADDER / LADDER_FILE).
+    ladder: ladderConfig(env),
     limits: {
       maxBytes: int(env, 'MAX_SOURCE_BYTES', DEFAULT_LIMITS.maxBytes, { min: 1 }),
       maxDurationSec: int(env, 'MAX_SOURCE_DURATION_SEC', DEFAULT_LIMITS.maxDurationSec, { min: 1 }),
@@ -40,14 +42,15 @@ await runStageService({
     const pinned = { ...input, ...source };
     const probe = await withSourceUrl(s3, pinned, (url, { ifMatch }) => probeFile(url, { log, signal, ifMatch, sizeBytes: head.size, redact: { [url]: s3url(pinned) } }));
     checkProbe(probe, config.limits);
-    const plan = planMedia(probe, { hasAudio: job.hasAudio });
+    const unknown = job.renditions?.filter((r) => !config.ladder.rungs.some((rung) => rung.name === r)) ?? [];
+    if (unknown.length > 0) throw new InputError('INVALID_MESSAGE', `renditions: ${unknown.join(', ')} not in the ladder (${config.ladder.rungs.map((r) => r.name).join(', ')})`);
+    const plan = planMedia(probe, { hasAudio: job.hasAudio, ladder: config.ladder.rungs, requested: job.renditions });
     log.info({ probe, plan }, 'source probed');
 
     await publishEvent(bus, { type: 'source.probed', jobId: job.jobId, probe, plan }, msgId(job, 'source.probed'));
     await planRenditions(states, job, plan.renditions);
     for (const rendition of plan.renditions) {
-      const { subject } = transcodeWork(rendition);
-      await publishWork(bus, `transcode-${rendition}`, { kind: 'transcode', job, rendition, source, probe, plan }, msgId(job, 'transcode', rendition), subject);
+      await publishWork(bus, 'transcode', { kind: 'transcode', job, rendition, source, probe, plan }, msgId(job, 'transcode', rendition));
     }
     await publishWork(bus, 'thumbnail', { kind: 'thumbnail', job, source, probe }, msgId(job, 'thumbnail'));
   },

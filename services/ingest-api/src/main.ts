@@ -3,7 +3,7 @@
  * replica leads it at a time). Every job operation is a named function of libs/jobs (operations.ts).
  */
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
-import { int, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
+import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
 import { cancelJobOp, getJob, openJobStates, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
@@ -20,6 +20,8 @@ const config = (env: Env) => ({
   uploadUrlTtlSec: int(env, 'UPLOAD_URL_TTL_SEC', 3600, { min: 60, max: 7 * 24 * 3600 }),
   // Where clients reach S3, when not at S3_ENDPOINT (MinIO inside Docker): upload URLs are signed for it.
   publicS3Url: optional(env, 'S3_PUBLIC_URL'),
+  // The rungs a job may ask for, and the transcoders' queues to watch.
+  ladder: ladderConfig(env),
 });
 
 await runService({
@@ -33,10 +35,10 @@ await runService({
     const s3 = createS3(config.s3);
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
     // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
-    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus), 1500) };
-    const queues = async () => ({ queues: await queueDepths(bus), dead_letters: await deadLetterCount(bus) });
+    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500) };
+    const queues = async () => ({ queues: await queueDepths(bus, config.ladder.rungs), dead_letters: await deadLetterCount(bus) });
 
-    registerQueueMetrics(() => queueDepths(bus), () => deadLetterCount(bus));
+    registerQueueMetrics(() => queueDepths(bus, config.ladder.rungs), () => deadLetterCount(bus));
     const app = createApp({
       apiKey: config.apiKey,
       ...(config.adminApiKey ? { adminApiKey: config.adminApiKey } : {}),

@@ -1,17 +1,18 @@
 /**
- * packager: work.package (one rendition ready, or failed) -> DASH package of every ready rendition -> work.upload
+ * packager: work.package (one rendition ready, or failed) -> DASH and HLS package of every ready rendition -> work.upload
  *
  * Records the rendition's outcome on the job (compare-and-set), then packages all renditions ready so far,
  * so the first one out is playable at once and each later one grows the manifest. Segments go straight
  * to the output, into the job attempt's own folder (`<object_key>/<jobId>.<attempt>/`), each written once:
  * a later packaging of the same attempt keeps what is there, so segments (init segments too) never change
- * once a manifest may name them, and another job or attempt can never overwrite or mix them. The manifest
- * waits in the work bucket for the uploader, which publishes it. Nothing names a segment before it is in place.
+ * once a manifest may name them, and another job or attempt can never overwrite or mix them. The DASH
+ * manifest and the HLS master (one Shaka Packager run, the same CMAF segments) wait in the work bucket for
+ * the uploader, which publishes them. Nothing names a segment before it is in place.
  */
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { publishWork } from '@mesh/bus';
-import { int, layout, mapLimit, MeshError, msgId, RENDITION_NAMES, s3Config, type Env } from '@mesh/common';
+import { int, layout, mapLimit, MeshError, msgId, s3Config, type Env } from '@mesh/common';
 import { mayPublish, runStageService, settleRendition } from '@mesh/jobs';
 import { holdUrgency, packagerArgs, packagerBudgetMs, runTool, setBaseUrl, yieldConfig } from '@mesh/media';
 import { downloadToFile, uploadFile, uploadOnce } from '@mesh/storage';
@@ -41,7 +42,8 @@ await runStageService({
       return;
     }
     if (rec.phase === 'failed') throw new MeshError('JOB_FAILED', `${rendition} was ready after the job had failed; kept to be re-driven`, { permanent: true });
-    const ready = RENDITION_NAMES.filter((r) => rec.ready.includes(r));
+    // In the plan's order (largest first), as the manifest lists them.
+    const ready = plan.renditions.filter((r) => rec.ready.includes(r));
     if (!mayPublish(rec, ready)) {
       log.info({ ready, published: rec.published }, 'a manifest with more renditions is out already; nothing to package');
       return;
@@ -73,6 +75,8 @@ await runStageService({
       // Shaka percent-encodes --base_urls; the manifest must carry base_url exactly as the client gave it.
       await writeFile(manifestPath, setBaseUrl(await readFile(manifestPath, 'utf8'), job.baseUrl));
       await uploadFile(s3, { bucket: config.s3.workBucket, key: layout.workManifest(job, ready) }, manifestPath, { signal });
+      // The HLS master of the same segments: relative URIs, so no base to set.
+      await uploadFile(s3, { bucket: config.s3.workBucket, key: layout.workMaster(job, ready) }, join(outDir, 'master.m3u8'), { signal });
       await publishWork(bus, 'upload', { kind: 'upload', job, renditions: ready }, msgId(job, 'upload', ready.join('-')));
     } finally {
       release?.();

@@ -1,4 +1,4 @@
-/** transcoder-360: encodes the 360p rendition. All the logic is shared with the other transcoder. */
+/** transcoder-360: encodes the 360p rung (or RENDITIONS). All the logic is shared with every transcoder. */
 import { runTranscoder } from '@mesh/transcoder';
 
-await runTranscoder('360p');
+await runTranscoder({ name: 'transcoder-360', defaults: ['360p'] });

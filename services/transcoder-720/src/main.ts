@@ -1,4 +1,4 @@
-/** transcoder-720: encodes the 720p rendition. All the logic is shared with the other transcoder. */
+/** transcoder-720: encodes the 720p rung (or RENDITIONS). All the logic is shared with every transcoder. */
 import { runTranscoder } from '@mesh/transcoder';
 
-await runTranscoder('720p');
+await runTranscoder({ name: 'transcoder-720', defaults: ['720p'] });

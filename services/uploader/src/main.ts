@@ -1,5 +1,6 @@
 /**
- * uploader: work.upload (a manifest whose segments are in the output) -> `<object_key>/manifest.mpd` in S3_OUTPUT_BUCKET
+ * uploader: work.upload (manifests whose segments are in the output) -> `<object_key>/manifest.mpd` and
+ * `<object_key>/master.m3u8` in S3_OUTPUT_BUCKET
  *
  * The commit point of a package: the packager has written the segments, and publishing the manifest
  * makes them reachable. Only the job attempt that owns the output prefix publishes there, under the
@@ -9,7 +10,7 @@
  * back a smaller manifest: S3 refuses the stale write and the decision is made again.
  */
 import { publishEvent } from '@mesh/bus';
-import { InputError, int, layout, MeshError, msgId, optional, s3Config, type Env } from '@mesh/common';
+import { InputError, int, layout, MeshError, msgId, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
 import { getRecord, isCancelled, mayPublish, mayReplaceManifest, outputOwner, recordPublished, runStageService, withOutputLock, type ManifestOrigin } from '@mesh/jobs';
 import { getText, headObject, PreconditionFailedError, publicUrl, putObject } from '@mesh/storage';
 
@@ -52,36 +53,51 @@ await runStageService({
       log.info({ renditions, published: rec.published }, 'stale manifest not published: a larger one is out');
       return;
     }
-    const body = await getText(s3, { bucket: config.s3.workBucket, key: layout.workManifest(job, renditions) });
-    if (body === null) throw new MeshError('STORAGE_FAILED', `the ${renditions.join('+')} manifest is missing from the work bucket`);
-    const manifest = { bucket: config.s3.outputBucket, key: layout.manifest(job) };
+    const read = async (key: string, what: string) => {
+      const text = await getText(s3, { bucket: config.s3.workBucket, key }, { signal });
+      if (text === null) throw new MeshError('STORAGE_FAILED', `the ${renditions.join('+')} ${what} is missing from the work bucket`);
+      return text;
+    };
+    const dash = { ref: { bucket: config.s3.outputBucket, key: layout.manifest(job) }, body: await read(layout.workManifest(job, renditions), 'manifest') };
+    const hls = { ref: { bucket: config.s3.outputBucket, key: layout.master(job) }, body: await read(layout.workMaster(job, renditions), 'HLS master') };
     const mine: ManifestOrigin = { jobId: job.jobId, attempt: job.attempt, renditions };
 
     await withOutputLock(states, job.objectKey, { signal }, async (lease) => {
-      for (;;) {
-        const current = await headObject(s3, manifest, { signal: lease.signal });
-        const origin = current ? originOf(current.metadata) : null;
-        if (!mayReplaceManifest(origin, mine)) {
-          const reason = `the manifest at ${job.objectKey}/ holds ${origin!.renditions.length} renditions from task ${origin!.jobId}; this job's ${renditions.join('+')} would take some away, so it was not published`;
-          // With nothing larger to come, this job cannot be published: it fails saying so instead of waiting forever.
-          if (everyRenditionSettled(await getRecord(states, job.jobId), renditions)) throw new InputError('OUTPUT_CONFLICT', reason);
-          log.info({ renditions, origin }, 'not published: the manifest in place holds more');
-          return;
+      /**
+       * Writes one manifest if it may replace the one in place, deciding on the ETag and origin read just
+       * before, with a write conditional on them: a change in between makes S3 refuse it, and we decide
+       * again. Returns the origin that kept it from being written, or null once it is.
+       */
+      const publish = async (file: { ref: ObjectRef; body: string }): Promise<ManifestOrigin | null> => {
+        for (;;) {
+          const current = await headObject(s3, file.ref, { signal: lease.signal });
+          const origin = current ? originOf(current.metadata) : null;
+          if (!mayReplaceManifest(origin, mine)) return origin;
+          // The client may have cancelled while we waited; the lease may have passed to another holder.
+          if (await isCancelled(states, job.jobId)) throw new MeshError('CANCELLED', 'the job was cancelled before its manifest was published', { permanent: true });
+          await lease.assertHeld();
+          try {
+            await putObject(s3, file.ref, file.body, { cacheControl: MANIFEST_CACHE, metadata: originMetadata(mine), ...(current ? { ifMatch: current.etag } : { ifNoneMatch: '*' }), signal: lease.signal });
+            return null;
+          } catch (err) {
+            if (!(err instanceof PreconditionFailedError)) throw err;
+            log.info({ key: file.ref.key }, 'the manifest changed while we decided; deciding again');
+          }
         }
-        // The client may have cancelled while we waited; the lease may have passed to another holder.
-        if (await isCancelled(states, job.jobId)) throw new MeshError('CANCELLED', 'the job was cancelled before its manifest was published', { permanent: true });
-        await lease.assertHeld();
-        try {
-          await putObject(s3, manifest, body, { cacheControl: MANIFEST_CACHE, metadata: originMetadata(mine), ...(current ? { ifMatch: current.etag } : { ifNoneMatch: '*' }), signal: lease.signal });
-          break;
-        } catch (err) {
-          if (!(err instanceof PreconditionFailedError)) throw err;
-          log.info('the manifest changed while we decided; deciding again');
-        }
+      };
+      // The HLS master first, then the DASH manifest, which is what the job's record follows: both by the same rule.
+      const refused = (await publish(hls)) ?? (await publish(dash));
+      if (refused) {
+        const reason = `the manifest at ${job.objectKey}/ holds ${refused.renditions.length} renditions from task ${refused.jobId}; this job's ${renditions.join('+')} would take some away, so it was not published`;
+        // With nothing larger to come, this job cannot be published: it fails saying so instead of waiting forever.
+        if (everyRenditionSettled(await getRecord(states, job.jobId), renditions)) throw new InputError('OUTPUT_CONFLICT', reason);
+        log.info({ renditions, origin: refused }, 'not published: the manifest in place holds more');
+        return;
       }
-      const url = publicUrl(config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`, manifest);
-      await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: manifest, url }, msgId(job, 'manifest', renditions.join('-')));
-      await recordPublished(states, job, renditions, { object: manifest, url });
+      const base = config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`;
+      const url = publicUrl(base, dash.ref);
+      await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: dash.ref, url, hls: { ...hls.ref, url: publicUrl(base, hls.ref) } }, msgId(job, 'manifest', renditions.join('-')));
+      await recordPublished(states, job, renditions, { object: dash.ref, url });
       log.info({ renditions, url }, 'manifest published');
     });
   },
