@@ -199,9 +199,12 @@ async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_00
 
 describe('dead letters', () => {
   it('a message that keeps failing fails the job with the reason, is kept, and re-driven finishes the job', async () => {
-    // The output bucket disappears: every write of segments fails until the packager gives up.
-    await deletePrefix(sys.s3, BUCKETS.output, '');
-    await sys.s3.send(new DeleteBucketCommand({ Bucket: BUCKETS.output }));
+    // The output bucket disappears: every write of segments fails until the packager gives up. (Emptied
+    // again if a late write of an earlier test's job lands between the two.)
+    await until(async () => {
+      await deletePrefix(sys.s3, BUCKETS.output, '');
+      return sys.s3.send(new DeleteBucketCommand({ Bucket: BUCKETS.output })).then(() => true, () => undefined);
+    }, (gone) => gone === true, 20_000);
     let taskId = '';
     try {
       taskId = await newJob();
