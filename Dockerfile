@@ -39,6 +39,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
  && npm cache clean --force
 
 COPY tsconfig*.json ./
+COPY ladders/ ladders/
 COPY libs/ libs/
 COPY services/ services/
 

@@ -58,7 +58,7 @@ export const DEFAULT_LADDER: Ladder = [
   { name: '360p', shortSide: 360, videoKbps: 800, maxKbps: 900, bufKbps: 1800, preset: 'veryfast', profile: 'main', audioKbps: 128 },
 ];
 
-/** A ladder for the web, from phones to 1080p screens (`LADDER_FILE=deploy/ladders/web.json`). */
+/** A ladder for the web, from phones to 1080p screens (`LADDER_FILE=ladders/web.json`). */
 export const WEB_LADDER: Ladder = [
   { name: '1080p', shortSide: 1080, videoKbps: 5000, maxKbps: 5350, bufKbps: 10700, preset: 'veryfast', profile: 'high', audioKbps: 128 },
   { name: '720p', shortSide: 720, videoKbps: 2800, maxKbps: 3000, bufKbps: 6000, preset: 'veryfast', profile: 'high', audioKbps: 128 },
