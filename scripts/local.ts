@@ -81,7 +81,7 @@ async function main() {
   const mesh = await startMesh({ env: servicesEnv, onLine: (id, line) => console.log(formatLogLine(id, line)) });
   stops.unshift(() => mesh.stop());
   const api = `http://127.0.0.1:${port}`;
-  say(`Mesh is up. API: ${api}  (ApiKey: ${apiKey})`);
+  say(`Mesh is up. API: ${api}  (ApiKey: ${apiKey}); its docs, to read and try: ${api}/docs`);
   say(`Metrics: ${mesh.processes.map((p) => `${p.id} http://127.0.0.1:${p.metricsPort}/metrics`).join(', ')}; queue depths: curl -s ${api}/admin/queues -H 'ApiKey: ${apiKey}'`);
   if (!env['OTEL_EXPORTER_OTLP_ENDPOINT']) say('Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 for a local Jaeger) to export them; trace_id is on every log line of a job.');
 
