@@ -36,6 +36,7 @@ interface Route {
 }
 
 const DOC = 'urn:contract:openapi';
+const PROBLEM = 'application/problem+json';
 
 export function openApiContract(document: Json): Contract {
   const ajv = new Ajv2020({ strict: false, allErrors: true });
@@ -68,13 +69,18 @@ export function openApiContract(document: Json): Contract {
     const fn = validatorAt(pointer);
     if (!fn(value)) throw new ContractError(`${what}: ${ajv.errorsText(fn.errors, { dataVar: 'body' })}\n${JSON.stringify(value).slice(0, 2000)}`);
   };
-  const problemSchema = ['components', 'schemas', 'Problem'];
+  /** A problem says the status it is answered with. */
+  const sameStatus = (body: unknown, answer: Answer, what: string) => {
+    const status = (body as { status?: unknown }).status;
+    if (status !== answer.status) throw new ContractError(`${what}: problem status ${String(status)} in a ${answer.status} answer`);
+  };
+  /** The answer to a route or method the document does not have: one of `statuses`, as the document's Problem. */
   const checkProblem = (what: string, answer: Answer, statuses: number[]) => {
     if (!statuses.includes(answer.status)) throw new ContractError(`${what}: answered ${answer.status}, which the document does not list`);
-    if (mediaType(answer) !== 'application/problem+json') throw new ContractError(`${what}: ${answer.status} as ${mediaType(answer)}, not application/problem+json`);
+    if (mediaType(answer) !== PROBLEM) throw new ContractError(`${what}: ${answer.status} as ${mediaType(answer)}, not ${PROBLEM}`);
     const body = parse(answer.body, what);
-    validate(problemSchema, body, what);
-    if ((body as { status: number }).status !== answer.status) throw new ContractError(`${what}: problem status ${(body as { status: number }).status} in a ${answer.status} answer`);
+    validate(['components', 'schemas', 'Problem'], body, what);
+    sameStatus(body, answer, what);
   };
 
   function check(method: string, url: string | URL, answer: Answer): void {
@@ -105,7 +111,7 @@ export function openApiContract(document: Json): Contract {
     if (type === 'application/json' || type.endsWith('+json')) {
       const body = parse(answer.body, what);
       validate(schemaPointer, body, what);
-      if (type === 'application/problem+json' && (body as { status: number }).status !== answer.status) throw new ContractError(`${what}: problem status ${(body as { status: number }).status}`);
+      if (type === PROBLEM) sameStatus(body, answer, what);
     } else if (type === 'text/event-stream') {
       if (!content[type]!['x-itemSchema']) throw new ContractError(`${what}: an event stream without x-itemSchema`);
       const item = resolve([...responsePointer, 'content', type, 'x-itemSchema']);

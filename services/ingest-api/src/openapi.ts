@@ -1,7 +1,8 @@
 /**
  * The OpenAPI 3.1 document of the API, generated from the zod schemas the handlers parse and answer with
- * (schemas.ts): the table below says which schema each route takes and answers, `openApiDocument`
- * turns it into the document served at /openapi.json. Nothing here restates a shape by hand.
+ * (request.ts, responses.ts, problems.ts, schemas.ts): the table below says which schema each route takes
+ * and answers, `openApiDocument` turns it into the document served at /openapi.json. Nothing here
+ * restates a body's shape by hand; the live streams' framing (event, id, data) is described here.
  */
 import { z } from 'zod';
 import { Rendition, Stage } from '@mesh/common';
