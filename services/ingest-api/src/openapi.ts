@@ -62,7 +62,7 @@ const AllStreamMessage = z.union([SseReady, SseStatus]);
 
 const eventStream = (itemSchema: string, description: string): Answer => ({
   status: 200,
-  description: `${description} A comment line now and then keeps proxies from closing a quiet stream.`,
+  description: `${description} A comment line now and then keeps proxies from closing a quiet stream. Each message is a ${itemSchema} (schemas below; x-itemSchema of the media type), its data the JSON of a LiveStatus, LiveReady or LiveEnd.`,
   content: { 'text/event-stream': { type: 'string' } },
   itemSchema,
 });
