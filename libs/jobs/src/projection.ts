@@ -156,7 +156,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
 /** The compatible answer (task_id, task_status, task_result) plus what a client needs to follow the job. */
 export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string } = {}) {
   // The original service's four states: a cancelled task reads as FAILURE, with the reason.
-  const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' }[view.state];
+  const taskStatus = ({ queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' } as const)[view.state];
   const failure = view.state === 'cancelled' ? 'cancelled by the client' : (view.error?.reason ?? 'failed');
   return {
     task_id: view._id,
