@@ -7,6 +7,7 @@
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents beside the live ones
  *   GET  /admin/queues, /admin/dead-letters, POST /admin/dead-letters/{seq}/redrive
+ *   GET  /video/encoding/{task_id}/events, GET /events -> live progress over Server-Sent Events (live.ts)
  *   GET  /healthz                   (no key)
  * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403. With ADMIN_API_KEY set, the
  * /admin routes need that key (the client key gets 403 there); without it, APP_API_KEY may do everything.
@@ -21,6 +22,7 @@ import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
 import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
+import { registerLiveRoutes, type LiveDeps } from './live.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
 
 export interface ApiDeps {
@@ -43,6 +45,8 @@ export interface ApiDeps {
     redrive: (seq: number) => Promise<DeadLetter>;
   };
   bodyLimitBytes?: number;
+  /** Live progress streams (live.ts); without it, their routes are not served. */
+  live?: LiveDeps;
 }
 
 type Role = 'client' | 'admin';
@@ -160,6 +164,8 @@ export function createApp(deps: ApiDeps): Koa {
     ctx.status = 202;
     ctx.body = { redriven: letter };
   });
+
+  if (deps.live) registerLiveRoutes(router, deps.live, deps.jobs.get, deps.log);
 
   app.use(router.routes());
   app.use(router.allowedMethods());
