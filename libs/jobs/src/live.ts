@@ -165,18 +165,21 @@ export function openLiveFeed(ctx: { bus: Bus; store: ProjectionStore; log: Logge
   /** The job's status after event `seq`, when someone needs it. */
   async function statusAfter(seq: number, event: JobEvent): Promise<LiveUpdate | null> {
     const jobId = event.jobId;
-    let view = views.get(jobId) ?? null;
-    if (!view) {
+    let next: JobView | null;
+    const view = views.get(jobId);
+    if (view) next = applyEvent(view, event, seq);
+    else {
       const followed = [...(byJob.get(jobId) ?? [])].some((r) => r.live);
       if (all.size === 0 && !followed) return null;
-      if (event.type !== 'job.created') {
-        const loaded = await statusAt(jobId, seq - 1, seq - 1);
-        // A listener of this job may have joined meanwhile and left its (equally exact) status.
-        view = views.get(jobId) ?? loaded;
-        if (!view) return null;
+      if (event.type === 'job.created') next = applyEvent(null, event, seq);
+      else {
+        // Up to this event included: the projection document is often exactly there already.
+        const loaded = await statusAt(jobId, seq, seq);
+        // A listener of this job may have joined meanwhile and left its (equally exact) status before it.
+        const joined = views.get(jobId);
+        next = joined ? applyEvent(joined, event, seq) : loaded;
       }
     }
-    const next = applyEvent(view, event, seq);
     if (!next) return null;
     remember(next);
     return { seq, jobId, view: next };
@@ -374,8 +377,8 @@ export function openLiveFeed(ctx: { bus: Bus; store: ProjectionStore; log: Logge
             async onMessage(m) {
               const event = decode(m);
               if (!event || !registered(reg)) return;
-              let view = mine.has(event.jobId) || event.type === 'job.created' ? (mine.get(event.jobId) ?? null) : await statusAt(event.jobId, m.seq - 1, m.seq - 1);
-              view = applyEvent(view, event, m.seq);
+              const known = mine.has(event.jobId) || event.type === 'job.created';
+              const view = known ? applyEvent(mine.get(event.jobId) ?? null, event, m.seq) : await statusAt(event.jobId, m.seq, m.seq);
               mine.set(event.jobId, view);
               if (view && m.seq > reg.lastSent) {
                 reg.lastSent = m.seq;
