@@ -28,9 +28,20 @@ export interface SseClient {
   ended: Promise<void>;
   /** Drops the connection, as a client that goes away. */
   close(): void;
+  /** Stops reading (a slow client: what the server sends piles up), and reads again. */
+  pause(): void;
+  resume(): void;
 }
 
-export function openSse(url: string, o: { headers?: Record<string, string>; onEvent?: (e: SseEvent) => void; onComment?: () => void } = {}): Promise<SseClient> {
+export interface SseOptions {
+  headers?: Record<string, string>;
+  onEvent?: (e: SseEvent) => void;
+  onComment?: () => void;
+  /** false: events go to `onEvent` only, not kept in `events` (a benchmark's thousand streams). */
+  keep?: boolean;
+}
+
+export function openSse(url: string, o: SseOptions = {}): Promise<SseClient> {
   return new Promise((resolve, reject) => {
     const req = request(url, { headers: { Accept: 'text/event-stream', ...o.headers }, agent: false });
     req.once('error', reject);
@@ -69,6 +80,8 @@ export function openSse(url: string, o: { headers?: Record<string, string>; onEv
           });
         }),
         close: () => req.destroy(),
+        pause: () => void res.pause(),
+        resume: () => void res.resume(),
       };
       req.removeListener('error', reject);
       req.on('error', () => undefined);
@@ -77,11 +90,14 @@ export function openSse(url: string, o: { headers?: Record<string, string>; onEv
       let buffer = '';
       let data: string[] = [];
       let event = '';
+      // The id of an event counts once the event is complete: a connection cut mid-event leaves the last one's.
+      let idBuffer = client.lastEventId;
       const line = (text: string) => {
         if (text === '') {
+          client.lastEventId = idBuffer;
           if (data.length > 0) {
             const e = { event: event || 'message', data: data.join('\n'), lastEventId: client.lastEventId };
-            client.events.push(e);
+            if (o.keep !== false) client.events.push(e);
             o.onEvent?.(e);
             waiter?.();
           }
@@ -99,7 +115,7 @@ export function openSse(url: string, o: { headers?: Record<string, string>; onEv
         const value = colon < 0 ? '' : text.slice(colon + 1).replace(/^ /, '');
         if (field === 'data') data.push(value);
         else if (field === 'event') event = value;
-        else if (field === 'id' && !value.includes('\0')) client.lastEventId = value;
+        else if (field === 'id' && !value.includes('\0')) idBuffer = value;
       };
       res.on('data', (chunk: string) => {
         if (!isStream) {

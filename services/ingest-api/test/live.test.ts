@@ -82,6 +82,7 @@ describe('GET /video/encoding/{task_id}/events', () => {
     const s = await jobStream(jobId);
     expect(s.status).toBe(200);
     expect(s.headers['content-type']).toMatch(/^text\/event-stream/);
+    expect(s.headers).toMatchObject({ 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' });
     expect(status(await s.next()).task).toMatchObject({ task_id: jobId, task_status: 'PENDING', state: 'queued' });
     const started = await publish({ type: 'stage.started', jobId, stage: 'download' });
     expect(status(await s.next())).toMatchObject({ seq: started, task: { task_status: 'STARTED', stages: { download: { state: 'running' } } } });
@@ -172,6 +173,34 @@ describe('GET /video/encoding/{task_id}/events', () => {
     await s.ended;
   });
 
+  it('disconnects a client that does not read, which then resumes without losing a change', async () => {
+    const jobId = await api.submit();
+    const s = await jobStream(jobId);
+    await s.next();
+    s.pause();
+    // Far more than the socket buffers and the 1 MiB the API keeps for one client: ~20 KB per status.
+    const reason = 'r'.repeat(20_000);
+    const seqs: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      const batch = await Promise.all(Array.from({ length: 10 }, () => publish({ type: 'stage.failed', jobId, stage: 'transcode-360p', code: 'SLOW', reason, fatal: false })));
+      seqs.push(...batch);
+    }
+    seqs.sort((a, b) => a - b);
+    // Cut off: what was sent before the cut still arrives, then the stream ends short of the last change.
+    await new Promise((r) => setTimeout(r, 500));
+    s.resume();
+    await s.ended;
+    const before = s.events.slice(1).map((e) => status(e).seq);
+    expect(before.length).toBeLessThan(seqs.length);
+    expect(before).toEqual(seqs.slice(0, before.length));
+
+    const resumed = await jobStream(jobId, { ...key(), 'Last-Event-ID': s.lastEventId });
+    const rest = [];
+    while (rest.length < seqs.length - before.length) rest.push(status(await resumed.next()).seq);
+    expect([...before, ...rest]).toEqual(seqs);
+    resumed.close();
+  });
+
   it('sends heartbeat comments on a quiet stream', async () => {
     const s = await jobStream(await api.submit());
     await s.next();
@@ -247,5 +276,23 @@ describe('who may listen', () => {
     const wrong = await openSse(api.url + path, { headers: { ApiKey: 'not-the-key' } });
     expect(wrong.status).toBe(403);
     expect(JSON.parse(wrong.body)).toEqual({ error: 'invalid ApiKey' });
+  });
+});
+
+describe('a resume point the stream no longer keeps', () => {
+  // Last: it purges the stream's old events.
+  it('GET /events answers with a reset, then goes on live', async () => {
+    const jobId = await api.submit();
+    const s = await allStream();
+    await s.next();
+    s.close();
+    await progress(jobId, 1);
+    const keepFrom = await progress(jobId, 2);
+    await bus.jsm.streams.purge(STREAMS.events.name, { seq: keepFrom });
+    const late = await allStream({ ...key(), 'Last-Event-ID': s.lastEventId });
+    expect(LiveReady.parse(JSON.parse((await late.next()).data)).reset).toMatch(/no longer kept/);
+    const next = await progress(jobId, 3);
+    expect(status(await late.next()).seq).toBe(next);
+    late.close();
   });
 });
