@@ -94,6 +94,7 @@ async function main() {
       `  curl -s -X POST ${api}/video/encoding -H 'ApiKey: ${apiKey}' -H 'content-type: application/json' \\`,
       `       -d '{"object_key":"<object_key from above>","base_url":"<where the package will be served>/","video_id":"my-video","has_audio":true}'`,
       `  curl -s ${api}/video/encoding/<task_id> -H 'ApiKey: ${apiKey}'`,
+      `  curl -N ${api}/video/encoding/<task_id>/events -H 'ApiKey: ${apiKey}'   # live progress until it settles`,
       'Serving until Ctrl-C.',
     ].join('\n'),
   );

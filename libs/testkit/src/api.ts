@@ -11,6 +11,8 @@ export interface LoneApi {
   nats: NatsServer;
   mongo: MongoServer;
   process: ServiceProcess;
+  /** Stops the API process and starts a fresh one on the same servers, port and settings. */
+  restart(): Promise<void>;
   /** POSTs a job (its work waits in the queue: no downloader runs) and answers its task id. */
   submit(objectKey?: string): Promise<string>;
   stop(): Promise<void>;
@@ -33,20 +35,27 @@ export async function startLoneApi(o: { env?: Record<string, string>; onLine?: (
     }),
     ...o.env,
   };
-  const proc = startService('ingest-api', env, o.onLine ? { onLine: (_id, line) => o.onLine!(line) } : {});
-  const started = await Promise.race([proc.ready.then(() => true), proc.exited.then(() => false)]);
-  if (!started) {
-    await Promise.all([nats.stop(), mongo.stop()]);
+  const launch = async () => {
+    const proc = startService('ingest-api', env, o.onLine ? { onLine: (_id, line) => o.onLine!(line) } : {});
+    if (await Promise.race([proc.ready.then(() => true), proc.exited.then(() => false)])) return proc;
     throw new Error('ingest-api exited at start');
-  }
+  };
+  const proc = await launch().catch(async (err: unknown) => {
+    await Promise.all([nats.stop(), mongo.stop()]);
+    throw err;
+  });
   const url = `http://127.0.0.1:${port}`;
   let n = 0;
-  return {
+  const api: LoneApi = {
     url,
     apiKey,
     nats,
     mongo,
     process: proc,
+    async restart() {
+      await api.process.stop();
+      api.process = await launch();
+    },
     async submit(objectKey = `videos/lone-${process.pid}-${++n}-${Date.now()}.mp4`) {
       const res = await fetch(`${url}/video/encoding`, {
         method: 'POST',
@@ -57,8 +66,9 @@ export async function startLoneApi(o: { env?: Record<string, string>; onLine?: (
       return (await res.json()) as string;
     },
     async stop() {
-      await proc.stop();
+      await api.process.stop();
       await Promise.all([nats.stop(), mongo.stop()]);
     },
   };
+  return api;
 }
