@@ -73,11 +73,16 @@ function eventStream(ctx: Koa.Context, o: { heartbeatMs: number; maxUnreadBytes:
   let heartbeat: NodeJS.Timeout | undefined;
   let closed!: () => void;
   const done = new Promise<void>((resolve) => (closed = resolve));
-  res.once('close', () => {
+  const stop = () => {
     ended = true;
     clearInterval(heartbeat);
+  };
+  res.once('close', () => {
+    stop();
     closed();
   });
+  // A write after the end would be an 'error' event, and one nobody listens to ends the process.
+  res.on('error', () => undefined);
   const open = () => {
     if (opened || ended) return;
     opened = true;
@@ -94,7 +99,10 @@ function eventStream(ctx: Koa.Context, o: { heartbeatMs: number; maxUnreadBytes:
     open();
     res.write(chunk);
     // A client that does not read would make us hold every change for it: let it go, it resumes.
-    if (res.writableLength > o.maxUnreadBytes) res.destroy();
+    if (res.writableLength > o.maxUnreadBytes) {
+      stop();
+      res.destroy();
+    }
   };
   return {
     open,
@@ -119,7 +127,10 @@ function eventStream(ctx: Koa.Context, o: { heartbeatMs: number; maxUnreadBytes:
       return ended;
     },
     end() {
-      if (!ended && opened) res.end();
+      if (ended || !opened) return;
+      // Nothing is written after this, whatever the feed still hands over before the connection closes.
+      stop();
+      res.end();
     },
     /** Resolves when the connection is gone, whoever closed it. */
     done,

@@ -161,6 +161,24 @@ describe('GET /video/encoding/{task_id}/events', () => {
     await fresh.ended;
   });
 
+  it('ends cleanly when more changes of the job arrive right behind the settling one', async () => {
+    const jobId = await api.submit();
+    const streams = await Promise.all(Array.from({ length: 5 }, () => jobStream(jobId)));
+    for (const s of streams) await s.next();
+    // Published together (in this order: one connection), so the API's reader gets them in one batch.
+    const batch = await Promise.all([
+      publish({ type: 'job.cancelled', jobId }),
+      ...Array.from({ length: 30 }, (_, i) => publish({ type: 'notification.sent', jobId, status: 'FAILED', httpStatus: 200, attempt: i + 1, outcome: 'delivered' })),
+    ]);
+    const cancelled = Math.min(...batch);
+    for (const s of streams) {
+      await s.ended;
+      expect(s.events.at(-1)!.event).toBe('end');
+      expect(s.events.filter((e) => e.event === 'message').at(-1)!.lastEventId).toBe(String(cancelled));
+    }
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+  });
+
   it('ends when the job is cancelled, though a stage was running', async () => {
     const jobId = await api.submit();
     const s = await jobStream(jobId);
