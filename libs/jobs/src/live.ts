@@ -54,7 +54,6 @@ export interface LiveFeed {
   watchJob(jobId: string, o: { after?: number | undefined }, listener: LiveListener): Promise<JobWatch | null>;
   /** Follows every job: changes after `after`, or from now. */
   watchAll(o: { after?: number | undefined }, listener: LiveListener): Promise<{ close(): void }>;
-  stats(): { listeners: number; following: boolean; position: number; jobs: number };
   /** Drops every listener and stops reading. */
   stop(): Promise<void>;
 }
@@ -402,8 +401,6 @@ export function openLiveFeed(ctx: { bus: Bus; store: ProjectionStore; log: Logge
         throw err;
       }
     },
-
-    stats: () => ({ listeners: listeners(), following: reader !== null, position, jobs: views.size }),
 
     async stop() {
       stopped = true;

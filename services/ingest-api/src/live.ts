@@ -34,6 +34,7 @@ const HEADERS = {
   'X-Accel-Buffering': 'no',
 };
 const HEARTBEAT = Buffer.from(': keep-alive\n\n');
+const UNAVAILABLE = 'live changes are unavailable now; try again';
 /** Sending a backlog waits for the client above this much unread. */
 const BACKLOG_WATERMARK = 64 * 1024;
 
@@ -139,6 +140,13 @@ function eventStream(ctx: Koa.Context, o: { heartbeatMs: number; maxUnreadBytes:
 
 export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (taskId: string) => Promise<JobView | null>, log: Logger): void {
   const options = { heartbeatMs: live.heartbeatMs, maxUnreadBytes: live.maxUnreadBytes ?? 1 << 20 };
+  /** The feed could not serve the stream (NATS unreachable): 503 while nothing was sent, else the stream ends (the client resumes). The cause goes to the log only. */
+  const unavailable = (stream: ReturnType<typeof eventStream>, err: unknown, fields: Record<string, string>): null => {
+    log.warn({ ...fields, err: reasonOf(err) }, 'live: could not follow job events for a stream');
+    if (!stream.opened) throw new JobUnavailableError(UNAVAILABLE);
+    stream.end();
+    return null;
+  };
 
   router.get('/video/encoding/:taskId/events', async (ctx) => {
     const after = lastEventId(ctx);
@@ -164,19 +172,14 @@ export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (task
       },
       whenWritable: () => stream.whenWritable(),
     };
-    const watch = await live.feed.watchJob(job._id, { after }, listener).catch((err: unknown) => {
-      if (!stream.opened) throw new JobUnavailableError(`live changes are unavailable now (${reasonOf(err)}); try again`);
-      log.warn({ jobId: job._id, err: reasonOf(err) }, 'live: stream ended while catching up');
-      stream.end();
-      return null;
-    });
+    const watch = await live.feed.watchJob(job._id, { after }, listener).catch((err: unknown) => unavailable(stream, err, { jobId: job._id }));
     joined = true;
     if (!watch) {
       if (!stream.opened) throw new JobNotFoundError(`task ${taskId}`);
       return stream.done;
     }
     void stream.done.then(() => watch.close());
-    if (dropped !== undefined && !stream.opened) throw new JobUnavailableError(`live changes are unavailable now (${dropped}); try again`);
+    if (dropped !== undefined && !stream.opened) throw new JobUnavailableError(UNAVAILABLE);
     if (isSettled(watch.view)) {
       // Resumed after the end: nothing more will come. 204 tells an EventSource not to reconnect.
       if (!stream.opened) {
@@ -198,12 +201,7 @@ export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (task
       drop: () => stream.end(),
       whenWritable: () => stream.whenWritable(),
     };
-    const watch = await live.feed.watchAll({ after }, listener).catch((err: unknown) => {
-      if (!stream.opened) throw new JobUnavailableError(`live changes are unavailable now (${reasonOf(err)}); try again`);
-      log.warn({ err: reasonOf(err) }, 'live: stream ended while catching up');
-      stream.end();
-      return null;
-    });
+    const watch = await live.feed.watchAll({ after }, listener).catch((err: unknown) => unavailable(stream, err, {}));
     if (watch) void stream.done.then(() => watch.close());
     await stream.done;
   });

@@ -301,6 +301,26 @@ describe('who may listen', () => {
   });
 });
 
+describe('a NATS restart', () => {
+  it('does not end the streams, and no change is lost across it', async () => {
+    const jobId = await api.submit();
+    const one = await jobStream(jobId);
+    const every = await allStream();
+    await Promise.all([one.next(), every.next()]);
+    const before = await progress(jobId, 10);
+    for (const s of [one, every]) expect(status(await s.next()).seq).toBe(before);
+    await api.nats.restart();
+    // The test's own connection reconnects too; publish once JetStream answers again (one message id, so a
+    // try whose answer was lost is not a second change).
+    const publishAfter = () => publishEvent(bus, { type: 'stage.progress', jobId, stage: 'transcode-720p', percent: 20 }, `${jobId}:after-restart`).then((r) => r.ack.seq);
+    const after = await eventually(() => publishAfter().catch(() => 0), (seq) => seq > 0, 20_000);
+    for (const s of [one, every]) expect(status(await s.next(20_000))).toMatchObject({ seq: after, task: { stages: { 'transcode-720p': { percent: 20 } } } });
+    expect(one.events.map((e) => e.lastEventId).slice(1)).toEqual([String(before), String(after)]);
+    one.close();
+    every.close();
+  });
+});
+
 describe('a resume point the stream no longer keeps', () => {
   // Last: it purges the stream's old events.
   it('GET /events answers with a reset, then goes on live', async () => {
