@@ -179,6 +179,23 @@ describe('GET /video/encoding/{task_id}/events', () => {
     expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
   });
 
+  it('ends after the job fails once no stage runs any more', async () => {
+    const jobId = await api.submit();
+    const s = await jobStream(jobId);
+    await s.next();
+    await publish({ type: 'stage.started', jobId, stage: 'thumbnail' });
+    await publish({ type: 'job.failed', jobId, stage: 'download', code: 'NOT_A_VIDEO', reason: 'not a video' });
+    await s.next();
+    expect(status(await s.next()).task).toMatchObject({ task_status: 'FAILURE', task_result: 'not a video' });
+    // The thumbnail still runs: nothing ends yet.
+    const running = await publish({ type: 'stage.progress', jobId, stage: 'thumbnail', percent: 50 });
+    expect(status(await s.next()).seq).toBe(running);
+    await publish({ type: 'stage.failed', jobId, stage: 'thumbnail', code: 'JOB_FAILED', reason: 'the job failed', fatal: false });
+    expect(status(await s.next()).task.stages.thumbnail?.state).toBe('failed');
+    expect(LiveEnd.parse(JSON.parse((await s.next()).data)).task_status).toBe('FAILURE');
+    await s.ended;
+  });
+
   it('ends when the job is cancelled, though a stage was running', async () => {
     const jobId = await api.submit();
     const s = await jobStream(jobId);
