@@ -114,6 +114,7 @@ async function main() {
       `  curl -s -X POST ${api}/video/encoding ${curlHeader} -H 'content-type: application/json' \\`,
       `       -d '{"object_key":"<object_key from above>","base_url":"<where the package will be served>/","video_id":"my-video","has_audio":true}'`,
       `  curl -s ${api}/video/encoding/<task_id> ${curlHeader}`,
+      `  curl -N ${api}/video/encoding/<task_id>/events ${curlHeader}   # live progress until it settles`,
       'Serving until Ctrl-C.',
     ].join('\n'),
   );

@@ -7,6 +7,7 @@
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents beside the live ones
  *   GET  /admin/queues, /admin/dead-letters, POST /admin/dead-letters/{seq}/redrive
+ *   GET  /video/encoding/{task_id}/events, GET /events -> live progress over Server-Sent Events (live.ts)
  *   GET  /healthz                   (no key)
  * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403. With ADMIN_API_KEY set, the
  * /admin routes need that key (the client key gets 403 there); without it, APP_API_KEY may do everything.
@@ -25,6 +26,7 @@ import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
 import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
+import { registerLiveRoutes, type LiveDeps } from './live.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
 import { registerDocs } from './docs.ts';
 import { openApiDocument } from './openapi.ts';
@@ -54,6 +56,8 @@ export interface ApiDeps {
     redrive: (seq: number) => Promise<DeadLetter>;
   };
   bodyLimitBytes?: number;
+  /** Live progress streams (live.ts); without it, their routes are not served. */
+  live?: LiveDeps;
 }
 
 type Role = 'client' | 'admin';
@@ -159,6 +163,8 @@ export function createApp(deps: ApiDeps): Koa {
     deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId }, 'dead letter re-driven');
     reply(ctx, Redriven, { redriven: letter }, 202);
   });
+
+  if (deps.live) registerLiveRoutes(router, deps.live, deps.jobs.get, deps.log);
 
   app.use(router.routes());
   app.use(router.allowedMethods());
