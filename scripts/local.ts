@@ -101,7 +101,7 @@ async function main() {
   const mesh = await startMesh({ env: servicesEnv, onLine: (id, line) => console.log(formatLogLine(id, line)), supervise: { report }, timeoutMs: 120_000 });
   stops.unshift(() => mesh.stop());
   const api = `http://127.0.0.1:${port}`;
-  say(`Mesh is up.\n  Dashboard: ${api}/\n  API:       ${api}  ${keyShown}`);
+  say(`Mesh is up.\n  Dashboard: ${api}/\n  API:       ${api}  ${keyShown}\n  API docs:  ${api}/docs (to read and try)`);
   say(`Metrics: ${mesh.processes.map((p) => `${p.id} http://127.0.0.1:${p.metricsPort}/metrics`).join(', ')}; queue depths: curl -s ${api}/admin/queues ${adminHeader}`);
   if (!env['OTEL_EXPORTER_OTLP_ENDPOINT']) say('Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 for a local Jaeger) to export them; trace_id is on every log line of a job.');
 
@@ -114,6 +114,7 @@ async function main() {
       `  curl -s -X POST ${api}/video/encoding ${curlHeader} -H 'content-type: application/json' \\`,
       `       -d '{"object_key":"<object_key from above>","base_url":"<where the package will be served>/","video_id":"my-video","has_audio":true}'`,
       `  curl -s ${api}/video/encoding/<task_id> ${curlHeader}`,
+      `  curl -N ${api}/video/encoding/<task_id>/events ${curlHeader}   # live progress until it settles`,
       'Serving until Ctrl-C.',
     ].join('\n'),
   );

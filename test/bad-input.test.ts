@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { getText } from '@mesh/storage';
 import { freePort, makeClip, type ClipOptions } from '@mesh/testkit';
-import { BUCKETS, headers, putInput, startSystem, submit, waitForState, type Job, type System } from './support/harness.ts';
+import { api, BUCKETS, headers, putInput, startSystem, submit, waitForState, type Job, type System } from './support/harness.ts';
 import { readMpd } from './support/mpd.ts';
 
 const run = promisify(execFile);
@@ -119,7 +119,7 @@ describe('after all of that', () => {
   });
 
   it('the API refuses a key with .. segments before any work starts', async () => {
-    const res = await fetch(`${sys.api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: 'a/../../b.mp4', base_url: 'https://x.test/', video_id: 'v' }) });
+    const res = await api(sys, `/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: 'a/../../b.mp4', base_url: 'https://x.test/', video_id: 'v' }) });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ field: 'object_key' });
   });

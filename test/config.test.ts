@@ -36,6 +36,7 @@ describe('configuration errors', () => {
     ['notifier', { ...good, WEBHOOK_SECRET: 'hunter2' }, /WEBHOOK_SECRET must be whsec_/],
     ['ingest-api', { ...good, APP_API_KEY: '' }, /APP_API_KEY is required/],
     ['ingest-api', { ...good, PORT: 'eighty' }, /PORT must be an integer/],
+    ['ingest-api', { ...good, SSE_HEARTBEAT_MS: '5' }, /SSE_HEARTBEAT_MS must be/],
     ['transcoder-720', { ...good, NATS_URL: 'http://127.0.0.1:4222' }, /NATS_URL must use nats:/],
     ['packager', { ...good, NATS_URL: 'nats://127.0.0.1:1,,nats://127.0.0.1:2' }, /NATS_URL has an empty entry/],
     // Before: pino threw on the unknown level, a stack trace instead of exit 78.

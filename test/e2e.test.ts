@@ -11,9 +11,10 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BACKEND_KEY, BUCKETS, getJob, headers, logLines, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
+import { api, BACKEND_KEY, BUCKETS, getJob, headers, logLines, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
 import { playInBrowser } from './support/playback.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
+import { openApiDocument } from '../services/ingest-api/src/openapi.ts';
 
 const run = promisify(execFile);
 const SCHEMA = join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd');
@@ -175,7 +176,7 @@ describe('retrying a FAILED task', () => {
     expect(failed).toMatchObject({ task_status: 'FAILURE', attempt: 1, error: { code: 'SOURCE_NOT_FOUND' } });
 
     await putInput(sys, key, await makeClip(join(dir, 'late.mp4'), { width: 640, height: 360, seconds: 2, audio: true }));
-    const res = await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers });
+    const res = await api(sys, `/video/encoding/${taskId}/retry`, { method: 'POST', headers });
     expect(res.status).toBe(202);
     expect(await res.json()).toBe(taskId);
     const job = await waitForState(sys, taskId, ['complete', 'failed']);
@@ -184,7 +185,7 @@ describe('retrying a FAILED task', () => {
     await sys.backend.waitFor((all) => all.filter((r) => (r.body as { taskId?: string }).taskId === taskId).length === 2);
     const told = sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => (r.body as { status: string }).status);
     expect(told).toEqual(['FAILED', 'SUCCESS']);
-    expect((await fetch(`${sys.api}/video/encoding/${taskId}/retry`, { method: 'POST', headers })).status).toBe(409);
+    expect((await api(sys, `/video/encoding/${taskId}/retry`, { method: 'POST', headers })).status).toBe(409);
   }, 120_000);
 });
 
@@ -215,7 +216,7 @@ describe('cancelling a running task', () => {
     const key = 'clips/cancel-me.mp4';
     const taskId = await encoding(key, 'cancel');
 
-    const res = await fetch(`${sys.api}/video/encoding/${taskId}/cancel`, { method: 'POST', headers });
+    const res = await api(sys, `/video/encoding/${taskId}/cancel`, { method: 'POST', headers });
     expect(res.status).toBe(202);
     expect(await getJob(sys, taskId)).toMatchObject({ state: 'cancelled', task_status: 'FAILURE', task_result: 'cancelled by the client' });
 
@@ -226,13 +227,13 @@ describe('cancelling a running task', () => {
     expect(job).toMatchObject({ state: 'cancelled', renditions: [] });
     expect(await getText(sys.s3, { bucket: BUCKETS.output, key: `${key}/manifest.mpd` })).toBeNull();
     expect(sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId)).toEqual([]);
-    expect((await fetch(`${sys.api}/video/encoding/${taskId}/cancel`, { method: 'POST', headers })).status).toBe(409);
+    expect((await api(sys, `/video/encoding/${taskId}/cancel`, { method: 'POST', headers })).status).toBe(409);
   }, 120_000);
 });
 
 describe('the API on the running mesh', () => {
   it('hands out a presigned upload URL that a client can PUT a video to and then submit', async () => {
-    const res = await fetch(`${sys.api}/uploads`, { method: 'POST', headers, body: JSON.stringify({ filename: 'phone clip.mp4' }) });
+    const res = await api(sys, `/uploads`, { method: 'POST', headers, body: JSON.stringify({ filename: 'phone clip.mp4' }) });
     expect(res.status).toBe(201);
     const up = (await res.json()) as { object_key: string; upload_url: string };
     const clip = await makeClip(join(dir, 'upload.mp4'), { width: 640, height: 360, seconds: 2, audio: true });
@@ -244,8 +245,16 @@ describe('the API on the running mesh', () => {
     expect(job).toMatchObject({ task_status: 'SUCCESS', renditions: ['360p'], planned_renditions: ['360p'] });
   }, 120_000);
 
-  it('answers 404 for an unknown task and 401 without a key', async () => {
-    expect((await fetch(`${sys.api}/video/encoding/00000000-0000-4000-8000-000000000000`, { headers })).status).toBe(404);
-    expect((await fetch(`${sys.api}/video/encoding/00000000-0000-4000-8000-000000000000`)).status).toBe(401);
+  it('answers 404 for an unknown task and 401 without a key, as problem details', async () => {
+    const unknown = await api(sys, `/video/encoding/00000000-0000-4000-8000-000000000000`, { headers });
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ type: expect.stringMatching(/not-found$/), status: 404, detail: 'no task 00000000-0000-4000-8000-000000000000' });
+    expect((await api(sys, `/video/encoding/00000000-0000-4000-8000-000000000000`)).status).toBe(401);
+  });
+
+  it('serves the document its answers are checked against, and the docs page, without a key', async () => {
+    expect(await (await api(sys, '/openapi.json')).json()).toEqual(JSON.parse(JSON.stringify(openApiDocument())));
+    expect((await api(sys, '/docs')).headers.get('content-type')).toMatch(/^text\/html/);
+    expect((await api(sys, '/docs/swagger-ui-bundle.js')).status).toBe(200);
   });
 });

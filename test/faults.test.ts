@@ -13,7 +13,7 @@ import { createLogger } from '@mesh/common';
 import { openJobStates, outputKey } from '@mesh/jobs';
 import { deletePrefix, getText } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
-import { BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type System } from './support/harness.ts';
+import { api, BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type System } from './support/harness.ts';
 import { readMpd } from './support/mpd.ts';
 
 let sys: System;
@@ -216,14 +216,14 @@ describe('dead letters', () => {
       // Both pieces of work (the 720p package, and the 360p one) are kept
       // before the cause is fixed; otherwise the second could still be retrying during the re-drive.
       await until(
-        async () => ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters,
+        async () => ((await (await api(sys, `/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters,
         (all) => all.filter((l) => l.jobId === taskId).length === 2,
       );
     } finally {
       await sys.s3.send(new CreateBucketCommand({ Bucket: BUCKETS.output }));
     }
     const letters = await until(
-      async () => ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { seq: number; jobId: string; subject: string; reason: string; deliveries: number }[] }).dead_letters,
+      async () => ((await (await api(sys, `/admin/dead-letters`, { headers })).json()) as { dead_letters: { seq: number; jobId: string; subject: string; reason: string; deliveries: number }[] }).dead_letters,
       (all) => all.some((l) => l.jobId === taskId),
     );
     const mine = letters.filter((l) => l.jobId === taskId);
@@ -232,16 +232,16 @@ describe('dead letters', () => {
     expect(mine.filter((l) => l.subject === 'work.package' && l.deliveries === 3 && /does not exist/.test(l.reason)).length).toBeGreaterThanOrEqual(1);
     expect(mine.every((l) => /does not exist|after the job had failed/.test(l.reason))).toBe(true);
     for (const letter of mine) {
-      const res = await fetch(`${sys.api}/admin/dead-letters/${letter.seq}/redrive`, { method: 'POST', headers });
+      const res = await api(sys, `/admin/dead-letters/${letter.seq}/redrive`, { method: 'POST', headers });
       expect(res.status).toBe(202);
     }
     // The backend was told FAILED when the job failed, and SUCCESS once it recovered.
     await expectDelivered(taskId, ['FAILED']);
     const job = await getJob(sys, taskId);
     expect(job['error']).toBeNull();
-    const left = ((await (await fetch(`${sys.api}/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters;
+    const left = ((await (await api(sys, `/admin/dead-letters`, { headers })).json()) as { dead_letters: { jobId: string }[] }).dead_letters;
     expect(left.filter((l) => l.jobId === taskId)).toEqual([]);
-    expect((await fetch(`${sys.api}/admin/dead-letters/999999/redrive`, { method: 'POST', headers })).status).toBe(404);
+    expect((await api(sys, `/admin/dead-letters/999999/redrive`, { method: 'POST', headers })).status).toBe(404);
   }, 150_000);
 });
 
@@ -262,7 +262,7 @@ describe('infrastructure faults', () => {
       (j) => j['state'] === 'complete' && Object.values(j['stages'] as Record<string, { state: string }>).every((st) => st.state === 'done') && j['notifications'].length === 1,
     );
     await sys.mongo.restart();
-    const res = await fetch(`${sys.api}/admin/projection/rebuild`, { method: 'POST', headers });
+    const res = await api(sys, `/admin/projection/rebuild`, { method: 'POST', headers });
     expect(res.status).toBe(202);
     const after = await waitForState(sys, done, ['complete'], 60_000);
     expect({ ...after, updated_at: null }).toEqual({ ...before, updated_at: null });

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, headObject, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
-import { BUCKETS, outputBaseUrl, putInput, startSystem, submit, waitForSettled, type Job, type System } from './support/harness.ts';
+import { api, BUCKETS, headers, outputBaseUrl, putInput, startSystem, submit, waitForSettled, type Job, type System } from './support/harness.ts';
 import { readMpd, type RepresentationInfo } from './support/mpd.ts';
 import { openBrowser, type Browser } from './support/players.ts';
 
@@ -165,6 +165,19 @@ describe('the web ladder on a 1080p clip with audio', () => {
     expect(report.decodedHeight).toBe(height);
     expect(report.playedSec).toBeGreaterThan(1.5);
   }, 90_000);
+});
+
+describe('a job that asks for some rungs', () => {
+  it('gets those (no larger than the source), and a name not in the ladder is a 400 naming the field', async () => {
+    const key = 'ladder/two rungs.mp4';
+    await putInput(sys, key, await makeClip(join(dir, 'two.mp4'), { width: 1280, height: 720, seconds: 3, audio: false }));
+    const taskId = await submit(sys, { object_key: key, base_url: outputBaseUrl(sys, key), video_id: 'ladder-two', has_audio: false, renditions: ['1080p', '480p', '240p'] });
+    const job = await waitForSettled(sys, taskId, ['complete', 'failed'], 180_000);
+    expect(job).toMatchObject({ state: 'complete', planned_renditions: ['480p', '240p'], renditions: ['480p', '240p'] });
+    const refused = await api(sys, '/video/encoding', { method: 'POST', headers, body: JSON.stringify({ object_key: key, base_url: 'https://x.test/', video_id: 'x', renditions: ['4k'] }) });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ field: 'renditions', detail: 'renditions: 4k is not in the ladder (1080p, 720p, 480p, 360p, 240p)' });
+  }, 200_000);
 });
 
 describe('a 480p source with the web ladder', () => {

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, makeClip, SERVICES, SPAN_KIND, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '@mesh/testkit';
-import { getJob, headers, logLines, putInput, startSystem, submit, waitForState, type System } from './support/harness.ts';
+import { api, getJob, headers, logLines, putInput, startSystem, submit, waitForState, type System } from './support/harness.ts';
 
 let sys: System;
 let otlp: OtlpReceiver;
@@ -156,7 +156,7 @@ describe('metrics', () => {
     await putInput(sys, 'traced/queued.mp4', clip);
     const queued = await submit(sys, { object_key: 'traced/queued.mp4', base_url: 'https://cdn.example.test/q/', video_id: 'queued', has_audio: true });
     await waitForState(sys, queued, ['playable'], 60_000);
-    const read = async () => ((await (await fetch(`${sys.api}/admin/queues`, { headers })).json()) as { queues: { consumer: string; pending: number; ack_pending: number; waiting: number; exists: boolean; attached: boolean; stalled: boolean }[]; dead_letters: number });
+    const read = async () => ((await (await api(sys, `/admin/queues`, { headers })).json()) as { queues: { consumer: string; pending: number; ack_pending: number; waiting: number; exists: boolean; attached: boolean; stalled: boolean }[]; dead_letters: number });
     const before = await read();
     // No replica left to take it: stalled, and the job says what it waits for.
     expect(before.queues.find((q) => q.consumer === 'transcoder-360')).toMatchObject({ pending: 1, ack_pending: 0, waiting: 0, attached: false, stalled: true });

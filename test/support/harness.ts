@@ -5,7 +5,9 @@
 import { readFile } from 'node:fs/promises';
 import { createS3, publicUrl, putObject } from '@mesh/storage';
 import { meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
+import { ContractError, openApiContract, type Contract } from '@mesh/testkit/contract';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { openApiDocument } from '../../services/ingest-api/src/openapi.ts';
 
 export const BUCKETS = { input: 'e2e-input', output: 'e2e-output', thumbnails: 'e2e-thumbs', work: 'e2e-work' } as const;
 export const API_KEY = 'e2e-api-key';
@@ -70,8 +72,20 @@ export async function startSystem(o: {
 
 export const headers = { ApiKey: API_KEY, 'content-type': 'application/json' };
 
+let contract: Contract | undefined;
+
+/**
+ * `fetch` to the API at `path`, the answer checked against the API's OpenAPI document (route, status,
+ * Content-Type, body; ContractError when it breaks it). Every call to the API in the end-to-end tests
+ * goes through here.
+ */
+export function api(sys: System, path: string, init: RequestInit = {}): Promise<Response> {
+  contract ??= openApiContract(openApiDocument());
+  return contract.fetch(sys.api + path, init);
+}
+
 export async function submit(sys: System, body: Record<string, unknown>): Promise<string> {
-  const res = await fetch(`${sys.api}/video/encoding`, { method: 'POST', headers, body: JSON.stringify(body) });
+  const res = await api(sys, '/video/encoding', { method: 'POST', headers, body: JSON.stringify(body) });
   if (res.status !== 200) throw new Error(`POST /video/encoding: ${res.status} ${await res.text()}`);
   return (await res.json()) as string;
 }
@@ -89,7 +103,7 @@ export function outputBaseUrl(sys: System, objectKey: string): string {
 }
 
 export async function getJob(sys: System, taskId: string): Promise<Job> {
-  const res = await fetch(`${sys.api}/video/encoding/${taskId}`, { headers });
+  const res = await api(sys, `/video/encoding/${taskId}`, { headers });
   if (res.status !== 200) throw new Error(`GET: ${res.status} ${await res.text()}`);
   return (await res.json()) as Job;
 }
@@ -99,7 +113,11 @@ export async function waitForState(sys: System, taskId: string, states: string[]
   const deadline = Date.now() + timeoutMs;
   let job: Job = {};
   while (Date.now() < deadline) {
-    job = await getJob(sys, taskId).catch((err: unknown) => ({ unavailable: String(err) }));
+    job = await getJob(sys, taskId).catch((err: unknown) => {
+      // An API that breaks its document is a failure, not an API that is away.
+      if (err instanceof ContractError) throw err;
+      return { unavailable: String(err) };
+    });
     if (states.includes(job['state'])) return job;
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -1,9 +1,10 @@
 /**
  * Reads a stream in order, from a sequence, in batches: an ordered consumer (no acks, nothing to stall
  * when the reader stops) feeding a small bounded queue, handed to `onBatch` one batch at a time with
- * whatever has arrived meanwhile. Used by the projector (and its rebuild) and by the live progress streams.
+ * whatever has arrived meanwhile. Used by the projector (and its rebuild) and by the live progress streams
+ * (libs/jobs/src/live.ts). The consumer is deleted when the read ends.
  */
-import { DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, type JsMsg, type MsgRequest } from '@nats-io/jetstream';
 import type { Bus } from './connect.ts';
 
 export interface FollowOptions {
@@ -63,5 +64,63 @@ export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
     o.signal.removeEventListener('abort', stop);
     if (!ended) stop();
     await reader.catch(() => undefined);
+    // An ordered consumer outlives its reader by its inactive threshold (5 min) unless deleted: short
+    // reads (a listener's backlog, a rebuild's catch-up) would otherwise pile up on the server.
+    await consumer.delete().catch(() => undefined);
   }
+}
+
+export interface RangeOptions {
+  stream: string;
+  /** One subject filter (wildcards allowed). */
+  subject: string;
+  /** First and last sequence to read, both included. */
+  from: number;
+  to: number;
+  signal?: AbortSignal;
+  onMessage: (m: { seq: number; subject: string; json<T>(): T }) => Promise<void> | void;
+}
+
+/** Messages read one request each before a consumer is worth creating. */
+const DIRECT_READS = 16;
+
+/**
+ * Reads the stored messages of `subject` with sequences in [from, to], in order, then returns: the first
+ * few by single gets (the usual short backlog costs no consumer), the rest through `followStream`.
+ */
+export async function readRange(bus: Bus, o: RangeOptions): Promise<void> {
+  let seq = o.from;
+  for (let n = 0; n < DIRECT_READS; n++) {
+    o.signal?.throwIfAborted();
+    const m = await nextStored(bus, o.stream, o.subject, seq);
+    if (!m || m.seq > o.to) return;
+    await o.onMessage(m);
+    seq = m.seq + 1;
+  }
+  // Longer: one ordered consumer from the next stored message, so there is always one to wait for.
+  const first = await nextStored(bus, o.stream, o.subject, seq);
+  if (!first || first.seq > o.to) return;
+  const done = new AbortController();
+  await followStream(bus, {
+    stream: o.stream,
+    subject: o.subject,
+    fromSeq: first.seq,
+    max: 512,
+    signal: o.signal ? AbortSignal.any([o.signal, done.signal]) : done.signal,
+    onBatch: async (msgs) => {
+      for (const m of msgs) {
+        if (m.seq > o.to) return done.abort();
+        await o.onMessage(m);
+        // Nothing more stored for the filter: the range holds no more either.
+        if (m.seq >= o.to || m.info.pending === 0) return done.abort();
+      }
+    },
+  });
+  o.signal?.throwIfAborted();
+}
+
+/** The first stored message of `subject` at or after `seq`, or null. */
+function nextStored(bus: Bus, stream: string, subject: string, seq: number) {
+  // nats.js types `next_by_subj` for direct gets only; the server (2.9+) takes it in STREAM.MSG.GET too.
+  return bus.jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as MsgRequest);
 }

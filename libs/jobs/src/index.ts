@@ -8,3 +8,4 @@ export * from './projector.ts';
 export * from './stage.ts';
 export * from './service.ts';
 export * from './operations.ts';
+export * from './live.ts';

@@ -186,7 +186,7 @@ export interface WaitingFor {
  */
 export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: ObjectRef) => string; waitingFor?: WaitingFor[] } = {}) {
   // The original service's four states: a cancelled task reads as FAILURE, with the reason.
-  const taskStatus = { queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' }[view.state];
+  const taskStatus = ({ queued: 'PENDING', processing: 'STARTED', playable: 'SUCCESS', complete: 'SUCCESS', failed: 'FAILURE', cancelled: 'FAILURE' } as const)[view.state];
   const failure = view.state === 'cancelled' ? 'cancelled by the client' : (view.error?.reason ?? 'failed');
   return {
     task_id: view._id,

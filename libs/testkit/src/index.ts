@@ -5,3 +5,5 @@ export * from './local-key.ts';
 export * from './webhook.ts';
 export * from './fixtures.ts';
 export * from './otlp.ts';
+export * from './sse.ts';
+export * from './api.ts';

@@ -7,26 +7,39 @@
  *   POST /uploads                   {filename?, content_type?} -> presigned PUT URL into the input bucket
  *   POST /admin/projection/rebuild  -> rebuilds job status documents beside the live ones
  *   GET  /admin/queues, /admin/dead-letters, POST /admin/dead-letters/{seq}/redrive
+ *   GET  /video/encoding/{task_id}/events, GET /events -> live progress over Server-Sent Events (live.ts)
  *   GET  /healthz                   (no key)
  * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403. With ADMIN_API_KEY set, the
  * /admin routes need that key (the client key gets 403 there); without it, APP_API_KEY may do everything.
  * The job operations themselves live in libs/jobs (operations.ts): this file only speaks HTTP.
+ * GET /openapi.json and GET /docs (no key) describe it all (openapi.ts, docs.ts): bodies are read and
+ * answered through the zod schemas the document is generated from, and every error, an unknown route or
+ * method too, is an RFC 9457 problem (problems.ts).
  */
 import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import type { z } from 'zod';
+import { DEFAULT_LADDER, reasonOf, type JobSpec, type Logger } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
 import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
+import { registerLiveRoutes, type LiveDeps } from './live.ts';
 import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
+import { registerDocs } from './docs.ts';
+import { openApiDocument } from './openapi.ts';
+import { problem, PROBLEM_MEDIA_TYPE, type Problem, type ProblemKind } from './problems.ts';
+import { DeadLetters, Health, Queues, RebuildAccepted, Redriven, TaskId, UploadTicket } from './responses.ts';
+import { TaskStatus } from './schemas.ts';
 
 export interface ApiDeps {
   apiKey: string;
   /** Operators' key for /admin routes; unset: APP_API_KEY has every power, as before. */
   adminApiKey?: string;
+  /** The ladder's rung names: what a job's `renditions` may ask for. Default: the default ladder's. */
+  rungs?: string[];
   log: Logger;
   jobs: {
     submit: (spec: JobSpec) => Promise<void>;
@@ -45,6 +58,8 @@ export interface ApiDeps {
     redrive: (seq: number) => Promise<DeadLetter>;
   };
   bodyLimitBytes?: number;
+  /** Live progress streams (live.ts); without it, their routes are not served. */
+  live?: LiveDeps;
 }
 
 type Role = 'client' | 'admin';
@@ -70,23 +85,18 @@ export function createApp(deps: ApiDeps): Koa {
     const started = Date.now();
     try {
       await next();
+      // An unknown route, a method the path does not take, or one no route takes: the router left no body.
+      if (ctx.body == null && ctx.status in UNMATCHED) answerProblem(ctx, UNMATCHED[ctx.status]!(ctx));
     } catch (err) {
       const known = httpError(err);
-      if (known) {
-        ctx.status = known.status;
-        ctx.body = known.body;
-      } else {
-        deps.log.error({ err: reasonOf(err), method: ctx.method, path: ctx.path }, 'request failed');
-        ctx.status = 500;
-        ctx.body = { error: 'internal error' };
-      }
+      if (!known) deps.log.error({ err: reasonOf(err), method: ctx.method, path: ctx.path }, 'request failed');
+      answerProblem(ctx, known ?? problem('internal', 'internal error'));
     }
     deps.log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started }, 'request');
   });
 
-  router.get('/healthz', (ctx) => {
-    ctx.body = { ok: true };
-  });
+  router.get('/healthz', (ctx) => reply(ctx, Health, { ok: true }));
+  registerDocs(router, openApiDocument());
 
   // Everything registered after this needs a key; /admin needs the operators' when there is one.
   router.use(async (ctx, next) => {
@@ -101,89 +111,112 @@ export function createApp(deps: ApiDeps): Koa {
 
   router.post('/video/encoding', async (ctx) => {
     const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
-    const spec: JobSpec = { jobId: randomUUID(), objectKey: req.object_key, baseUrl: req.base_url, videoId: req.video_id, hasAudio: req.has_audio, attempt: 1 };
+    const rungs = deps.rungs ?? DEFAULT_LADDER.map((r) => r.name);
+    const unknown = req.renditions?.filter((r) => !rungs.includes(r)) ?? [];
+    if (unknown.length > 0) throw new BadRequest(`renditions: ${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not in the ladder (${rungs.join(', ')})`, 'renditions');
+    const spec: JobSpec = {
+      jobId: randomUUID(),
+      objectKey: req.object_key,
+      baseUrl: req.base_url,
+      videoId: req.video_id,
+      hasAudio: req.has_audio,
+      ...(req.renditions ? { renditions: [...new Set(req.renditions)] } : {}),
+      attempt: 1,
+    };
     await deps.jobs.submit(spec);
     deps.log.info({ jobId: spec.jobId, videoId: spec.videoId, objectKey: spec.objectKey }, 'job submitted');
-    jsonString(ctx, spec.jobId);
+    reply(ctx, TaskId, spec.jobId);
   });
 
   router.get('/video/encoding/:taskId', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
     const view = await deps.jobs.get(taskId);
     if (!view) throw new JobNotFoundError(`task ${taskId}`);
-    ctx.body = toApiResponse(view, { waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] });
+    reply(ctx, TaskStatus, toApiResponse(view, { waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] }));
   });
 
   router.post('/video/encoding/:taskId/retry', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
     const { attempt } = await deps.jobs.retry(taskId);
     deps.log.info({ jobId: taskId, attempt }, 'job retried');
-    jsonString(ctx, taskId.toLowerCase(), 202);
+    reply(ctx, TaskId, taskId.toLowerCase(), 202);
   });
 
   router.post('/video/encoding/:taskId/cancel', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
     await deps.jobs.cancel(taskId);
     deps.log.info({ jobId: taskId }, 'job cancelled');
-    jsonString(ctx, taskId.toLowerCase(), 202);
+    reply(ctx, TaskId, taskId.toLowerCase(), 202);
   });
 
   router.post('/uploads', async (ctx) => {
     const req = parseUploadRequest(await readJson(ctx.req, bodyLimit));
     const key = uploadKey(randomUUID(), req.filename);
     const signed = await deps.presignUpload(key, req.content_type);
-    ctx.status = 201;
-    ctx.body = { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec };
+    reply(ctx, UploadTicket, { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec }, 201);
   });
 
   router.post('/admin/projection/rebuild', async (ctx) => {
     const { accepted, rebuild } = await deps.admin.rebuild();
-    if (!accepted) {
-      ctx.status = 409;
-      ctx.body = { error: `a rebuild is already ${rebuild.state} (requested ${rebuild.requestedAt})`, rebuild };
-      return;
-    }
-    ctx.status = 202;
-    ctx.body = { rebuilding: true, rebuild };
+    if (!accepted) return answerProblem(ctx, problem('rebuild-running', `a rebuild is already ${rebuild.state} (requested ${rebuild.requestedAt})`, { rebuild }));
+    reply(ctx, RebuildAccepted, { rebuilding: true, rebuild }, 202);
   });
 
   router.get('/admin/queues', async (ctx) => {
-    ctx.body = await deps.admin.queues();
+    reply(ctx, Queues, await deps.admin.queues());
   });
 
   router.get('/admin/dead-letters', async (ctx) => {
-    ctx.body = { dead_letters: await deps.admin.deadLetters() };
+    reply(ctx, DeadLetters, { dead_letters: await deps.admin.deadLetters() });
   });
 
   router.post('/admin/dead-letters/:seq/redrive', async (ctx) => {
     const seq = Number(ctx.params['seq']);
     const letter = await deps.admin.redrive(seq);
     deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId }, 'dead letter re-driven');
-    ctx.status = 202;
-    ctx.body = { redriven: letter };
+    reply(ctx, Redriven, { redriven: letter }, 202);
   });
+
+  if (deps.live) registerLiveRoutes(router, deps.live, deps.jobs.get, deps.log);
 
   app.use(router.routes());
   app.use(router.allowedMethods());
-  app.use((ctx) => {
-    if (ctx.status === 404 && !ctx.body) ctx.body = { error: `no route ${ctx.method} ${ctx.path}` };
-  });
   return app;
 }
 
-function jsonString(ctx: Koa.Context, value: string, status = 200): void {
+/**
+ * Answers `value` as `schema` shapes it: typed against the schema here, parsed through it at run time (a
+ * value it refuses is our bug, a 500), so a body holds what the document says and nothing more.
+ */
+function reply<S extends z.ZodType>(ctx: Koa.Context, schema: S, value: z.input<S>, status = 200): void {
+  const body = schema.parse(value);
   ctx.status = status;
-  ctx.body = JSON.stringify(value);
+  // A bare string (a task id) is JSON too; Koa would send it as text.
+  ctx.body = typeof body === 'string' ? JSON.stringify(body) : body;
   ctx.type = 'application/json';
 }
 
-/** The answer for an error a client caused or can act on; null for our own failures (500). */
-function httpError(err: unknown): { status: number; body: Record<string, unknown> } | null {
-  if (err instanceof BadRequest) return { status: err.status, body: { error: err.message, ...(err.field ? { field: err.field } : {}) } };
-  if (err instanceof JobNotFoundError) return { status: 404, body: { error: err.message } };
-  if (err instanceof OutputBusyError) return { status: 409, body: { error: err.message, active_task: err.activeJobId } };
-  if (err instanceof JobConflictError) return { status: 409, body: { error: err.message } };
-  if (err instanceof JobUnavailableError) return { status: 503, body: { error: err.message } };
+function answerProblem(ctx: Koa.Context, body: Problem): void {
+  ctx.status = body.status;
+  ctx.body = body;
+  ctx.type = PROBLEM_MEDIA_TYPE;
+}
+
+const UNMATCHED: Record<number, (ctx: Koa.Context) => Problem> = {
+  404: (ctx) => problem('not-found', `no route ${ctx.method} ${ctx.path}`),
+  405: (ctx) => problem('method-not-allowed', `${ctx.path} takes ${ctx.response.get('Allow')}, not ${ctx.method}`),
+  501: (ctx) => problem('not-implemented', `no route takes ${ctx.method}`),
+};
+
+const BAD_REQUEST: Record<number, ProblemKind> = { 400: 'invalid-request', 401: 'missing-api-key', 403: 'forbidden', 413: 'too-large' };
+
+/** The problem for an error a client caused or can act on; null for our own failures (500). */
+function httpError(err: unknown): Problem | null {
+  if (err instanceof BadRequest) return problem(BAD_REQUEST[err.status] ?? 'invalid-request', err.message, err.field ? { field: err.field } : {});
+  if (err instanceof JobNotFoundError) return problem('not-found', err.message);
+  if (err instanceof OutputBusyError) return problem('output-busy', err.message, { active_task: err.activeJobId });
+  if (err instanceof JobConflictError) return problem('conflict', err.message);
+  if (err instanceof JobUnavailableError) return problem('unavailable', err.message);
   return null;
 }
 

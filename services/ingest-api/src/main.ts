@@ -4,7 +4,7 @@
  */
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
 import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
-import { cancelJobOp, getJob, openJobStates, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
+import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 import { registerQueueMetrics } from './queue-metrics.ts';
@@ -22,6 +22,10 @@ const config = (env: Env) => ({
   publicS3Url: optional(env, 'S3_PUBLIC_URL'),
   // The rungs a job may ask for, and the transcoders' queues to watch.
   ladder: ladderConfig(env),
+  // Live progress streams: a comment this often keeps proxies from closing them; a dashboard that comes
+  // back from further behind than this many events gets a reset instead of its backlog.
+  sseHeartbeatMs: int(env, 'SSE_HEARTBEAT_MS', 15_000, { min: 100, max: 3_600_000 }),
+  sseMaxBacklog: int(env, 'SSE_MAX_BACKLOG', 10_000, { min: 1, max: 1_000_000 }),
 });
 
 await runService({
@@ -36,11 +40,14 @@ await runService({
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
     // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
     const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500) };
+    // One reader of the job events for every live stream this process serves.
+    const live = openLiveFeed({ bus, store, log: log.child({ part: 'live' }) }, { maxBacklog: config.sseMaxBacklog });
     const queues = async () => ({ queues: await queueDepths(bus, config.ladder.rungs), dead_letters: await deadLetterCount(bus) });
 
     registerQueueMetrics(() => queueDepths(bus, config.ladder.rungs), () => deadLetterCount(bus));
     const app = createApp({
       apiKey: config.apiKey,
+      rungs: config.ladder.rungs.map((r) => r.name),
       ...(config.adminApiKey ? { adminApiKey: config.adminApiKey } : {}),
       log,
       jobs: {
@@ -63,6 +70,7 @@ await runService({
         deadLetters: () => listDeadLetters(bus),
         redrive: (seq) => redriveDeadLetter(ctx, seq),
       },
+      live: { feed: live, heartbeatMs: config.sseHeartbeatMs },
     });
     const server = app.listen(config.port, config.host);
     await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
@@ -70,7 +78,14 @@ await runService({
     log.info({ port: typeof address === 'object' && address ? address.port : config.port }, 'ingest-api listening');
 
     return [
-      { stop: () => new Promise<void>((resolve) => server.close(() => resolve())) },
+      {
+        async stop() {
+          const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+          // No new connections now; open event streams end (clients resume elsewhere), or close would wait for them.
+          await live.stop();
+          await closed;
+        },
+      },
       projector,
       { stop: () => store.close() },
     ];

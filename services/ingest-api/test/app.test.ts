@@ -1,61 +1,41 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
-import { createLogger, type JobSpec } from '@mesh/common';
-import { applyEvent, JobConflictError, JobNotFoundError, OutputBusyError, toApiResponse, type JobView } from '@mesh/jobs';
-import { createApp } from '../src/app.ts';
+import { readFile } from 'node:fs/promises';
+import { REPO_ROOT } from '@mesh/testkit';
+import type { QueueDepth } from '@mesh/bus';
+import { openApiContract } from '@mesh/testkit/contract';
 import { keyMatches } from '../src/auth.ts';
+import { openApiDocument } from '../src/openapi.ts';
 import { uploadKey } from '../src/request.ts';
+import { PROBLEMS, problemType, type ProblemKind } from '../src/problems.ts';
+import { ADMIN, BROKEN_TASK, BUSY_KEY, BUSY_TASK, KEY, startFakeApi, type FakeApi } from './fakes.ts';
 
-const KEY = 'test-key-123';
-const submitted: JobSpec[] = [];
-const views = new Map<string, JobView>();
-let server: Server;
-let base: string;
-
-const ADMIN = 'admin-key-456';
-const busyKey = 'videos/busy.mp4';
+// Every answer in this file is checked against the API document: route, status, Content-Type and body.
+const contract = openApiContract(openApiDocument());
+let api: FakeApi;
 
 beforeAll(async () => {
-  const app = createApp({
-    apiKey: KEY,
-    adminApiKey: ADMIN,
-    log: createLogger('test', 'silent'),
-    jobs: {
-      submit: async (spec) => {
-        if (spec.objectKey === busyKey) throw new OutputBusyError(spec.objectKey, '11111111-1111-4111-8111-111111111111');
-        submitted.push(spec);
-        views.set(spec.jobId, applyEvent(null, { type: 'job.created', jobId: spec.jobId, at: new Date().toISOString(), spec }, 1)!);
-      },
-      get: async (id) => views.get(id) ?? null,
-      retry: async (id) => {
-        const view = views.get(id);
-        if (!view) throw new JobNotFoundError(`task ${id}`);
-        throw new JobConflictError(`only a FAILED task can be retried; this one is ${toApiResponse(view).task_status}`);
-      },
-      cancel: async () => undefined,
-    },
-    presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
-    admin: {
-      rebuild: async () => ({ accepted: true, rebuild: { state: 'requested', requestedAt: new Date().toISOString() } }),
-      queues: async () => ({ queues: [], dead_letters: 0 }),
-      deadLetters: async () => [],
-      redrive: async (seq) => {
-        throw new JobNotFoundError(`dead letter ${seq}`);
-      },
-    },
-    bodyLimitBytes: 1024,
-  });
-  server = app.listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  api = await startFakeApi();
 });
-afterAll(() => new Promise<void>((r) => server.close(() => r())));
+afterAll(() => api.close());
 
+const call = (path: string, init: RequestInit = {}, on: FakeApi = api) => contract.fetch(on.base + path, init);
+const get = (path: string, headers: Record<string, string> = { ApiKey: KEY }) => call(path, { headers });
 const post = (path: string, body: unknown, headers: Record<string, string> = { ApiKey: KEY }) =>
-  fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  call(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+
+/** The answer is the problem of `kind`, as RFC 9457 shapes it, with `detail` and its `error` alias. */
+async function expectProblem(res: Response, kind: ProblemKind, detail: string | RegExp, extra: Record<string, unknown> = {}) {
+  expect(res.status).toBe(PROBLEMS[kind].status);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  const body = (await res.json()) as Record<string, unknown>;
+  expect(body).toMatchObject({ type: problemType(kind), title: PROBLEMS[kind].title, status: PROBLEMS[kind].status, ...extra });
+  expect(body['detail']).toMatch(detail);
+  expect(body['error']).toBe(body['detail']);
+  return body;
+}
 
 const valid = { object_key: 'videos/cat 1.mp4', base_url: 'https://cdn.example.test/cat/', video_id: '42', has_audio: true };
+const validCamel = { objectKey: 'a.mp4', baseUrl: 'http://x.test/', videoId: '7', hasAudio: false };
 
 describe('POST /video/encoding', () => {
   it('answers the task id as a JSON string and queues the job', async () => {
@@ -63,92 +43,155 @@ describe('POST /video/encoding', () => {
     expect(res.status).toBe(200);
     const taskId = await res.json();
     expect(typeof taskId).toBe('string');
-    expect(submitted.at(-1)).toEqual({ jobId: taskId, objectKey: 'videos/cat 1.mp4', baseUrl: valid.base_url, videoId: '42', hasAudio: true, attempt: 1 });
+    expect(api.submitted.at(-1)).toEqual({ jobId: taskId, objectKey: 'videos/cat 1.mp4', baseUrl: valid.base_url, videoId: '42', hasAudio: true, attempt: 1 });
+  });
+
+  it('takes the rungs a job asks for, in either spelling, once each', async () => {
+    expect((await post('/video/encoding', { ...valid, renditions: ['360p', '360p'] })).status).toBe(200);
+    expect(api.submitted.at(-1)).toMatchObject({ renditions: ['360p'] });
+    expect((await post('/video/encoding', { ...validCamel, renditions: ['720p'] })).status).toBe(200);
+    expect(api.submitted.at(-1)).toMatchObject({ objectKey: 'a.mp4', renditions: ['720p'] });
+    expect((await post('/video/encoding', valid)).status).toBe(200);
+    expect(api.submitted.at(-1)!.renditions).toBeUndefined();
   });
 
   it('accepts the camelCase spelling and a numeric video id', async () => {
-    const res = await post('/video/encoding', { objectKey: 'a.mp4', baseUrl: 'http://x.test/', videoId: 7, hasAudio: false });
+    const res = await post('/video/encoding', { ...validCamel, videoId: 7 });
     expect(res.status).toBe(200);
-    expect(submitted.at(-1)).toMatchObject({ objectKey: 'a.mp4', videoId: '7', hasAudio: false });
+    expect(api.submitted.at(-1)).toMatchObject({ objectKey: 'a.mp4', videoId: '7', hasAudio: false });
   });
 
-  it.each<[string, unknown, number, string | undefined]>([
-    ['missing object_key', { ...valid, object_key: undefined }, 400, 'object_key'],
-    ['wrong type', { ...valid, has_audio: 'yes' }, 400, 'has_audio'],
-    ['base_url not http(s)', { ...valid, base_url: 'file:///etc/passwd' }, 400, 'base_url'],
-    ['object_key with ..', { ...valid, object_key: 'videos/../../etc/passwd' }, 400, 'object_key'],
-    ['object_key with a leading /', { ...valid, object_key: '/videos/a.mp4' }, 400, 'object_key'],
-    ['object_key with a control character', { ...valid, object_key: 'a\nb.mp4' }, 400, 'object_key'],
-    ['object_key with an empty segment', { ...valid, object_key: 'videos//a.mp4' }, 400, 'object_key'],
-    ['video_id that leaves the thumbnail bucket', { ...valid, video_id: '../video-output/videos/cat 1.mp4/manifest.mpd' }, 400, 'video_id'],
-    ['video_id with a slash', { ...valid, video_id: 'a/b' }, 400, 'video_id'],
-    ['video_id too long', { ...valid, video_id: 'x'.repeat(129) }, 400, 'video_id'],
-    ['video_id of the wrong type', { ...valid, video_id: true }, 400, 'video_id'],
-    ['unknown field', { ...valid, priority: 1 }, 400, 'priority'],
-    ['both spellings', { ...valid, objectKey: 'b.mp4' }, 400, 'object_key'],
-    ['not an object', [1, 2], 400, undefined],
-    ['malformed JSON', '{"object_key":', 400, undefined],
-    ['oversize body', { ...valid, base_url: `https://x.test/${'x'.repeat(2000)}` }, 413, undefined],
-  ])('%s -> %i naming the field', async (_name, body, status, field) => {
-    const res = await post('/video/encoding', body);
-    expect(res.status).toBe(status);
-    const json = (await res.json()) as { error: string; field?: string };
-    expect(json.error).toBeTruthy();
-    expect(json.field).toBe(field);
+  it.each<[string, unknown, string | undefined, string | RegExp]>([
+    ['missing object_key', { ...valid, object_key: undefined }, 'object_key', 'object_key: is required'],
+    ['object_key of the wrong type', { ...valid, object_key: 5 }, 'object_key', 'object_key: must be a string, not a number'],
+    ['has_audio of the wrong type', { ...valid, has_audio: 'yes' }, 'has_audio', 'has_audio: must be a boolean, not a string'],
+    ['has_audio null', { ...valid, has_audio: null }, 'has_audio', 'has_audio: must be a boolean, not null'],
+    ['base_url of the wrong type', { ...valid, base_url: ['https://x.test/'] }, 'base_url', 'base_url: must be a string, not an array'],
+    ['base_url not http(s)', { ...valid, base_url: 'file:///etc/passwd' }, 'base_url', 'base_url: must be an absolute http(s) URL'],
+    ['empty object_key', { ...valid, object_key: '' }, 'object_key', 'object_key: must not be empty'],
+    ['object_key with ..', { ...valid, object_key: 'videos/../../etc/passwd' }, 'object_key', /^object_key: .*'\.\.'/],
+    ['object_key with a leading /', { ...valid, object_key: '/videos/a.mp4' }, 'object_key', "object_key: must not start with '/'"],
+    ['object_key with a control character', { ...valid, object_key: 'a\nb.mp4' }, 'object_key', /^object_key: /],
+    ['object_key with an empty segment', { ...valid, object_key: 'videos//a.mp4' }, 'object_key', /^object_key: /],
+    ['video_id that leaves the thumbnail bucket', { ...valid, video_id: '../video-output/videos/cat 1.mp4/manifest.mpd' }, 'video_id', /^video_id: must be 1 to 128 letters/],
+    ['video_id with a slash', { ...valid, video_id: 'a/b' }, 'video_id', /^video_id: must be 1 to 128 letters/],
+    ['video_id too long', { ...valid, video_id: 'x'.repeat(129) }, 'video_id', /^video_id: must be 1 to 128 letters/],
+    ['video_id of the wrong type', { ...valid, video_id: true }, 'video_id', 'video_id: must be a string or a non-negative integer'],
+    ['a negative video_id', { ...valid, video_id: -1 }, 'video_id', 'video_id: must be at least 0'],
+    ['unknown field', { ...valid, priority: 1 }, 'priority', 'unknown field priority'],
+    ['a rung not in the ladder', { ...valid, renditions: ['720p', '4k'] }, 'renditions', 'renditions: 4k is not in the ladder (720p, 360p)'],
+    ['no rung at all', { ...valid, renditions: [] }, 'renditions', 'renditions: must be at least 1'],
+    ['a rung name that cannot be one', { ...valid, renditions: ['../x'] }, 'renditions.0', 'renditions.0: must be a rung name like 720p'],
+    ['both spellings of a field', { ...valid, objectKey: 'b.mp4' }, 'object_key', 'give object_key or objectKey, not both'],
+    ['spellings mixed', { objectKey: 'a.mp4', base_url: 'http://x.test/', video_id: '1' }, 'objectKey', /^use one spelling for every field, .*: this body has objectKey and base_url$/],
+    ['a camelCase field of the wrong type, named as sent', { ...validCamel, objectKey: 5 }, 'objectKey', 'objectKey: must be a string, not a number'],
+    ['a missing camelCase field, named as sent', { ...validCamel, baseUrl: undefined }, 'baseUrl', 'baseUrl: is required'],
+    ['not an object', [1, 2], undefined, 'body must be a JSON object'],
+    ['malformed JSON', '{"object_key":', undefined, 'body is not valid JSON'],
+  ])('%s: 400 saying what was wrong, naming the field', async (_name, body, field, detail) => {
+    const problem = await expectProblem(await post('/video/encoding', body), 'invalid-request', detail);
+    expect(problem['field']).toBe(field);
+  });
+
+  it('refuses an oversize body with 413', async () => {
+    await expectProblem(await post('/video/encoding', { ...valid, base_url: `https://x.test/${'x'.repeat(2000)}` }), 'too-large', 'body larger than 1024 bytes');
   });
 
   it('answers 409 naming the running task when another job still converts the same object_key', async () => {
-    const res = await post('/video/encoding', { ...valid, object_key: busyKey });
-    expect(res.status).toBe(409);
-    expect(await res.json()).toMatchObject({ active_task: '11111111-1111-4111-8111-111111111111', error: expect.stringMatching(/still converting videos\/busy\.mp4/) });
+    await expectProblem(await post('/video/encoding', { ...valid, object_key: BUSY_KEY }), 'output-busy', /still converting videos\/busy\.mp4/, { active_task: BUSY_TASK });
   });
 
-  it('refuses a missing key with 401 and a wrong key with 403, as JSON', async () => {
-    const missing = await post('/video/encoding', valid, {});
-    expect(missing.status).toBe(401);
-    expect(await missing.json()).toEqual({ error: 'missing ApiKey header' });
-    const wrong = await post('/video/encoding', valid, { ApiKey: 'nope' });
-    expect(wrong.status).toBe(403);
-    expect(await wrong.json()).toEqual({ error: 'invalid ApiKey' });
+  it('refuses a missing key with 401 and a wrong key with 403, as problems', async () => {
+    await expectProblem(await post('/video/encoding', valid, {}), 'missing-api-key', 'missing ApiKey header');
+    await expectProblem(await post('/video/encoding', valid, { ApiKey: 'nope' }), 'forbidden', 'invalid ApiKey');
   });
 });
 
 describe('GET /video/encoding/{task_id}', () => {
   it('answers task_id, task_status and task_result from the projection', async () => {
     const taskId = (await (await post('/video/encoding', valid)).json()) as string;
-    const res = await fetch(`${base}/video/encoding/${taskId}`, { headers: { ApiKey: KEY } });
+    const res = await get(`/video/encoding/${taskId}`);
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ task_id: taskId, task_status: 'PENDING', task_result: null });
   });
 
   it('404s an unknown or malformed task id', async () => {
     for (const id of ['6f1c2a8e-0000-4000-8000-000000000000', 'not-a-uuid']) {
-      const res = await fetch(`${base}/video/encoding/${id}`, { headers: { ApiKey: KEY } });
-      expect(res.status).toBe(404);
+      await expectProblem(await get(`/video/encoding/${id}`), 'not-found', `no task ${id}`);
     }
   });
 });
 
-describe('POST /video/encoding/{task_id}/retry', () => {
+describe('POST /video/encoding/{task_id}/retry and /cancel', () => {
   it('refuses a task that has not failed with 409, and an unknown one with 404', async () => {
     const taskId = (await (await post('/video/encoding', valid)).json()) as string;
-    const res = await post(`/video/encoding/${taskId}/retry`, {});
-    expect(res.status).toBe(409);
-    expect(await res.json()).toEqual({ error: 'only a FAILED task can be retried; this one is PENDING' });
-    expect((await post('/video/encoding/6f1c2a8e-0000-4000-8000-000000000000/retry', {})).status).toBe(404);
+    await expectProblem(await post(`/video/encoding/${taskId}/retry`, {}), 'conflict', 'only a FAILED task can be retried; this one is PENDING');
+    await expectProblem(await post('/video/encoding/6f1c2a8e-0000-4000-8000-000000000000/retry', {}), 'not-found', /^no task/);
+  });
+
+  it('answers 503 when the retry cannot be queued now', async () => {
+    await expectProblem(await post(`/video/encoding/${BROKEN_TASK}/retry`, {}), 'unavailable', /could not be queued/);
+  });
+
+  it('cancels with 202 and the task id', async () => {
+    const taskId = (await (await post('/video/encoding', valid)).json()) as string;
+    const res = await post(`/video/encoding/${taskId}/cancel`, {});
+    expect(res.status).toBe(202);
+    expect(await res.json()).toBe(taskId);
+  });
+
+  it('answers a failure of its own with a 500 problem that tells nothing of it', async () => {
+    const problem = await expectProblem(await post(`/video/encoding/${BROKEN_TASK}/cancel`, {}), 'internal', 'internal error');
+    expect(JSON.stringify(problem)).not.toMatch(/job store/);
   });
 });
 
 describe('who may do what', () => {
   it('keeps /admin for the operators\' key when ADMIN_API_KEY is set: the client key gets 403 there', async () => {
-    const asClient = await fetch(`${base}/admin/queues`, { headers: { ApiKey: KEY } });
-    expect(asClient.status).toBe(403);
-    expect(await asClient.json()).toEqual({ error: "this route needs the operators' key (ADMIN_API_KEY)" });
+    await expectProblem(await get('/admin/queues'), 'forbidden', "this route needs the operators' key (ADMIN_API_KEY)");
     expect((await post('/admin/projection/rebuild', {}, { ApiKey: KEY })).status).toBe(403);
-    expect((await fetch(`${base}/admin/queues`, { headers: { ApiKey: ADMIN } })).status).toBe(200);
+    expect((await get('/admin/queues', { ApiKey: ADMIN })).status).toBe(200);
+    expect((await get('/admin/dead-letters', { ApiKey: ADMIN })).status).toBe(200);
     expect((await post('/admin/projection/rebuild', {}, { ApiKey: ADMIN })).status).toBe(202);
+    await expectProblem(await post('/admin/dead-letters/7/redrive', {}, { ApiKey: ADMIN }), 'not-found', 'no dead letter 7');
     // The admin key may do what a client does.
     expect((await post('/video/encoding', valid, { ApiKey: ADMIN })).status).toBe(200);
+  });
+
+  it('serves /healthz, /openapi.json and /docs without a key', async () => {
+    expect(await (await get('/healthz', {})).json()).toEqual({ ok: true });
+    expect((await get('/openapi.json', {})).status).toBe(200);
+    expect((await get('/docs', {})).status).toBe(200);
+  });
+});
+
+describe('routes and methods that do not exist', () => {
+  it('answers an unknown route 404 as a problem, with or without a key', async () => {
+    await expectProblem(await get('/video/encodings'), 'not-found', 'no route GET /video/encodings');
+    await expectProblem(await get('/nope', {}), 'not-found', 'no route GET /nope');
+  });
+
+  it('answers a method the path does not take 405, naming those it takes in Allow', async () => {
+    const res = await call('/video/encoding', { method: 'DELETE', headers: { ApiKey: KEY } });
+    expect(res.headers.get('allow')).toBe('POST');
+    await expectProblem(res, 'method-not-allowed', '/video/encoding takes POST, not DELETE');
+    await expectProblem(await get('/uploads'), 'method-not-allowed', '/uploads takes POST, not GET');
+  });
+
+  it('answers a method no route takes 501', async () => {
+    await expectProblem(await call('/video/encoding', { method: 'PROPFIND', headers: { ApiKey: KEY } }), 'not-implemented', 'no route takes PROPFIND');
+  });
+});
+
+describe('the README', () => {
+  it('shows the problem a bad field gets, as the API answers it', async () => {
+    const readme = await readFile(`${REPO_ROOT}/README.md`, 'utf8');
+    const example = /-d '(\{"object_key":5[^']*)'\n# (\{[^\n]*)\n#\s+([^\n]*)/.exec(readme);
+    expect(example).not.toBeNull();
+    const [, body, first, rest] = example!;
+    const res = await post('/video/encoding', body!);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual(JSON.parse(`${first}${rest}`));
   });
 });
 
@@ -160,6 +203,45 @@ describe('POST /uploads', () => {
     expect(body.method).toBe('PUT');
     expect(body.object_key).toMatch(/^uploads\/[0-9a-f-]{36}\/my_video\.mp4$/);
     expect(body.upload_url).toContain(body.object_key);
+  });
+
+  it('takes no body at all, and refuses a bad content_type naming it', async () => {
+    expect((await call('/uploads', { method: 'POST', headers: { ApiKey: KEY } })).status).toBe(201);
+    const problem = await expectProblem(await post('/uploads', { content_type: 'mp4' }), 'invalid-request', 'content_type: must be a MIME type like video/mp4');
+    expect(problem['field']).toBe('content_type');
+  });
+});
+
+describe('answers shaped by their schema', () => {
+  const depth: QueueDepth = { consumer: 'downloader', stream: 'WORK', subject: 'work.download', pending: 1, ack_pending: 0, redelivered: 0, waiting: 2, exists: true, attached: true, stalled: false, last_active: null };
+
+  it('sends only the fields the document names', async () => {
+    const other = await startFakeApi({ adminApiKey: undefined, admin: { ...api.deps.admin, queues: async () => ({ queues: [{ ...depth, secret: 'x' } as QueueDepth], dead_letters: 0 }) } });
+    try {
+      const res = await call('/admin/queues', { headers: { ApiKey: KEY } }, other);
+      expect(await res.json()).toEqual({ queues: [depth], dead_letters: 0 });
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('answers 500, not a body the document does not promise, when an answer breaks its schema', async () => {
+    const other = await startFakeApi({ admin: { ...api.deps.admin, queues: async () => ({ queues: [{ ...depth, pending: -1 }], dead_letters: 0 }) } });
+    try {
+      await expectProblem(await call('/admin/queues', { headers: { ApiKey: ADMIN } }, other), 'internal', 'internal error');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('answers a second rebuild 409 with the one under way', async () => {
+    const rebuild = { state: 'running' as const, requestedAt: '2026-11-30T10:00:00.000Z', events: 12 };
+    const other = await startFakeApi({ admin: { ...api.deps.admin, rebuild: async () => ({ accepted: false, rebuild }) } });
+    try {
+      await expectProblem(await call('/admin/projection/rebuild', { method: 'POST', headers: { ApiKey: ADMIN } }, other), 'rebuild-running', 'a rebuild is already running (requested 2026-11-30T10:00:00.000Z)', { rebuild });
+    } finally {
+      await other.close();
+    }
   });
 });
 
