@@ -13,7 +13,7 @@ import { getText, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
 import { api, BACKEND_KEY, BUCKETS, getJob, headers, logLines, outputBaseUrl, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type Job, type System } from './support/harness.ts';
 import { playInBrowser } from './support/playback.ts';
-import { readMpd, type RepresentationInfo } from './support/mpd.ts';
+import { firstVideoPacket, readMpd } from './support/mpd.ts';
 import { openApiDocument } from '../services/ingest-api/src/openapi.ts';
 
 const run = promisify(execFile);
@@ -37,16 +37,6 @@ async function getBytes(bucket: string, key: string): Promise<Buffer> {
   return Buffer.from(await res.Body!.transformToByteArray());
 }
 
-/** First video packet of init+segment: its time and whether it is a keyframe. */
-async function firstPacket(prefix: string, rep: RepresentationInfo, segment: number): Promise<{ pts: number; key: boolean }> {
-  const init = await getBytes(BUCKETS.output, prefix + rep.init);
-  const media = await getBytes(BUCKETS.output, prefix + rep.segments[segment]!.path);
-  const file = join(dir, `${rep.id}-${segment}.mp4`);
-  await writeFile(file, Buffer.concat([init, media]));
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags', '-read_intervals', '%+#1', '-of', 'csv=p=0', file]);
-  const [pts, flags] = stdout.trim().split('\n')[0]!.split(',');
-  return { pts: Number(pts), key: (flags ?? '').includes('K') };
-}
 
 describe.each([
   { name: 'with audio', audio: true, key: 'clips/with audio ü.mp4', videoId: 'video-with-audio' },
@@ -101,7 +91,7 @@ describe.each([
     expect(hi!.segments.map((s) => s.start)).toEqual(lo!.segments.map((s) => s.start));
     expect(hi!.segments.length).toBeGreaterThanOrEqual(2);
     for (let i = 0; i < hi!.segments.length; i++) {
-      const [a, b] = await Promise.all([firstPacket(`${key}/`, hi!, i), firstPacket(`${key}/`, lo!, i)]);
+      const [a, b] = await Promise.all([firstVideoPacket((k) => getBytes(BUCKETS.output, k), `${key}/`, hi!, i, dir), firstVideoPacket((k) => getBytes(BUCKETS.output, k), `${key}/`, lo!, i, dir)]);
       expect(a.key, `720p segment ${i + 1} starts with a keyframe`).toBe(true);
       expect(b.key, `360p segment ${i + 1} starts with a keyframe`).toBe(true);
       expect(a.pts).toBeCloseTo(b.pts, 3);

@@ -12,7 +12,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getText, headObject, listKeys } from '@mesh/storage';
 import { freePort, makeClip, REPO_ROOT } from '@mesh/testkit';
 import { api, BUCKETS, headers, outputBaseUrl, putInput, startSystem, submit, waitForSettled, type Job, type System } from './support/harness.ts';
-import { readMpd, type RepresentationInfo } from './support/mpd.ts';
+import { firstVideoPacket, readMpd } from './support/mpd.ts';
 import { openBrowser, type Browser } from './support/players.ts';
 
 const run = promisify(execFile);
@@ -42,14 +42,6 @@ async function getBytes(key: string): Promise<Buffer> {
   return Buffer.from(await res.Body!.transformToByteArray());
 }
 
-/** First video packet of init+segment: its time and whether it is a keyframe. */
-async function firstPacket(prefix: string, rep: RepresentationInfo, segment: number): Promise<{ pts: number; key: boolean }> {
-  const file = join(dir, `${rep.id}-${segment}.mp4`);
-  await writeFile(file, Buffer.concat([await getBytes(prefix + rep.init), await getBytes(prefix + rep.segments[segment]!.path)]));
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags', '-read_intervals', '%+#1', '-of', 'csv=p=0', file]);
-  const [pts, flags] = stdout.trim().split('\n')[0]!.split(',');
-  return { pts: Number(pts), key: (flags ?? '').includes('K') };
-}
 
 /** The HLS master's variants, and each media playlist's segment URIs, resolved against the package. */
 function readMaster(text: string): { independent: boolean; variants: { attrs: Record<string, string>; uri: string }[]; audio: string | undefined } {
@@ -102,7 +94,7 @@ describe('the web ladder on a 1080p clip with audio', () => {
     const starts = video.map((r) => r.segments.map((s) => s.start));
     for (const s of starts) expect(s).toEqual(starts[0]);
     for (let i = 0; i < starts[0]!.length; i++) {
-      const firsts = await Promise.all(video.map((rep) => firstPacket(`${key}/`, rep, i)));
+      const firsts = await Promise.all(video.map((rep) => firstVideoPacket(getBytes, `${key}/`, rep, i, dir)));
       for (const [j, f] of firsts.entries()) expect(f.key, `${video[j]!.height}p segment ${i + 1} starts with a keyframe`).toBe(true);
       for (const f of firsts) expect(f.pts).toBeCloseTo(firsts[0]!.pts, 3);
     }

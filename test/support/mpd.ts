@@ -1,3 +1,10 @@
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
 /**
  * Just enough MPD reading for tests: representations with their sizes and the segment files they name
  * (SegmentTemplate with SegmentTimeline, as Shaka Packager writes for static live-profile manifests).
@@ -67,4 +74,16 @@ export function readMpd(xml: string): { baseUrl: string | undefined; representat
 
 function decodeXml(s: string): string {
   return s.replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&quot;', '"').replaceAll('&apos;', "'").replaceAll('&amp;', '&');
+}
+
+/**
+ * The first video packet of one segment of `rep` (its init segment and that media segment, read with
+ * `read`), as ffprobe sees it: its time and whether it is a keyframe. `dir` holds the joined file.
+ */
+export async function firstVideoPacket(read: (key: string) => Promise<Buffer>, prefix: string, rep: RepresentationInfo, segment: number, dir: string): Promise<{ pts: number; key: boolean }> {
+  const file = join(dir, `${rep.id}-${segment}.mp4`);
+  await writeFile(file, Buffer.concat([await read(prefix + rep.init), await read(prefix + rep.segments[segment]!.path)]));
+  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags', '-read_intervals', '%+#1', '-of', 'csv=p=0', file]);
+  const [pts, flags] = stdout.trim().split('\n')[0]!.split(',');
+  return { pts: Number(pts), key: (flags ?? '').includes('K') };
 }
