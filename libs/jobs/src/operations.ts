@@ -7,10 +7,11 @@
 import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
 import { MeshError, msgId, reasonOf, renditionOfStage, transcoderOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
 import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
-import { claimOutput, OutputBusyError } from './output.ts';
+import { claimOutput, OutputBusyError, peekOutput } from './output.ts';
 import { applyEvent, stagesAhead, toApiResponse, type JobView, type WaitingFor } from './projection.ts';
 import { mayReopen, type JobRecord } from './state.ts';
 import type { ProjectionStore, RebuildState } from './store.ts';
+import type { ViewCache } from './views.ts';
 
 /** What the operations work with: plain dependencies, no state of their own. */
 export interface JobsContext {
@@ -20,6 +21,8 @@ export interface JobsContext {
   log: Logger;
   /** The stages' queues, read at most every second or two (queues.ts `cachedFor`): for `waitingFor`. */
   queues?: () => Promise<QueueDepth[]>;
+  /** Job documents kept in memory, fed by the projector (views.ts): status reads skip MongoDB when it has them. */
+  views?: ViewCache;
 }
 
 export class JobNotFoundError extends MeshError {
@@ -48,21 +51,27 @@ export class JobUnavailableError extends MeshError {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
- * Records a new job and queues its first stage. The record comes first, so a second job for the same
- * object_key sees this one running (OutputBusyError); if queueing fails, the record goes again, so the
- * output prefix is not held by a job no client knows of.
+ * Records a new job and queues its first stage, in as few round trips as the rules allow (this is the
+ * API's busiest path): the record and a look at the output prefix's owner go out together; the claim, a
+ * compare-and-set on that look, only after the record exists, so a concurrent claim sees this job running
+ * (OutputBusyError); then job.created and the first work item, in that order (the projection starts a job
+ * at job.created). If any of that fails, the record goes again, so the prefix is not held by a job no
+ * client knows of. Marking the record `queued` (which ends its submit grace, output.ts) is left running
+ * after the answer: until it lands, the grace keeps the prefix.
  */
 export async function submitJob(ctx: JobsContext, spec: JobSpec): Promise<void> {
+  const seen = peekOutput(ctx.states, spec.objectKey);
+  seen.catch(() => undefined);
   await createJob(ctx.states, spec);
   try {
-    await claimOutput(ctx.states, spec);
+    await claimOutput(ctx.states, spec, seen);
     await publishEvent(ctx.bus, { type: 'job.created', jobId: spec.jobId, spec }, msgId(spec, 'created'));
     await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
   } catch (err) {
     await ctx.states.kv.delete(spec.jobId).catch(() => undefined);
     throw err;
   }
-  await markQueued(ctx.states, spec.jobId, spec.attempt).catch((err: unknown) => ctx.log.warn({ jobId: spec.jobId, err: reasonOf(err) }, 'job queued, but not marked so'));
+  void markQueued(ctx.states, spec.jobId, spec.attempt).catch((err: unknown) => ctx.log.warn({ jobId: spec.jobId, err: reasonOf(err) }, 'job queued, but not marked so'));
 }
 
 /** How long after its submit a job the projection does not have yet is answered from its record. */
@@ -76,8 +85,13 @@ const JUST_SUBMITTED_MS = 60_000;
 export async function getJob(ctx: JobsContext, taskId: string): Promise<JobView | null> {
   if (!UUID.test(taskId)) return null;
   const jobId = taskId.toLowerCase();
+  const cached = ctx.views?.get(jobId);
+  if (cached) return cached;
   const view = await ctx.store.get(jobId);
-  if (view) return view;
+  if (view) {
+    ctx.views?.offer(view);
+    return view;
+  }
   const rec = (await getEntry(ctx.states, jobId))?.rec;
   if (!rec?.spec || rec.phase !== 'active' || rec.attempt !== 1 || Date.now() - Date.parse(rec.createdAt ?? '') > JUST_SUBMITTED_MS) return null;
   return applyEvent(null, { type: 'job.created', jobId, spec: { ...rec.spec, attempt: rec.attempt }, at: rec.createdAt ?? new Date().toISOString() }, 0);
@@ -150,7 +164,7 @@ export async function retryJob(ctx: JobsContext, taskId: string): Promise<{ atte
     },
   );
   await markQueued(ctx.states, jobId, spec.attempt).catch(() => undefined);
-  return { attempt: spec.attempt, view: await ctx.store.waitFor(jobId, seq) };
+  return { attempt: spec.attempt, view: await waitForView(ctx, jobId, seq) };
 }
 
 /** Stops a running job and everything it started. The answer is made by compare-and-set: a job that completed a moment earlier stays complete. */
@@ -161,7 +175,14 @@ export async function cancelJobOp(ctx: JobsContext, taskId: string): Promise<Job
     const now = (await getJob(ctx, view._id)) ?? view;
     throw new JobConflictError(`only a running task can be cancelled; this one is ${statusOf(now)} (${now.state})`);
   }
-  return ctx.store.waitFor(view._id, published.ack.seq);
+  return waitForView(ctx, view._id, published.ack.seq);
+}
+
+/** The job's document once it has folded event `seq`, remembered so the client's next read shows its own change. */
+async function waitForView(ctx: JobsContext, jobId: string, seq: number): Promise<JobView | null> {
+  const view = await ctx.store.waitFor(jobId, seq);
+  if (view) ctx.views?.offer(view);
+  return view;
 }
 
 /** Subjects whose work can take a failed job to its end when re-driven; others (thumbnail, notifications) only redo their own part. */

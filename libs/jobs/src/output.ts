@@ -8,6 +8,7 @@
  * whether the owner still runs is read from its job record.
  */
 import { createHash } from 'node:crypto';
+import type { KvEntry } from '@nats-io/kv';
 import { MeshError } from '@mesh/common';
 import { isConflict, withLock, type Lease } from './locks.ts';
 import { getEntry, LOCK_TTL_MS, type JobStates } from './lifecycle.ts';
@@ -49,11 +50,13 @@ export function holdsOutput(rec: JobRecord | null, now = Date.now()): boolean {
  * Makes `job` the owner of its output prefix, or throws OutputBusyError naming the job that runs there.
  * The job's own record must exist (and run) first, so a concurrent claim sees it as running.
  */
-export async function claimOutput(states: JobStates, job: { jobId: string; attempt: number; objectKey: string }): Promise<void> {
+export async function claimOutput(states: JobStates, job: { jobId: string; attempt: number; objectKey: string }, seen?: Promise<KvEntry | null>): Promise<void> {
   const key = outputKey(job.objectKey);
   const value = (): string => JSON.stringify({ objectKey: job.objectKey, jobId: job.jobId, attempt: job.attempt, at: new Date().toISOString() } satisfies OutputOwner);
   for (let tries = 0; tries < 50; tries++) {
-    const entry = await states.owners.get(key);
+    // The first look may have been taken already (`peekOutput`, beside the record's creation): the write
+    // below is a compare-and-set on it either way.
+    const entry = tries === 0 && seen ? await seen : await states.owners.get(key);
     try {
       if (!entry || entry.operation !== 'PUT') {
         await (entry ? states.owners.update(key, value(), entry.revision) : states.owners.create(key, value()));
@@ -70,6 +73,11 @@ export async function claimOutput(states: JobStates, job: { jobId: string; attem
     }
   }
   throw new MeshError('OUTPUT_BUSY', `too many concurrent claims on ${job.objectKey}`);
+}
+
+/** The prefix's owner entry as it is now, for `claimOutput`: a read that may go out before the job's record exists. */
+export function peekOutput(states: JobStates, objectKey: string): Promise<KvEntry | null> {
+  return states.owners.get(outputKey(objectKey));
 }
 
 /** The job and attempt that own `objectKey`'s prefix now, if any. */

@@ -15,7 +15,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { JsMsg } from '@nats-io/jetstream';
 import { BUCKETS, followStream, STREAMS, type Bus } from '@mesh/bus';
 import { eventFitsSubject, JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
-import { extractContext, inSpan, SpanKind } from '@mesh/telemetry';
+import { extractContext, inSpan, projectorBatch, projectorEvents, projectorLag, SpanKind } from '@mesh/telemetry';
 import { withLock } from './locks.ts';
 import type { JobView } from './projection.ts';
 import { CursorMovedError, type ProjectionStore, type SequencedEvent } from './store.ts';
@@ -106,16 +106,24 @@ async function lead(bus: Bus, store: ProjectionStore, log: Logger, leaseSignal: 
       signal,
       onBatch: (msgs) =>
         turn(async () => {
+          const decoding = projectorBatch.startTimer({ part: 'decode' });
           const batch = decode(msgs, log);
+          decoding();
           // Each event is a hop of its job's trace (a CONSUMER span under its publish); the batch's one
           // MongoDB write hangs under the first.
           const [first, ...rest] = msgs;
           for (const m of rest) await inSpan(`process ${m.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(m.headers), attributes: consumeAttributes(m) }, async () => undefined);
           await inSpan(`process ${first!.subject}`, { kind: SpanKind.CONSUMER, parent: extractContext(first!.headers), attributes: { ...consumeAttributes(first!), 'mesh.batch': msgs.length } }, async () => {
-            const to = msgs.at(-1)!.seq;
-            const changed = await store.applyBatch(batch, { cursor: { from: liveSeq, to } });
-            liveSeq = to;
+            const last = msgs.at(-1)!;
+            const storing = projectorBatch.startTimer({ part: 'store' });
+            const changed = await store.applyBatch(batch, { cursor: { from: liveSeq, to: last.seq } });
+            storing();
+            liveSeq = last.seq;
+            projectorEvents.inc(msgs.length);
+            projectorLag.set(Math.max(0, Date.now() - last.info.timestampNanos / 1e6) / 1000);
+            const publishing = projectorBatch.startTimer({ part: 'views' });
             await publishViews(bus, changed, log);
+            publishing();
           });
         }),
     });

@@ -45,6 +45,23 @@ export const toolDuration = new Histogram({
   registers: [registry],
 });
 
+/** Where the projector's time goes, per batch of events: `decode` (parse and check), `store` (MongoDB read and bulk write), `views` (JOB_VIEWS publishes). */
+export const projectorBatch = new Histogram({
+  name: 'mesh_projector_batch_seconds',
+  help: 'Time the projector spent on one batch of job events, by part (decode, store, views)',
+  labelNames: ['part'] as const,
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry],
+});
+
+export const projectorEvents = new Counter({ name: 'mesh_projector_events_total', help: 'Job events folded into the live projection', registers: [registry] });
+
+/** How old the last event the projector folded was when it was folded: its lag behind the event stream. */
+export const projectorLag = new Gauge({ name: 'mesh_projector_lag_seconds', help: 'Age of the last job event folded into the projection, when it was folded', registers: [registry] });
+
+/** Job status reads answered from the in-memory view cache (hit) or from MongoDB (miss). */
+export const viewCacheReads = new Counter({ name: 'mesh_view_cache_reads_total', help: 'Job status reads, by whether the in-memory view cache had the document (hit) or MongoDB was read (miss)', labelNames: ['result'] as const, registers: [registry] });
+
 export const bytesMoved = new Counter({ name: 'mesh_s3_bytes_total', help: 'Bytes the services moved to and from S3, by direction (download, upload); sources FFmpeg reads in place are not counted', labelNames: ['direction'] as const, registers: [registry] });
 
 /**

@@ -92,7 +92,10 @@ export function createApp(deps: ApiDeps): Koa {
       if (!known) deps.log.error({ err: reasonOf(err), method: ctx.method, path: ctx.path }, 'request failed');
       answerProblem(ctx, known ?? problem('internal', 'internal error'));
     }
-    deps.log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started }, 'request');
+    // Reads that worked are the bulk of the traffic (clients poll status): logged at debug, so info keeps
+    // every change and every refusal without thousands of lines a second.
+    const quiet = ctx.method === 'GET' && ctx.status < 400;
+    deps.log[quiet ? 'debug' : 'info']({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Date.now() - started }, 'request');
   });
 
   router.get('/healthz', (ctx) => reply(ctx, Health, { ok: true }));

@@ -4,7 +4,7 @@
  */
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
 import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
-import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
+import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, openViewCache, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
 import { createS3, presignPut } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 import { registerQueueMetrics } from './queue-metrics.ts';
@@ -26,6 +26,8 @@ const config = (env: Env) => ({
   // back from further behind than this many events gets a reset instead of its backlog.
   sseHeartbeatMs: int(env, 'SSE_HEARTBEAT_MS', 15_000, { min: 100, max: 3_600_000 }),
   sseMaxBacklog: int(env, 'SSE_MAX_BACKLOG', 10_000, { min: 1, max: 1_000_000 }),
+  // Job documents kept in memory for status reads (libs/jobs views.ts); 0: every read goes to MongoDB.
+  viewCacheSize: int(env, 'VIEW_CACHE_SIZE', 20_000, { min: 0, max: 10_000_000 }),
 });
 
 await runService({
@@ -39,7 +41,8 @@ await runService({
     const s3 = createS3(config.s3);
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
     // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
-    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500) };
+    const views = config.viewCacheSize > 0 ? openViewCache(bus, log.child({ part: 'views' }), { max: config.viewCacheSize }) : undefined;
+    const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500), ...(views ? { views } : {}) };
     // One reader of the job events for every live stream this process serves.
     const live = openLiveFeed({ bus, store, log: log.child({ part: 'live' }) }, { maxBacklog: config.sseMaxBacklog });
     const queues = async () => ({ queues: await queueDepths(bus, config.ladder.rungs), dead_letters: await deadLetterCount(bus) });
@@ -87,6 +90,7 @@ await runService({
         },
       },
       projector,
+      { stop: async () => views?.stop() },
       { stop: () => store.close() },
     ];
   },
