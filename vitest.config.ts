@@ -20,7 +20,7 @@ const summary: Reporter = {
 
 export default defineConfig({
   test: {
-    include: ['libs/*/test/**/*.test.ts', 'services/*/test/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['libs/*/test/**/*.test.ts', 'services/*/test/**/*.test.ts', 'clients/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     // Suites start real servers and FFmpeg; two cores are all CI has.
     pool: 'forks',
     maxWorkers: 2,

@@ -429,6 +429,14 @@ export function contentTypeFor(key: string): string {
   return TYPES.find(([re]) => re.test(key))?.[1] ?? 'application/octet-stream';
 }
 
+/**
+ * Where clients fetch what the mesh writes: S3_PUBLIC_URL when set (a CDN, or MinIO's outside address),
+ * else the S3 endpoint, else AWS's regional one. The uploader's manifest URLs and the API's links agree.
+ */
+export function publicEndpoint(publicBaseUrl: string | undefined, s3: { endpoint?: string | undefined; region: string }): string {
+  return publicBaseUrl ?? s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`;
+}
+
 /** Path-style URL of an object, each key segment encoded. */
 export function publicUrl(endpoint: string, ref: ObjectRef): string {
   return `${endpoint.replace(/\/+$/, '')}/${ref.bucket}/${ref.key.split('/').map(encodeURIComponent).join('/')}`;

@@ -22,7 +22,7 @@ import Router from '@koa/router';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { z } from 'zod';
-import { DEFAULT_LADDER, reasonOf, type JobSpec, type Logger } from '@mesh/common';
+import { DEFAULT_LADDER, reasonOf, type JobSpec, type Logger, type ObjectRef } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
 import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
@@ -50,6 +50,8 @@ export interface ApiDeps {
     cancel: (taskId: string) => Promise<void>;
   };
   presignUpload: (key: string, contentType: string) => Promise<{ url: string; bucket: string; expiresInSec: number }>;
+  /** Where clients fetch what the mesh writes (S3_PUBLIC_URL, else the S3 endpoint): links in answers. */
+  links: ApiLinks;
   admin: {
     rebuild: () => Promise<{ accepted: boolean; rebuild: RebuildState }>;
     /** Per-stage queue depth from JetStream, for scaling decisions. */
@@ -60,6 +62,13 @@ export interface ApiDeps {
   bodyLimitBytes?: number;
   /** Live progress streams (live.ts); without it, their routes are not served. */
   live?: LiveDeps;
+}
+
+export interface ApiLinks {
+  /** The thumbnail's URL, given as `thumbnail.url` in a task's status. */
+  thumbnailUrl: (ref: ObjectRef) => string;
+  /** The folder of `objectKey`'s package in the output bucket: the base_url that serves it from where the mesh writes it. */
+  packageBaseUrl: (objectKey: string) => string;
 }
 
 type Role = 'client' | 'admin';
@@ -135,7 +144,7 @@ export function createApp(deps: ApiDeps): Koa {
     const taskId = ctx.params['taskId'] ?? '';
     const view = await deps.jobs.get(taskId);
     if (!view) throw new JobNotFoundError(`task ${taskId}`);
-    reply(ctx, TaskStatus, toApiResponse(view, { waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] }));
+    reply(ctx, TaskStatus, toApiResponse(view, { thumbnailUrl: deps.links.thumbnailUrl, waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] }));
   });
 
   router.post('/video/encoding/:taskId/retry', async (ctx) => {
@@ -156,7 +165,7 @@ export function createApp(deps: ApiDeps): Koa {
     const req = parseUploadRequest(await readJson(ctx.req, bodyLimit));
     const key = uploadKey(randomUUID(), req.filename);
     const signed = await deps.presignUpload(key, req.content_type);
-    reply(ctx, UploadTicket, { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec }, 201);
+    reply(ctx, UploadTicket, { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec, base_url: deps.links.packageBaseUrl(key) }, 201);
   });
 
   router.post('/admin/projection/rebuild', async (ctx) => {
@@ -180,7 +189,7 @@ export function createApp(deps: ApiDeps): Koa {
     reply(ctx, Redriven, { redriven: letter }, 202);
   });
 
-  if (deps.live) registerLiveRoutes(router, deps.live, deps.jobs.get, deps.log);
+  if (deps.live) registerLiveRoutes(router, deps.live, deps.jobs.get, deps.log, deps.links);
 
   app.use(router.routes());
   app.use(router.allowedMethods());

@@ -13,7 +13,7 @@
  */
 import type Router from '@koa/router';
 import type Koa from 'koa';
-import { reasonOf, type Logger } from '@mesh/common';
+import { reasonOf, type Logger, type ObjectRef } from '@mesh/common';
 import { isSettled, JobNotFoundError, JobUnavailableError, toApiResponse, type JobView, type LiveFeed, type LiveListener, type LiveUpdate } from '@mesh/jobs';
 import { BadRequest } from './request.ts';
 import type { LiveEnd, LiveReady, LiveStatus } from './schemas.ts';
@@ -40,10 +40,10 @@ const BACKLOG_WATERMARK = 64 * 1024;
 
 /** One serialisation per change, whatever the number of streams it goes to. */
 const frames = new WeakMap<LiveUpdate, Buffer>();
-function statusFrame(u: LiveUpdate): Buffer {
+function statusFrame(u: LiveUpdate, links: Links): Buffer {
   let frame = frames.get(u);
   if (!frame) {
-    const data: LiveStatus = { seq: u.seq, task: toApiResponse(u.view) };
+    const data: LiveStatus = { seq: u.seq, task: toApiResponse(u.view, links) };
     // JSON.stringify escapes line breaks, so the data is one line.
     frame = Buffer.from(`id: ${u.seq}\ndata: ${JSON.stringify(data)}\n\n`);
     frames.set(u, frame);
@@ -138,7 +138,10 @@ function eventStream(ctx: Koa.Context, o: { heartbeatMs: number; maxUnreadBytes:
   };
 }
 
-export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (taskId: string) => Promise<JobView | null>, log: Logger): void {
+/** The links a status carries, as GET gives them (app.ts ApiLinks). */
+type Links = { thumbnailUrl?: (ref: ObjectRef) => string };
+
+export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (taskId: string) => Promise<JobView | null>, log: Logger, links: Links = {}): void {
   const options = { heartbeatMs: live.heartbeatMs, maxUnreadBytes: live.maxUnreadBytes ?? 1 << 20 };
   /** The feed could not serve the stream (NATS unreachable): 503 while nothing was sent, else the stream ends (the client resumes). The cause goes to the log only. */
   const unavailable = (stream: ReturnType<typeof eventStream>, err: unknown, fields: Record<string, string>): null => {
@@ -162,7 +165,7 @@ export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (task
     };
     const listener: LiveListener = {
       update(u) {
-        stream.write(statusFrame(u));
+        stream.write(statusFrame(u, links));
         // A backlog may pass through ended states (failed, then retried): only the live status decides.
         if (joined && isSettled(u.view)) settle(u);
       },
@@ -197,7 +200,7 @@ export function registerLiveRoutes(router: Router, live: LiveDeps, getJob: (task
     const stream = eventStream(ctx, options);
     const listener: LiveListener = {
       start: (seq, reset) => stream.write(namedFrame('ready', reset ? { seq, reset } : { seq }, seq)),
-      update: (u) => stream.write(statusFrame(u)),
+      update: (u) => stream.write(statusFrame(u, links)),
       drop: () => stream.end(),
       whenWritable: () => stream.whenWritable(),
     };

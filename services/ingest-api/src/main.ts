@@ -5,7 +5,7 @@
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
 import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
 import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, openViewCache, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
-import { createS3, presignPut } from '@mesh/storage';
+import { createS3, presignPut, publicEndpoint, publicUrl } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
 import { registerQueueMetrics } from './queue-metrics.ts';
 import { createApp } from './app.ts';
@@ -18,7 +18,8 @@ const config = (env: Env) => ({
   mongoUri: mongoUri(env, 'MONGODB_URI', 'mongodb://127.0.0.1:27017/video_mesh'),
   s3: s3Config(env),
   uploadUrlTtlSec: int(env, 'UPLOAD_URL_TTL_SEC', 3600, { min: 60, max: 7 * 24 * 3600 }),
-  // Where clients reach S3, when not at S3_ENDPOINT (MinIO inside Docker): upload URLs are signed for it.
+  // Where clients reach S3, when not at S3_ENDPOINT (MinIO inside Docker): upload URLs are signed for it,
+  // and the thumbnail and package links in answers point there.
   publicS3Url: optional(env, 'S3_PUBLIC_URL'),
   // The rungs a job may ask for, and the transcoders' queues to watch.
   ladder: ladderConfig(env),
@@ -40,6 +41,8 @@ await runService({
     const projector = await runProjector(bus, store, log.child({ part: 'projector' }), { replicas: common.natsReplicas });
     const s3 = createS3(config.s3);
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
+    // The uploader writes manifest URLs on the same base.
+    const publicBase = publicEndpoint(config.publicS3Url, config.s3);
     // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
     const views = config.viewCacheSize > 0 ? openViewCache(bus, log.child({ part: 'views' }), { max: config.viewCacheSize }) : undefined;
     const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500), ...(views ? { views } : {}) };
@@ -66,6 +69,10 @@ await runService({
       async presignUpload(key, contentType) {
         const ref = { bucket: config.s3.inputBucket, key };
         return { url: await presignPut(presigner, ref, { expiresSec: config.uploadUrlTtlSec, contentType }), bucket: ref.bucket, expiresInSec: config.uploadUrlTtlSec };
+      },
+      links: {
+        thumbnailUrl: (ref) => publicUrl(publicBase, ref),
+        packageBaseUrl: (objectKey) => `${publicUrl(publicBase, { bucket: config.s3.outputBucket, key: objectKey })}/`,
       },
       admin: {
         rebuild: () => rebuildProjection(ctx),

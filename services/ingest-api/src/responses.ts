@@ -19,6 +19,7 @@ export const UploadTicket = z.object({
   method: z.literal('PUT'),
   headers: z.object({ 'Content-Type': z.string() }),
   expires_in: z.number().int().positive(),
+  base_url: z.url().describe("the package's folder in the output bucket, where the mesh writes it (S3_PUBLIC_URL, else the S3 endpoint): submit it as base_url to serve the package from there"),
 });
 
 export const QueueDepth = z.object({

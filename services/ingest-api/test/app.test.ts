@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { REPO_ROOT } from '@mesh/testkit';
 import type { QueueDepth } from '@mesh/bus';
+import { applyEvent } from '@mesh/jobs';
 import { openApiContract } from '@mesh/testkit/contract';
 import { keyMatches } from '../src/auth.ts';
 import { openApiDocument } from '../src/openapi.ts';
@@ -115,6 +116,12 @@ describe('GET /video/encoding/{task_id}', () => {
     expect(await res.json()).toMatchObject({ task_id: taskId, task_status: 'PENDING', task_result: null });
   });
 
+  it('gives the thumbnail with the URL it is fetched from', async () => {
+    const taskId = (await (await post('/video/encoding', valid)).json()) as string;
+    api.views.set(taskId, applyEvent(api.views.get(taskId)!, { type: 'thumbnail.ready', jobId: taskId, at: new Date().toISOString(), object: { bucket: 'thumbs', key: '42' } }, 2)!);
+    expect((await (await get(`/video/encoding/${taskId}`)).json()).thumbnail).toEqual({ bucket: 'thumbs', key: '42', url: 'http://s3.test/thumbs/42' });
+  });
+
   it('404s an unknown or malformed task id', async () => {
     for (const id of ['6f1c2a8e-0000-4000-8000-000000000000', 'not-a-uuid']) {
       await expectProblem(await get(`/video/encoding/${id}`), 'not-found', `no task ${id}`);
@@ -203,6 +210,8 @@ describe('POST /uploads', () => {
     expect(body.method).toBe('PUT');
     expect(body.object_key).toMatch(/^uploads\/[0-9a-f-]{36}\/my_video\.mp4$/);
     expect(body.upload_url).toContain(body.object_key);
+    // The base_url that serves the package from where the mesh will write it.
+    expect((body as { base_url?: string }).base_url).toBe(`http://s3.test/out-bucket/${body.object_key}/`);
   });
 
   it('takes no body at all, and refuses a bad content_type naming it', async () => {

@@ -50,6 +50,7 @@ export function fakeDeps(o: Partial<ApiDeps> = {}): Pick<FakeApi, 'deps' | 'subm
       },
     },
     presignUpload: async (key) => ({ url: `http://s3.test/in/${key}?sig`, bucket: 'in-bucket', expiresInSec: 3600 }),
+    links: { thumbnailUrl: (ref) => `http://s3.test/${ref.bucket}/${ref.key}`, packageBaseUrl: (key) => `http://s3.test/out-bucket/${key}/` },
     admin: {
       rebuild: async () => ({ accepted: true, rebuild: { state: 'requested', requestedAt: new Date().toISOString() } }),
       queues: async () => ({ queues: [], dead_letters: 0 }),

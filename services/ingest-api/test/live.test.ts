@@ -87,7 +87,8 @@ describe('GET /video/encoding/{task_id}/events', () => {
     const started = await publish({ type: 'stage.started', jobId, stage: 'download' });
     expect(status(await s.next())).toMatchObject({ seq: started, task: { task_status: 'STARTED', stages: { download: { state: 'running' } } } });
     await publish({ type: 'thumbnail.ready', jobId, object: { bucket: 'thumbs', key: 'v1' } });
-    expect(status(await s.next()).task.thumbnail).toEqual({ bucket: 'thumbs', key: 'v1' });
+    // With the URL it is fetched from, as GET gives it (the lone API's S3 is AWS's regional endpoint).
+    expect(status(await s.next()).task.thumbnail).toEqual({ bucket: 'thumbs', key: 'v1', url: 'https://s3.us-east-1.amazonaws.com/thumbs/v1' });
     s.close();
   });
 

@@ -12,7 +12,7 @@
 import { publishEvent } from '@mesh/bus';
 import { InputError, int, layout, MeshError, msgId, optional, s3Config, type Env, type ObjectRef } from '@mesh/common';
 import { getRecord, isCancelled, mayPublish, mayReplaceManifest, outputOwner, recordPublished, runStageService, withOutputLock, type ManifestOrigin } from '@mesh/jobs';
-import { getText, headObject, PreconditionFailedError, publicUrl, putObject } from '@mesh/storage';
+import { getText, headObject, PreconditionFailedError, publicEndpoint, publicUrl, putObject } from '@mesh/storage';
 
 /** Clients re-read the manifest: it grows as renditions are added. */
 const MANIFEST_CACHE = 'no-cache';
@@ -94,7 +94,7 @@ await runStageService({
         log.info({ renditions, origin: refused }, 'not published: the manifest in place holds more');
         return;
       }
-      const base = config.publicBaseUrl ?? config.s3.endpoint ?? `https://s3.${config.s3.region}.amazonaws.com`;
+      const base = publicEndpoint(config.publicBaseUrl, config.s3);
       const url = publicUrl(base, dash.ref);
       await publishEvent(bus, { type: 'manifest.published', jobId: job.jobId, renditions, object: dash.ref, url, hls: { ...hls.ref, url: publicUrl(base, hls.ref) } }, msgId(job, 'manifest', renditions.join('-')));
       await recordPublished(states, job, renditions, { object: dash.ref, url });
