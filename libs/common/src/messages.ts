@@ -95,6 +95,31 @@ export const Probe = z.object({
     sampleAspectRatio: Rational,
     pixFmt: z.string(),
     interlaced: z.boolean(),
+    /**
+     * Colour as the stream declares it, in ffprobe's names (`bt2020`, `arib-std-b67`, `bt2020nc`, `tv`):
+     * an absent field was not declared. Optional, so probes recorded before it still parse.
+     */
+    colour: z
+      .object({
+        primaries: z.string().max(32).optional(),
+        transfer: z.string().max(32).optional(),
+        space: z.string().max(32).optional(),
+        range: z.string().max(32).optional(),
+        /** Bits per component of the decoded picture (8, 10, 12). */
+        bitDepth: z.number().int().positive().optional(),
+      })
+      .optional(),
+    /** HDR side data of the stream or its first frame; optional like `colour`. */
+    hdr: z
+      .object({
+        /** SMPTE ST 2086: the mastering display's luminance range, in cd/m². */
+        masteringDisplay: z.object({ minLuminance: z.number().nonnegative(), maxLuminance: z.number().nonnegative() }).optional(),
+        /** CTA-861.3: MaxCLL and MaxFALL, in cd/m² (0 = unknown). */
+        contentLight: z.object({ maxCll: z.number().int().nonnegative(), maxFall: z.number().int().nonnegative() }).optional(),
+        /** Dolby Vision configuration record: `compatibility` is the base layer's signal (0 none, 1 HDR10, 2 SDR, 4 HLG, 6 UHD Blu-ray). */
+        dolbyVision: z.object({ profile: z.number().int().nonnegative(), level: z.number().int().nonnegative(), compatibility: z.number().int().nonnegative() }).optional(),
+      })
+      .optional(),
   }),
   audio: z.object({ codec: z.string(), channels: z.number().int().nonnegative(), sampleRate: z.number().int().nonnegative() }).nullable(),
 });

@@ -1,5 +1,6 @@
 /** FFmpeg argument arrays, built from the probe, the job's plan and a rendition profile. */
 import type { MediaPlan, Probe, Rung } from '@mesh/common';
+import { BT709_TAGS, bt709Filters, JPEG_FILTERS, X264_BT709_VUI } from './colour.ts';
 import { gopFrames, outputSize } from './geometry.ts';
 import { inputGuard, type GuardOptions } from './guard.ts';
 import { decodeStopSec } from './limits.ts';
@@ -22,12 +23,10 @@ export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: M
   const filters = [
     // Interlaced sources: one progressive frame per frame, only where the frame is flagged interlaced.
     ...(probe.video.interlaced ? ['yadif=mode=send_frame:deint=interlaced'] : []),
-    // FFmpeg has already rotated the frames upright (autorotate), so this is the display size.
-    `scale=${width}:${height}`,
-    // Square pixels, so width/height in the manifest are what players show.
-    'setsar=1',
-    // 8-bit 4:2:0: what every browser decodes (10-bit and 4:2:2 sources are converted).
-    'format=yuv420p',
+    // FFmpeg has already rotated the frames upright (autorotate), so this is the display size. Square
+    // pixels, so width/height in the manifest are what players show. 8-bit 4:2:0 BT.709 SDR: what every
+    // browser decodes and shows right (HDR is tone-mapped, 10-bit and 4:2:2 converted; colour.ts).
+    ...bt709Filters(probe, `${width}:${height}`),
   ];
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
@@ -46,7 +45,10 @@ export function transcodeArgs(o: Input & { output: string; probe: Probe; plan: M
     // One closed GOP per segment and no scene-cut keyframes: every segment of every rendition starts
     // with an IDR frame at the same time, so players can switch renditions at any segment.
     '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
-    '-x264-params', 'scenecut=0:open_gop=0',
+    // The VUI says BT.709 limited range too: the packager keeps the bitstream, not the MP4 box.
+    '-x264-params', `scenecut=0:open_gop=0:${X264_BT709_VUI}`,
+    // Tagged explicitly, never left for players to guess (nor copied from an HDR source).
+    ...BT709_TAGS,
     // And force one at each segment boundary, for rates where the segment is not a whole number of frames.
     '-force_key_frames', `expr:gte(t,n_forced*${plan.segmentSeconds})`,
     ...(plan.audio ? ['-c:a', 'aac', '-b:a', `${profile.audioKbps}k`, '-ac', '2', '-ar', '48000'] : ['-an']),
@@ -74,8 +76,8 @@ export function thumbnailArgs(o: Input & { output: string; probe: Probe }): stri
     '-ss', thumbnailTime(o.probe.durationSec).toFixed(3),
     '-i', o.input,
     '-map', '0:v:0', '-frames:v', '1',
-    // Upright (autorotate), at most 640 wide, even height, square pixels.
-    '-vf', `scale='min(${THUMBNAIL_MAX_WIDTH},iw)':-2,setsar=1`,
+    // Upright (autorotate), at most 640 wide, even height, square pixels, HDR tone-mapped like the video.
+    '-vf', [...bt709Filters(o.probe, `'min(${THUMBNAIL_MAX_WIDTH},iw)':-2`), ...JPEG_FILTERS].join(','),
     '-q:v', '3',
     '-f', 'image2', '-update', '1',
     o.output,

@@ -1,5 +1,6 @@
 export * from './profiles.ts';
 export * from './geometry.ts';
+export * from './colour.ts';
 export * from './guard.ts';
 export * from './probe.ts';
 export * from './ffmpeg.ts';

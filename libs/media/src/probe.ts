@@ -5,8 +5,14 @@ import { inputGuard, isUrl, VIDEO_DECODERS, type GuardOptions } from './guard.ts
 import { PROBE_BUDGET_MS } from './limits.ts';
 import { runTool } from './run.ts';
 
+/**
+ * HDR10 metadata sits in the HEVC/AV1 bitstream (SEI), not in MP4's headers as FFmpeg 5.1 reads them:
+ * decode the first frame only and show its side data, beside the usual format and streams.
+ */
+const FIRST_FRAME_SIDE_DATA = ['-read_intervals', '%+#1', '-show_entries', 'frame=stream_index:frame_side_data=side_data_type,max_content,max_average,min_luminance,max_luminance'];
+
 export function ffprobeArgs(input: string, o: GuardOptions = {}): string[] {
-  return ['-hide_banner', '-v', 'error', ...inputGuard(input, o), '-show_format', '-show_streams', '-of', 'json', input];
+  return ['-hide_banner', '-v', 'error', ...inputGuard(input, o), '-show_format', '-show_streams', ...FIRST_FRAME_SIDE_DATA, '-of', 'json', input];
 }
 
 interface FfStream {
@@ -23,12 +29,31 @@ interface FfStream {
   sample_rate?: string;
   disposition?: { attached_pic?: number };
   tags?: { rotate?: string };
-  side_data_list?: { side_data_type?: string; rotation?: number }[];
+  side_data_list?: FfSideData[];
   sample_aspect_ratio?: string;
+  index?: number;
+  color_range?: string;
+  color_space?: string;
+  color_transfer?: string;
+  color_primaries?: string;
+}
+
+/** Stream and frame side data, as ffprobe 5.1 names and prints it. */
+interface FfSideData {
+  side_data_type?: string;
+  rotation?: number;
+  min_luminance?: string;
+  max_luminance?: string;
+  max_content?: number;
+  max_average?: number;
+  dv_profile?: number;
+  dv_level?: number;
+  dv_bl_signal_compatibility_id?: number;
 }
 
 interface FfProbe {
   streams?: FfStream[];
+  frames?: { stream_index?: number; side_data_list?: FfSideData[] }[];
   format?: { format_name?: string; duration?: string };
 }
 
@@ -45,6 +70,53 @@ function rotationOf(s: FfStream): number {
   return r;
 }
 
+/** ffprobe's words for "not declared". */
+const UNDECLARED = new Set(['unknown', 'unspecified', 'reserved', '']);
+
+function declared(value: string | undefined): string | undefined {
+  return value === undefined || UNDECLARED.has(value) ? undefined : value;
+}
+
+/** Bits per component from the pixel format: yuv420p10le and p010le are 10, yuv420p and nv12 are 8. */
+export function bitDepthOf(pixFmt: string | undefined): number | undefined {
+  if (!pixFmt || UNDECLARED.has(pixFmt)) return undefined;
+  const bits = /(\d+)(le|be)$/.exec(pixFmt)?.[1];
+  return bits ? Number(bits) : 8;
+}
+
+/** "10000000/10000" cd/m², as ffprobe prints luminance. */
+function luminance(text: string | undefined): number | undefined {
+  const m = /^(\d+)\/(\d+)$/.exec(text ?? '');
+  return m && Number(m[2]) > 0 ? Number(m[1]) / Number(m[2]) : undefined;
+}
+
+function colourOf(s: FfStream): Probe['video']['colour'] {
+  return {
+    primaries: declared(s.color_primaries),
+    transfer: declared(s.color_transfer),
+    space: declared(s.color_space),
+    range: declared(s.color_range),
+    bitDepth: bitDepthOf(s.pix_fmt),
+  };
+}
+
+/** Mastering display, content light level (from the stream or its first frame) and Dolby Vision configuration. */
+function hdrOf(s: FfStream, frames: FfProbe['frames']): Probe['video']['hdr'] {
+  const frame = frames?.find((f) => f.stream_index === undefined || f.stream_index === s.index);
+  const all = [...(s.side_data_list ?? []), ...(frame?.side_data_list ?? [])];
+  const find = (type: string) => all.find((d) => d.side_data_type === type);
+  const md = find('Mastering display metadata');
+  const cll = find('Content light level metadata');
+  const dovi = find('DOVI configuration record');
+  const hdr: NonNullable<Probe['video']['hdr']> = {};
+  const minLuminance = luminance(md?.min_luminance);
+  const maxLuminance = luminance(md?.max_luminance);
+  if (minLuminance !== undefined && maxLuminance !== undefined) hdr.masteringDisplay = { minLuminance, maxLuminance };
+  if (cll) hdr.contentLight = { maxCll: cll.max_content ?? 0, maxFall: cll.max_average ?? 0 };
+  if (dovi) hdr.dolbyVision = { profile: dovi.dv_profile ?? 0, level: dovi.dv_level ?? 0, compatibility: dovi.dv_bl_signal_compatibility_id ?? 0 };
+  return Object.keys(hdr).length > 0 ? hdr : undefined;
+}
+
 export function parseProbe(json: unknown, sizeBytes: number): Probe {
   if (sizeBytes === 0) throw new InputError('SOURCE_EMPTY', 'the source object is empty (0 bytes)');
   const data = json as FfProbe;
@@ -54,6 +126,15 @@ export function parseProbe(json: unknown, sizeBytes: number): Probe {
   if (!video) {
     const found = streams.map((s) => `${s.codec_type ?? 'unknown'} (${s.codec_name ?? '?'})`).join(', ');
     throw new InputError('NOT_A_VIDEO', found ? `not a video: the file has no video stream, only ${found}` : 'not a video: the file has no streams');
+  }
+  const hdr = hdrOf(video, data.frames);
+  if (hdr?.dolbyVision && hdr.dolbyVision.compatibility === 0) {
+    // Profile 5 carries its picture in Dolby's own IPT colour space: without a Dolby Vision decoder it shows
+    // green and purple, and FFmpeg has none. Refused with the reason rather than converted wrong.
+    throw new InputError(
+      'SOURCE_UNSUPPORTED',
+      `the video is Dolby Vision profile ${hdr.dolbyVision.profile} without an HDR10, HLG or SDR base layer, which only a Dolby Vision decoder shows right; export it as HDR10, HLG or SDR`,
+    );
   }
   const audio = streams.find((s) => s.codec_type === 'audio');
   const duration = Number(data.format?.duration ?? video.duration ?? NaN);
@@ -73,6 +154,8 @@ export function parseProbe(json: unknown, sizeBytes: number): Probe {
       sampleAspectRatio: rational(video.sample_aspect_ratio) ?? { num: 1, den: 1 },
       pixFmt: video.pix_fmt ?? 'unknown',
       interlaced: ['tt', 'bb', 'tb', 'bt'].includes(video.field_order ?? ''),
+      colour: colourOf(video),
+      ...(hdr ? { hdr } : {}),
     },
     audio: audio ? { codec: audio.codec_name ?? 'unknown', channels: audio.channels ?? 0, sampleRate: Number(audio.sample_rate ?? 0) } : null,
   };

@@ -20,18 +20,24 @@ import {
   timeFactorConfig,
   toolBudgetMs,
   transcodeArgs,
+  BT709_TAGS,
+  sourceRange,
+  X264_BT709_VUI,
 } from '../src/index.ts';
-import { DEFAULT_LADDER, WEB_LADDER } from '@mesh/common';
+import { DEFAULT_LADDER, Probe as ProbeSchema, WEB_LADDER } from '@mesh/common';
 
 const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
 
-function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean; sar?: [number, number] } = {}): Probe {
+type Colour = Probe['video']['colour'];
+type Hdr = Probe['video']['hdr'];
+
+function probe(width: number, height: number, more: { rotation?: number; fps?: [number, number]; audio?: boolean; interlaced?: boolean; sar?: [number, number]; colour?: Colour; hdr?: Hdr } = {}): Probe {
   const [num, den] = more.fps ?? [30, 1];
   return {
     formatName: 'mov,mp4,m4a,3gp,3g2,mj2',
     durationSec: 10,
     sizeBytes: 1000,
-    video: { codec: 'h264', width, height, rotation: more.rotation ?? 0, frameRate: { num, den }, sampleAspectRatio: { num: more.sar?.[0] ?? 1, den: more.sar?.[1] ?? 1 }, pixFmt: 'yuv420p', interlaced: more.interlaced ?? false },
+    video: { codec: 'h264', width, height, rotation: more.rotation ?? 0, frameRate: { num, den }, sampleAspectRatio: { num: more.sar?.[0] ?? 1, den: more.sar?.[1] ?? 1 }, pixFmt: 'yuv420p', interlaced: more.interlaced ?? false, colour: more.colour, hdr: more.hdr },
     audio: more.audio === false ? null : { codec: 'aac', channels: 2, sampleRate: 48000 },
   };
 }
@@ -163,7 +169,7 @@ describe('transcodeArgs', () => {
     expect(after(a, '-force_key_frames')).toBe('expr:gte(t,n_forced*4)');
     expect(after(a, '-r')).toBe('30/1');
     expect(after(a, '-fps_mode')).toBe('cfr');
-    expect(after(a, '-vf')).toBe('scale=1280:720,setsar=1,format=yuv420p');
+    expect(after(a, '-vf')).toBe('scale=1280:720:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p');
     expect(a.at(-1)).toBe('/out/720p.mp4');
   });
 
@@ -340,7 +346,7 @@ describe('parseProbe', () => {
       formatName: 'mov,mp4',
       durationSec: 12.5,
       sizeBytes: 10,
-      video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30000, den: 1001 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false },
+      video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30000, den: 1001 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false, colour: { bitDepth: 8 } },
       audio: { codec: 'aac', channels: 2, sampleRate: 48000 },
     });
   });
@@ -371,5 +377,119 @@ describe('parseProbe', () => {
     ['no duration', { streams: [videoStream], format: {} }, 10, /no readable duration/],
   ])('%s is refused with a reason', (_name, json, size, reason) => {
     expect(() => parseProbe(json, size)).toThrow(reason);
+  });
+});
+
+describe('colour: every output BT.709 SDR, limited range, tagged', () => {
+  const after = (a: string[], flag: string) => a[a.indexOf(flag) + 1]!;
+  const vf = (p: Probe) => after(transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: rungOf('720p') }), '-vf');
+  const hdr10 = (bits = 10): Colour => ({ primaries: 'bt2020', transfer: 'smpte2084', space: 'bt2020nc', range: 'tv', bitDepth: bits });
+  const hlg: Colour = { primaries: 'bt2020', transfer: 'arib-std-b67', space: 'bt2020nc', range: 'tv', bitDepth: 10 };
+  const toneMapped = (input: string, peak: number) =>
+    `scale=1280:720,setsar=1,zscale=${input}:t=linear:p=bt709:npl=100,format=gbrpf32le,tonemap=mobius:param=0.5:desat=0:peak=${peak},zscale=p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p`;
+  const PQ_IN = 'tin=smpte2084:pin=bt2020:min=bt2020nc:rin=limited';
+  const HLG_IN = 'tin=arib-std-b67:pin=bt2020:min=bt2020nc:rin=limited';
+  const sdr = (m: string, range = '') => `scale=1280:720:in_color_matrix=${m}${range}:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p`;
+
+  it.each<[string, Probe, string, string]>([
+    // name, probe, what the source is taken for, the filter chain
+    ['SDR HD, undeclared: BT.709 assumed (not swscale\'s BT.601)', probe(1920, 1080), 'sdr', sdr('bt709')],
+    ['SDR SD, undeclared: BT.601 assumed', probe(720, 576), 'sdr', sdr('smpte170m')],
+    ['SDR BT.709 declared', probe(1920, 1080, { colour: { primaries: 'bt709', transfer: 'bt709', space: 'bt709', range: 'tv', bitDepth: 8 } }), 'sdr', sdr('bt709', ':in_range=tv')],
+    ['SDR full-range BT.601 (a phone\'s JPEG-style range): matrix and range converted', probe(1920, 1080, { colour: { space: 'bt470bg', range: 'pc', bitDepth: 8 } }), 'sdr', sdr('bt470', ':in_range=pc')],
+    ['HLG 10-bit', probe(1920, 1080, { colour: hlg }), 'hlg', toneMapped(HLG_IN, 10)],
+    ['HLG with a MaxCLL: the HLG reference display peak all the same', probe(1920, 1080, { colour: hlg, hdr: { contentLight: { maxCll: 400, maxFall: 100 } } }), 'hlg', toneMapped(HLG_IN, 10)],
+    ['PQ without metadata: 1000 cd/m²', probe(1920, 1080, { colour: hdr10() }), 'pq', toneMapped(PQ_IN, 10)],
+    ['PQ with HDR10 metadata: rolls off to MaxCLL', probe(1920, 1080, { colour: hdr10(), hdr: { masteringDisplay: { minLuminance: 0.005, maxLuminance: 1000 }, contentLight: { maxCll: 4000, maxFall: 400 } } }), 'pq', toneMapped(PQ_IN, 40)],
+    ['PQ with a mastering display only', probe(1920, 1080, { colour: hdr10(), hdr: { masteringDisplay: { minLuminance: 0.005, maxLuminance: 600 } } }), 'pq', toneMapped(PQ_IN, 6)],
+    ['PQ mastered no brighter than SDR white: nothing to roll off', probe(1920, 1080, { colour: hdr10(), hdr: { contentLight: { maxCll: 80, maxFall: 20 } } }), 'pq', toneMapped(PQ_IN, 1)],
+    ['PQ 8-bit, full range, P3 primaries', probe(1920, 1080, { colour: { ...hdr10(8), primaries: 'smpte432', range: 'pc' } }), 'pq', toneMapped('tin=smpte2084:pin=smpte432:min=bt2020nc:rin=full', 10)],
+    ['Dolby Vision 8.4 (iPhone): its HLG base layer', probe(1920, 1080, { colour: hlg, hdr: { dolbyVision: { profile: 8, level: 5, compatibility: 4 } } }), 'hlg', toneMapped(HLG_IN, 10)],
+    ['Dolby Vision 8.1 with the stream\'s tags missing: its HDR10 base layer', probe(1920, 1080, { colour: { bitDepth: 10 }, hdr: { dolbyVision: { profile: 8, level: 6, compatibility: 1 } } }), 'pq', toneMapped(PQ_IN, 10)],
+    ['Dolby Vision 8.2: SDR base layer', probe(1920, 1080, { colour: { primaries: 'bt709', transfer: 'bt709', space: 'bt709', range: 'tv', bitDepth: 10 }, hdr: { dolbyVision: { profile: 8, level: 4, compatibility: 2 } } }), 'sdr', sdr('bt709', ':in_range=tv')],
+    ['BT.2020 10-bit, no transfer, HDR10 metadata: PQ', probe(1920, 1080, { colour: { primaries: 'bt2020', bitDepth: 10 }, hdr: { contentLight: { maxCll: 1000, maxFall: 300 } } }), 'pq', toneMapped(PQ_IN, 10)],
+    ['BT.2020 SDR (bt2020-10): gamut-mapped, not tone-mapped', probe(1920, 1080, { colour: { primaries: 'bt2020', transfer: 'bt2020-10', space: 'bt2020nc', range: 'tv', bitDepth: 10 } }), 'wide-gamut', 'scale=1280:720,setsar=1,zscale=tin=bt2020-10:pin=bt2020:min=bt2020nc:rin=limited:p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p'],
+    ['BT.2020 10-bit, no transfer nor metadata: gamut-mapped as SDR', probe(1920, 1080, { colour: { primaries: 'bt2020', bitDepth: 10 } }), 'wide-gamut', 'scale=1280:720,setsar=1,zscale=tin=bt709:pin=bt2020:min=bt2020nc:rin=limited:p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p'],
+  ])('%s', (_name, p, range, chain) => {
+    expect(sourceRange(p)).toBe(range);
+    expect(vf(p)).toBe(chain);
+  });
+
+  it.each<[string, Probe]>([
+    ['SDR', probe(1920, 1080)],
+    ['HLG', probe(1920, 1080, { colour: hlg })],
+    ['PQ', probe(1920, 1080, { colour: hdr10() })],
+    ['Dolby Vision 8.1', probe(1920, 1080, { colour: hdr10(), hdr: { dolbyVision: { profile: 8, level: 6, compatibility: 1 } } })],
+  ])('a %s source becomes outputs tagged BT.709 limited range in the MP4 and the H.264 VUI, on every rung', (_name, p) => {
+    const pl = planMedia(p, { hasAudio: true, ladder: WEB_LADDER });
+    for (const rung of WEB_LADDER) {
+      const a = transcodeArgs({ input: '/in/src', output: `/o/${rung.name}.mp4`, probe: p, plan: pl, profile: rung });
+      for (let i = 0; i < BT709_TAGS.length; i += 2) expect(after(a, BT709_TAGS[i]!)).toBe(BT709_TAGS[i + 1]);
+      expect(after(a, '-x264-params')).toBe(`scenecut=0:open_gop=0:${X264_BT709_VUI}`);
+      expect(X264_BT709_VUI).toBe('colorprim=bt709:transfer=bt709:colormatrix=bt709:range=tv');
+      expect(after(a, '-vf')).toMatch(/,format=yuv420p$/);
+    }
+  });
+
+  it('tone-maps the poster like the video, then writes it as JFIF says (BT.601, full range)', () => {
+    const a = thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: probe(1920, 1080, { colour: hlg }) });
+    expect(after(a, '-vf')).toBe(
+      `scale='min(640,iw)':-2,setsar=1,zscale=${HLG_IN}:t=linear:p=bt709:npl=100,format=gbrpf32le,tonemap=mobius:param=0.5:desat=0:peak=10,zscale=p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p,` +
+        'scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p',
+    );
+    expect(after(thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: probe(1920, 1080) }), '-vf')).toBe(
+      "scale='min(640,iw)':-2:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p",
+    );
+  });
+});
+
+describe('parseProbe: colour and HDR', () => {
+  const hevc = { codec_type: 'video', codec_name: 'hevc', index: 0, width: 3840, height: 2160, avg_frame_rate: '30/1', pix_fmt: 'yuv420p10le', color_range: 'tv', color_space: 'bt2020nc', color_transfer: 'smpte2084', color_primaries: 'bt2020' };
+  const format = { format_name: 'mov,mp4', duration: '3' };
+  const dovi = (profile: number, compatibility: number) => ({ side_data_type: 'DOVI configuration record', dv_version_major: 1, dv_version_minor: 0, dv_profile: profile, dv_level: 6, rpu_present_flag: 1, el_present_flag: 0, bl_present_flag: 1, dv_bl_signal_compatibility_id: compatibility });
+
+  it('reads the declared colour, the bit depth, and HDR10 metadata from the first frame (SEI)', () => {
+    const frames = [
+      {
+        stream_index: 0,
+        side_data_list: [
+          { side_data_type: 'Mastering display metadata', min_luminance: '50/10000', max_luminance: '10000000/10000' },
+          { side_data_type: 'Content light level metadata', max_content: 1000, max_average: 400 },
+          { side_data_type: 'H.26[45] User Data Unregistered SEI message' },
+        ],
+      },
+    ];
+    const p = parseProbe({ streams: [{ ...hevc, side_data_list: [dovi(8, 1)] }], frames, format }, 10);
+    expect(p.video.colour).toEqual({ primaries: 'bt2020', transfer: 'smpte2084', space: 'bt2020nc', range: 'tv', bitDepth: 10 });
+    expect(p.video.hdr).toEqual({ masteringDisplay: { minLuminance: 0.005, maxLuminance: 1000 }, contentLight: { maxCll: 1000, maxFall: 400 }, dolbyVision: { profile: 8, level: 6, compatibility: 1 } });
+    expect(ProbeSchema.parse(p)).toEqual(p);
+  });
+
+  it.each<[string, string, number | undefined]>([
+    ['yuv420p', 'yuv420p', 8],
+    ['p010le', 'p010le', 10],
+    ['yuv422p12le', 'yuv422p12le', 12],
+    ['yuvj420p', 'yuvj420p', 8],
+    ['unknown', 'unknown', undefined],
+  ])('%s is %s bits', (_name, pixFmt, bits) => {
+    expect(parseProbe({ streams: [{ ...hevc, pix_fmt: pixFmt }], format }, 10).video.colour?.bitDepth).toBe(bits);
+  });
+
+  it('leaves out what the stream does not declare', () => {
+    const p = parseProbe({ streams: [{ ...hevc, color_range: 'unknown', color_space: 'unknown', color_transfer: 'unspecified', color_primaries: 'reserved' }], format }, 10);
+    expect(p.video.colour).toEqual({ bitDepth: 10 });
+    expect(p.video.hdr).toBeUndefined();
+  });
+
+  it('refuses Dolby Vision profile 5 (no base layer a standard decoder shows right), saying why', () => {
+    const call = () => parseProbe({ streams: [{ ...hevc, color_transfer: undefined, side_data_list: [dovi(5, 0)] }], format }, 10);
+    expect(call).toThrow(expect.objectContaining({ code: 'SOURCE_UNSUPPORTED', message: expect.stringMatching(/Dolby Vision profile 5 without an HDR10, HLG or SDR base layer/) }));
+  });
+
+  it('still parses a probe recorded before colour was read', () => {
+    const old = { formatName: 'mov,mp4', durationSec: 3, sizeBytes: 10, video: { codec: 'h264', width: 1920, height: 1080, rotation: 0, frameRate: { num: 30, den: 1 }, sampleAspectRatio: { num: 1, den: 1 }, pixFmt: 'yuv420p', interlaced: false }, audio: null };
+    const parsed = ProbeSchema.parse(old);
+    expect(parsed).toEqual(old);
+    expect(sourceRange(parsed)).toBe('sdr');
   });
 });
