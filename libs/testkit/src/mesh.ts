@@ -121,7 +121,9 @@ export async function startMesh(o: {
     const tail: string[] = [];
     const p = run(name, replica, extraEnv, tail);
     processes.push(p);
-    const timeoutMs = o.timeoutMs ?? 30_000;
+    // Generous: a service on a host busy with other encodes (2 cores, a test suite in parallel) can take
+    // tens of seconds to load; one that exits fails at once, whatever this says.
+    const timeoutMs = o.timeoutMs ?? 120_000;
     const outcome = await Promise.race([
       p.ready.then(() => 'ready' as const),
       p.exited.then((code) => `exited with ${code}` as const),
