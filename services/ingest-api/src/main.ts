@@ -3,12 +3,21 @@
  * replica leads it at a time). Every job operation is a named function of libs/jobs (operations.ts).
  */
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
-import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
+import { ConfigError, int, ladderConfig, MIN_SECRET_LENGTH, mongoUri, optional, s3Config, secret, str, url, type Env } from '@mesh/common';
 import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
-import { createS3, presignPut } from '@mesh/storage';
+import { createS3, getBytes, presignPut } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
+import { startQueueHistory } from './queue-history.ts';
 import { registerQueueMetrics } from './queue-metrics.ts';
+import { sessionSigner } from './session.ts';
 import { createApp } from './app.ts';
+
+/** Mixed into the key that signs the dashboard's sessions (optional: the API keys alone make one): change it to end every session. */
+function sessionSecret(env: Env): string | undefined {
+  const value = optional(env, 'SESSION_SECRET');
+  if (value !== undefined && value.length < MIN_SECRET_LENGTH) throw new ConfigError(`SESSION_SECRET must be at least ${MIN_SECRET_LENGTH} characters (e.g. openssl rand -hex 32), got ${value.length}`);
+  return value;
+}
 
 const config = (env: Env) => ({
   apiKey: secret(env, 'APP_API_KEY'),
@@ -26,7 +35,15 @@ const config = (env: Env) => ({
   // back from further behind than this many events gets a reset instead of its backlog.
   sseHeartbeatMs: int(env, 'SSE_HEARTBEAT_MS', 15_000, { min: 100, max: 3_600_000 }),
   sseMaxBacklog: int(env, 'SSE_MAX_BACKLOG', 10_000, { min: 1, max: 1_000_000 }),
+  // The dashboard: its sessions, where it links traces to, how often its queue charts get a point.
+  sessionSecret: sessionSecret(env),
+  sessionTtlSec: int(env, 'SESSION_TTL_SEC', 8 * 3600, { min: 60, max: 7 * 24 * 3600 }),
+  jaegerUiUrl: env['JAEGER_UI_URL']?.trim() ? url(env, 'JAEGER_UI_URL') : undefined,
+  queueHistoryIntervalMs: int(env, 'QUEUE_HISTORY_INTERVAL_MS', 10_000, { min: 1000, max: 60_000 }),
 });
+
+/** The queue charts cover this much. */
+const QUEUE_HISTORY_WINDOW_MS = 15 * 60_000;
 
 await runService({
   name: 'ingest-api',
@@ -45,10 +62,14 @@ await runService({
     const queues = async () => ({ queues: await queueDepths(bus, config.ladder.rungs), dead_letters: await deadLetterCount(bus) });
 
     registerQueueMetrics(() => queueDepths(bus, config.ladder.rungs), () => deadLetterCount(bus));
+    const history = startQueueHistory(() => queueDepths(bus, config.ladder.rungs), { intervalMs: config.queueHistoryIntervalMs, windowMs: QUEUE_HISTORY_WINDOW_MS, log });
+    const sessions = sessionSigner({ secret: config.sessionSecret, apiKey: config.apiKey, adminApiKey: config.adminApiKey, ttlSec: config.sessionTtlSec });
     const app = createApp({
       apiKey: config.apiKey,
       rungs: config.ladder.rungs.map((r) => r.name),
       ...(config.adminApiKey ? { adminApiKey: config.adminApiKey } : {}),
+      sessions,
+      ...(config.jaegerUiUrl ? { jaegerUiUrl: config.jaegerUiUrl } : {}),
       log,
       jobs: {
         submit(spec) {
@@ -56,6 +77,8 @@ await runService({
           return submitJob(ctx, spec);
         },
         get: (taskId) => getJob(ctx, taskId),
+        list: (q) => store.list(q),
+        thumbnail: (ref) => getBytes(s3, ref),
         waitingFor: (view) => waitingFor(ctx, view),
         retry: (taskId) => retryJob(ctx, taskId),
         cancel: async (taskId) => void (await cancelJobOp(ctx, taskId)),
@@ -69,6 +92,7 @@ await runService({
         queues,
         deadLetters: () => listDeadLetters(bus),
         redrive: (seq) => redriveDeadLetter(ctx, seq),
+        queueHistory: () => ({ intervalMs: history.intervalMs, windowMs: history.windowMs, samples: history.samples() }),
       },
       live: { feed: live, heartbeatMs: config.sseHeartbeatMs },
     });
@@ -87,6 +111,7 @@ await runService({
         },
       },
       projector,
+      { stop: async () => history.stop() },
       { stop: () => store.close() },
     ];
   },
