@@ -64,3 +64,12 @@ export function bytes(n) {
 export function refreshAges(root) {
   for (const el of root.querySelectorAll('[data-since]')) el.textContent = age(el.dataset.since);
 }
+
+const scripts = new Map();
+/** Loads a library's script once, when a page first needs it (Shaka Player is 830 KB: only a job's page plays). */
+export function loadScript(src) {
+  if (!scripts.has(src)) {
+    scripts.set(src, new Promise((resolve, reject) => document.head.append(h('script', { src, on: { load: resolve, error: () => reject(new Error(`${src} did not load`)) } }))));
+  }
+  return scripts.get(src);
+}

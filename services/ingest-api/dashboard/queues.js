@@ -3,7 +3,7 @@
 // (uPlot, from the API's own samples). What an operator reads to decide how many replicas of a stage to
 // run: work that keeps waiting wants more; idle pulls that stay high want fewer; "stalled" wants one at all.
 import { admin } from './api.js';
-import { age, clear, h, time } from './dom.js';
+import { age, clear, h, loadScript, time } from './dom.js';
 
 const POLL_MS = 2000;
 const COLORS = { waiting: '#d97706', progress: '#2563eb' };
@@ -87,7 +87,7 @@ export function queuesPage(app) {
   async function pollHistory() {
     let next = 10_000;
     try {
-      const history = await admin.history();
+      const [history] = await Promise.all([admin.history(), loadScript('/dashboard/uPlot.iife.min.js')]);
       next = history.interval_sec * 1000;
       if (!stopped) drawCharts(history);
     } catch (err) {
