@@ -105,7 +105,7 @@ describe('submit', () => {
     const job = await waitForSettled(sys, taskId!, ['complete']);
     expect(link('manifest')).toBe(job['manifest'].url);
     expect(link('HLS')).toBe(job['hls'].url);
-    expect(link('dashboard')).toBe(`${sys.api}/?task=${taskId}`);
+    expect(link('dashboard')).toBe(`${sys.api}/#/jobs/${taskId}`);
     const manifest = await fetch(link('manifest')!);
     expect(manifest.status).toBe(200);
     expect(await manifest.text()).toContain('<MPD');

@@ -37,6 +37,9 @@ describe('configuration errors', () => {
     ['ingest-api', { ...good, APP_API_KEY: '' }, /APP_API_KEY is required/],
     ['ingest-api', { ...good, PORT: 'eighty' }, /PORT must be an integer/],
     ['ingest-api', { ...good, SSE_HEARTBEAT_MS: '5' }, /SSE_HEARTBEAT_MS must be/],
+    ['ingest-api', { ...good, SESSION_SECRET: 'short' }, /SESSION_SECRET must be at least 32 characters/],
+    ['ingest-api', { ...good, JAEGER_UI_URL: 'jaeger:16686' }, /JAEGER_UI_URL must use http: or https:/],
+    ['ingest-api', { ...good, QUEUE_HISTORY_INTERVAL_MS: '100' }, /QUEUE_HISTORY_INTERVAL_MS must be between 1000 and 60000/],
     ['transcoder-720', { ...good, NATS_URL: 'http://127.0.0.1:4222' }, /NATS_URL must use nats:/],
     ['packager', { ...good, NATS_URL: 'nats://127.0.0.1:1,,nats://127.0.0.1:2' }, /NATS_URL has an empty entry/],
     // Before: pino threw on the unknown level, a stack trace instead of exit 78.

@@ -33,6 +33,8 @@ export async function startSystem(o: {
   backend?: Parameters<typeof startWebhookReceiver>[0];
   /** Each service logs in as its own NATS user, allowed only its subjects (as deployed). */
   natsUsers?: boolean;
+  /** How long each service may take to start (default 30 s): more on a machine shared with other work. */
+  startTimeoutMs?: number;
 }): Promise<System> {
   const nats = await startNats({ users: o.natsUsers ?? false });
   // Buckets created at start with CORS, so a browser can play what the mesh writes.
@@ -43,6 +45,7 @@ export async function startSystem(o: {
   const logs = new Map<string, string[]>();
   const mesh = await startMesh({
     replicas: o.replicas ?? {},
+    ...(o.startTimeoutMs ? { timeoutMs: o.startTimeoutMs } : {}),
     serviceEnv: (name) => nats.serviceEnv(name),
     env: {
       ...meshEnv({ natsUrl: nats.url, mongoUri: mongo.uri, s3: s3server, buckets: BUCKETS, apiKey: API_KEY, apiPort: o.apiPort, backendUrl: backend.url, backendKey: BACKEND_KEY }),

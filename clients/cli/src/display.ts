@@ -86,7 +86,7 @@ export function statusLines(prev: Task | undefined, next: Task): string[] {
 
 /** Where the dashboard shows the task: the API's own address serves the dashboard. */
 export function dashboardUrl(apiUrl: string, taskId: string): string {
-  return `${apiUrl}/?task=${encodeURIComponent(taskId)}`;
+  return `${apiUrl}/#/jobs/${encodeURIComponent(taskId)}`;
 }
 
 /** The links of a task: manifest, HLS master, thumbnail, dashboard (those it has). */

@@ -114,7 +114,7 @@ describe('video-mesh watch', () => {
       '  transcode-360p: done',
       `SUCCESS: job ${ID} is complete (360p)`,
       '  manifest:   http://s3.test/out/m.mpd',
-      `  dashboard:  ${base}/?task=${ID}`,
+      `  dashboard:  ${base}/#/jobs/${ID}`,
       '',
     ]);
   });

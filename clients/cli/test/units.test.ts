@@ -109,7 +109,7 @@ describe('texts', () => {
       '  stages:',
       '    download  failed NOT_A_VIDEO: the source is not a video',
       '  reason:     the source is not a video (download, NOT_A_VIDEO)',
-      `  dashboard:  http://api.test/?task=${failed.task_id}`,
+      `  dashboard:  http://api.test/#/jobs/${failed.task_id}`,
     ]);
   });
 

@@ -212,10 +212,13 @@ export function stageOfWork(kind: WorkKind, rendition?: Rendition): Stage {
 const base = { jobId: JobId, at: z.iso.datetime() };
 /** The job attempt an event belongs to (a retried job announces again); absent in events written before it was kept. */
 const attempt = z.number().int().positive().optional();
+/** The W3C trace id of the request that started the attempt (a link into Jaeger); absent in events written before it was kept. */
+const traceId = z.string().regex(/^[0-9a-f]{32}$/, 'must be a W3C trace id (32 hex digits)').optional();
 
 export const JobEvent = z.discriminatedUnion('type', [
-  z.object({ ...base, type: z.literal('job.created'), spec: JobSpec }),
-  z.object({ ...base, type: z.literal('stage.started'), stage: Stage }),
+  z.object({ ...base, type: z.literal('job.created'), spec: JobSpec, traceId }),
+  /** `replica`: the process that took the work (host/pid), for the dashboard's timeline; absent in events written before it was kept. */
+  z.object({ ...base, type: z.literal('stage.started'), stage: Stage, replica: z.string().min(1).max(255).optional() }),
   z.object({ ...base, type: z.literal('stage.progress'), stage: Stage, percent: z.number().min(0).max(100) }),
   z.object({ ...base, type: z.literal('stage.done'), stage: Stage }),
   z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
@@ -233,7 +236,7 @@ export const JobEvent = z.discriminatedUnion('type', [
   /** The client cancelled the job: work in flight is stopped, nothing more is published. */
   z.object({ ...base, type: z.literal('job.cancelled') }),
   /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */
-  z.object({ ...base, type: z.literal('job.reopened'), reason: z.string(), attempt: z.number().int().positive() }),
+  z.object({ ...base, type: z.literal('job.reopened'), reason: z.string(), attempt: z.number().int().positive(), traceId }),
   /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
   z.object({
     ...base,

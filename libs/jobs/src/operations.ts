@@ -6,6 +6,7 @@
  */
 import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
 import { MeshError, msgId, reasonOf, renditionOfStage, transcoderOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
+import { traceIds } from '@mesh/telemetry';
 import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
 import { claimOutput, OutputBusyError, peekOutput } from './output.ts';
 import { applyEvent, stagesAhead, toApiResponse, type JobView, type WaitingFor } from './projection.ts';
@@ -65,7 +66,7 @@ export async function submitJob(ctx: JobsContext, spec: JobSpec): Promise<void> 
   await createJob(ctx.states, spec);
   try {
     await claimOutput(ctx.states, spec, seen);
-    await publishEvent(ctx.bus, { type: 'job.created', jobId: spec.jobId, spec }, msgId(spec, 'created'));
+    await publishEvent(ctx.bus, { type: 'job.created', jobId: spec.jobId, spec, ...currentTrace() }, msgId(spec, 'created'));
     await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
   } catch (err) {
     await ctx.states.kv.delete(spec.jobId).catch(() => undefined);
@@ -156,7 +157,7 @@ export async function retryJob(ctx: JobsContext, taskId: string): Promise<{ atte
     throw new JobUnavailableError(`the retry could not be queued (${reasonOf(err)}); nothing changed, try again`);
   }
   // The attempt runs now; the event that tells the projection so is retried, not undone.
-  const seq = await withRetries(() => publishEvent(ctx.bus, { type: 'job.reopened', jobId, reason: 'retried by the client', attempt: spec.attempt }, msgId(spec, 'reopened'))).then(
+  const seq = await withRetries(() => publishEvent(ctx.bus, { type: 'job.reopened', jobId, reason: 'retried by the client', attempt: spec.attempt, ...currentTrace() }, msgId(spec, 'reopened'))).then(
     ({ ack }) => ack.seq,
     (err: unknown) => {
       ctx.log.error({ jobId, err: reasonOf(err) }, 'retry queued, but job.reopened could not be published');
@@ -203,7 +204,7 @@ export async function redriveDeadLetter(ctx: JobsContext, seq: number): Promise<
     }
     const rec = await reviveJob(ctx.states, letter.jobId);
     if (rec) {
-      await publishEvent(ctx.bus, { type: 'job.reopened', jobId: rec.jobId, reason: `dead letter ${seq} re-driven to ${letter.subject}`, attempt: rec.attempt }, msgId(rec, 'reopened', `r${rec.revivals ?? 0}`));
+      await publishEvent(ctx.bus, { type: 'job.reopened', jobId: rec.jobId, reason: `dead letter ${seq} re-driven to ${letter.subject}`, attempt: rec.attempt, ...currentTrace() }, msgId(rec, 'reopened', `r${rec.revivals ?? 0}`));
     }
   }
   const sent = await redrive(ctx.bus, seq);
@@ -214,6 +215,12 @@ export async function redriveDeadLetter(ctx: JobsContext, seq: number): Promise<
 /** Asks the projector to rebuild every job's status beside the live one; one rebuild at a time. */
 export async function rebuildProjection(ctx: JobsContext): Promise<{ accepted: boolean; rebuild: RebuildState }> {
   return ctx.store.requestRebuild();
+}
+
+/** The trace of the request being served: the work it publishes runs in it, so it is the job's trace from here on. */
+function currentTrace(): { traceId?: string } {
+  const id = traceIds().trace_id;
+  return id && /^[0-9a-f]{32}$/.test(id) && !/^0+$/.test(id) ? { traceId: id } : {};
 }
 
 async function withRetries<T>(fn: () => Promise<T>, tries = 3): Promise<T> {

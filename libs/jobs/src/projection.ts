@@ -15,6 +15,8 @@ export interface StageView {
   percent?: number;
   code?: string;
   reason?: string;
+  /** The process that took the stage's latest delivery (host/pid). */
+  replica?: string;
 }
 
 export interface JobView {
@@ -42,6 +44,8 @@ export interface JobView {
   playableAt?: string;
   completedAt?: string;
   updatedAt: string;
+  /** The trace of the request that started the current attempt (job.created, or the retry's job.reopened). */
+  traceId?: string;
   /** Stream sequence of the job's job.created event, and of the last event folded in. */
   createdSeq?: number;
   lastSeq: number;
@@ -68,6 +72,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       planned: [],
       renditions: [],
       notifications: [],
+      ...(event.traceId ? { traceId: event.traceId } : {}),
       createdAt: event.at,
       updatedAt: event.at,
       createdSeq: seq,
@@ -83,8 +88,8 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     case 'job.created':
       break;
     case 'stage.started': {
-      const prev = next.stages[event.stage];
-      stage(event.stage, { state: 'running', attempts: (prev?.attempts ?? 0) + 1, startedAt: event.at, percent: 0 });
+      const { replica: _replica, ...prev } = next.stages[event.stage] ?? { state: 'running', attempts: 0 };
+      next.stages[event.stage] = { ...prev, state: 'running', attempts: prev.attempts + 1, startedAt: event.at, percent: 0, ...(event.replica ? { replica: event.replica } : {}) };
       if (next.state === 'queued') next.state = 'processing';
       break;
     }
@@ -143,6 +148,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     case 'job.reopened': {
       next.state = 'processing';
       next.attempt = event.attempt;
+      if (event.traceId) next.traceId = event.traceId;
       const { error: _error, ...rest } = next;
       return rest;
     }
@@ -206,6 +212,7 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     error: view.error ?? null,
     source: view.source ?? null,
     notifications: view.notifications,
+    trace_id: view.traceId ?? null,
     created_at: view.createdAt,
     playable_at: view.playableAt ?? null,
     completed_at: view.completedAt ?? null,

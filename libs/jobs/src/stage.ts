@@ -4,6 +4,7 @@
  * when the job is cancelled, and when a message is given up, record a readable failure on the job.
  * Services only write what is different about them.
  */
+import { hostname } from 'node:os';
 import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
 import { cancelSubject, MeshError, msgId, reasonOf, stageOfWork, type Logger, type Stage, type WorkKind } from '@mesh/common';
@@ -32,6 +33,12 @@ export interface StageOptions<K extends WorkKind> {
   drainMs?: number;
   chaosKillAfterWork?: number;
 }
+
+/**
+ * Which process took the work, in its stage.started event: the host (a pod's name on Kubernetes, a
+ * container id under Docker) and the pid, which tells apart the replicas of one host.
+ */
+export const REPLICA = `${hostname()}/${process.pid}`;
 
 /** How often a running stage re-reads the job record for a cancel it may have missed (sent during a reconnect). */
 const CANCEL_CHECK_MS = 2000;
@@ -71,7 +78,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
         // The stage's own span, under the consume span: FFmpeg, S3 and publishes nest in it.
         const attributes = { 'job.id': jobId, 'video.id': message.job.videoId, 'job.attempt': message.job.attempt, 'job.stage': stage, ...('rendition' in message ? { 'media.rendition': String(message.rendition) } : {}) };
         await inSpan(stage, { attributes }, async () => {
-          await publishEvent(o.bus, { type: 'stage.started', jobId, stage }, msgId(message.job, 'stage.started', stage, ctx.deliveryCount));
+          await publishEvent(o.bus, { type: 'stage.started', jobId, stage, replica: REPLICA }, msgId(message.job, 'stage.started', stage, ctx.deliveryCount));
           await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
         });
       } catch (err) {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeBus, connectBus, deadLetter, ensureConsumer, ensureStream, listDeadLetters, publishEvent, STREAMS, type Bus } from '@mesh/bus';
 import { headers } from '@nats-io/transport-node';
 import { createLogger, sleep, type JobSpec } from '@mesh/common';
+import { inSpan, startTracing, stopTracing } from '@mesh/telemetry';
 import { startMongo, startNats, type MongoServer, type NatsServer } from '@mesh/testkit';
 import type { JsMsg } from '@nats-io/jetstream';
 import {
@@ -126,6 +127,31 @@ describe('job operations', () => {
     const retried = await retryJob(ctx, spec.jobId);
     expect(retried).toMatchObject({ attempt: 2, view: { state: 'processing', attempt: 2 } });
     expect((await takeDownload(spec.jobId)).json()).toMatchObject({ job: { jobId: spec.jobId, attempt: 2 } });
+  });
+
+  it("keeps the trace of the request that started each attempt: the job's trace, for a link into Jaeger", async () => {
+    startTracing('operations-test', {});
+    try {
+      const spec = newSpec();
+      const submitted = await inSpan('POST /video/encoding', {}, async (span) => {
+        await submitJob(ctx, spec);
+        return span.spanContext().traceId;
+      });
+      expect(await until(() => getJob(ctx, spec.jobId), (v) => v !== null && v.lastSeq > 0)).toMatchObject({ traceId: submitted });
+      await failed(spec);
+      const retried = await inSpan('POST /video/encoding/{task_id}/retry', {}, async (span) => {
+        await retryJob(ctx, spec.jobId);
+        return span.spanContext().traceId;
+      });
+      expect(retried).not.toBe(submitted);
+      expect(await getJob(ctx, spec.jobId)).toMatchObject({ attempt: 2, traceId: retried });
+    } finally {
+      await stopTracing();
+    }
+    // Outside any span (no trace), nothing is recorded rather than a trace of zeros.
+    const untraced = newSpec();
+    await submitJob(ctx, untraced);
+    expect((await until(() => getJob(ctx, untraced.jobId), (v) => v !== null && v.lastSeq > 0))!.traceId).toBeUndefined();
   });
 
   it('refuses to retry a running job, and lets a client retry a job it cancelled by mistake', async () => {

@@ -19,6 +19,31 @@ describe('projection', () => {
     expect(api).toMatchObject({ task_id: jobId, task_status: 'PENDING', task_result: null, video_id: '42' });
   });
 
+  it('keeps which replica took each stage, and the trace of the request that started the attempt', () => {
+    const trace1 = '0af7651916cd43dd8448eb211c80319c';
+    const trace2 = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const first = fold([
+      { ...created, traceId: trace1 },
+      { type: 'stage.started', jobId, at, stage: 'download', replica: 'host-a/101' },
+      { type: 'stage.failed', jobId, at, stage: 'download', code: 'STORAGE_FAILED', reason: 'S3 away', fatal: true },
+      { type: 'job.failed', jobId, at, stage: 'download', code: 'STORAGE_FAILED', reason: 'S3 away' },
+    ])!;
+    expect(toApiResponse(first)).toMatchObject({ trace_id: trace1, stages: { download: { replica: 'host-a/101', attempts: 1 } } });
+    // The retry runs in its request's trace, on another replica; a delivery from a replica of before the
+    // field leaves none rather than the previous one's name.
+    const retried = [
+      { type: 'job.reopened', jobId, at, reason: 'retried by the client', attempt: 2, traceId: trace2 },
+      { type: 'stage.started', jobId, at, stage: 'download', replica: 'host-b/7' },
+    ] satisfies JobEvent[];
+    const second = retried.reduce<JobView>((v, e, i) => applyEvent(v, e, 10 + i)!, first);
+    expect(toApiResponse(second)).toMatchObject({ trace_id: trace2, stages: { download: { replica: 'host-b/7', attempts: 2, state: 'running' } } });
+    const unnamed = applyEvent(second, { type: 'stage.started', jobId, at, stage: 'download' }, 20)!;
+    expect(unnamed.stages.download!.replica).toBeUndefined();
+    expect(unnamed.stages.download!.attempts).toBe(3);
+    // Jobs from before: no trace.
+    expect(toApiResponse(fold([created])!).trace_id).toBeNull();
+  });
+
   it('walks STARTED -> SUCCESS and lists stages, renditions and the manifest', () => {
     const view = fold([
       created,

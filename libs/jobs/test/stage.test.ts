@@ -1,5 +1,6 @@
 /** The stage wrapper on a real nats-server: repeats past the duplicate window, cancels that core NATS lost. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { hostname } from 'node:os';
 import { closeBus, connectBus, ensureStream, publishWork, STREAMS, type Bus, type Worker, type WorkMessage } from '@mesh/bus';
 import { createLogger, JobEvent, jobEventsFilter, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
@@ -66,7 +67,10 @@ describe('runStage', () => {
     await publishWork(bus, 'thumbnail', msg, 'after-the-window');
     await until(async () => (await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).num_pending === 0 && (await bus.jsm.consumers.info(STREAMS.work.name, 'thumbnailer')).num_ack_pending === 0);
     expect(calls).toBe(1);
-    expect((await eventsOf(msg.job.jobId)).filter((e) => e.type === 'stage.started')).toHaveLength(1);
+    const started = (await eventsOf(msg.job.jobId)).filter((e) => e.type === 'stage.started');
+    expect(started).toHaveLength(1);
+    // Which replica took it: this process, by host and pid (the dashboard's timeline shows it).
+    expect(started[0]).toMatchObject({ replica: `${hostname()}/${process.pid}` });
   });
 
   it('stops work for a job cancelled while core NATS could not tell it (the cancel message was lost)', async () => {

@@ -231,9 +231,15 @@ const quotedEtag = (etag: string): string => `"${etagOf(etag)}"`;
 
 /** The object's text, or null when it does not exist. */
 export async function getText(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<string | null> {
+  const bytes = await getBytes(s3, ref, o);
+  return bytes && Buffer.from(bytes).toString('utf8');
+}
+
+/** The object's bytes (for small objects: a thumbnail, a manifest), or null when it does not exist. */
+export async function getBytes(s3: S3Client, ref: ObjectRef, o: { signal?: AbortSignal } = {}): Promise<Uint8Array | null> {
   try {
     const res = await s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }), sendOptions(o.signal));
-    return await res.Body!.transformToString('utf8');
+    return await res.Body!.transformToByteArray();
   } catch (err) {
     const e = storageError(err, 'read of', ref, true);
     if (e instanceof InputError) return null;

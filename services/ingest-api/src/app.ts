@@ -8,9 +8,17 @@
  *   POST /admin/projection/rebuild  -> rebuilds job status documents beside the live ones
  *   GET  /admin/queues, /admin/dead-letters, POST /admin/dead-letters/{seq}/redrive
  *   GET  /video/encoding/{task_id}/events, GET /events -> live progress over Server-Sent Events (live.ts)
+ *   GET  /video/encoding?state=&search=&before=&limit= -> recent tasks, newest first
+ *   GET  /video/encoding/{task_id}/thumbnail -> the thumbnail image
+ *   POST /admin/jobs/{task_id}/retry, /cancel -> the operators' retry and cancel (the dashboard's buttons)
+ *   GET  /admin/queues/history      -> the last 15 minutes of queue depths
+ *   GET  /, /dashboard/{file}       the operations dashboard (dashboard.ts; no key)
+ *   GET, POST, DELETE /session      the dashboard's session (session.ts; no key)
  *   GET  /healthz                   (no key)
- * Every other route needs the `ApiKey` header: missing -> 401, wrong -> 403. With ADMIN_API_KEY set, the
- * /admin routes need that key (the client key gets 403 there); without it, APP_API_KEY may do everything.
+ * Every other route needs the `ApiKey` header or the dashboard's session cookie: missing -> 401, wrong ->
+ * 403. With ADMIN_API_KEY set, the /admin routes need that key or a session signed in with it (the client
+ * key gets 403 there); without it, APP_API_KEY may do everything. A state-changing request made with the
+ * session cookie must come from the dashboard's own origin.
  * The job operations themselves live in libs/jobs (operations.ts): this file only speaks HTTP.
  * GET /openapi.json and GET /docs (no key) describe it all (openapi.ts, docs.ts): bodies are read and
  * answered through the zod schemas the document is generated from, and every error, an unknown route or
@@ -24,15 +32,18 @@ import type { IncomingMessage } from 'node:http';
 import type { z } from 'zod';
 import { DEFAULT_LADDER, reasonOf, type JobSpec, type Logger, type ObjectRef } from '@mesh/common';
 import type { DeadLetter, QueueDepth } from '@mesh/bus';
-import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
+import { JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobQuery, type JobView, type RebuildState, type WaitingFor } from '@mesh/jobs';
 import { keyMatches } from './auth.ts';
+import { registerDashboard } from './dashboard.ts';
 import { registerLiveRoutes, type LiveDeps } from './live.ts';
-import { BadRequest, parseEncodingRequest, parseUploadRequest, uploadKey } from './request.ts';
+import type { QueueSample } from './queue-history.ts';
+import { BadRequest, parseEncodingRequest, parseSessionRequest, parseTaskListQuery, parseUploadRequest, uploadKey } from './request.ts';
 import { registerDocs } from './docs.ts';
 import { openApiDocument } from './openapi.ts';
-import { problem, PROBLEM_MEDIA_TYPE, type Problem, type ProblemKind } from './problems.ts';
-import { DeadLetters, Health, Queues, RebuildAccepted, Redriven, TaskId, UploadTicket } from './responses.ts';
+import { problem, PROBLEM_MEDIA_TYPE, ProblemError, type Problem, type ProblemKind } from './problems.ts';
+import { DeadLetters, Health, QueueHistory, Queues, RebuildAccepted, Redriven, SessionInfo, TaskId, TaskList, UploadTicket } from './responses.ts';
 import { TaskStatus } from './schemas.ts';
+import { sameOriginProblem, sessionCookie, sessionToken, type Role, type Session, type SessionSigner } from './session.ts';
 
 export interface ApiDeps {
   apiKey: string;
@@ -40,10 +51,18 @@ export interface ApiDeps {
   adminApiKey?: string;
   /** The ladder's rung names: what a job's `renditions` may ask for. Default: the default ladder's. */
   rungs?: string[];
+  /** Signs and checks the dashboard's session cookies. */
+  sessions: SessionSigner;
+  /** Where the dashboard links a job's trace to (JAEGER_UI_URL). */
+  jaegerUiUrl?: string;
   log: Logger;
   jobs: {
     submit: (spec: JobSpec) => Promise<void>;
     get: (taskId: string) => Promise<JobView | null>;
+    /** Recent jobs, newest first. */
+    list: (q: JobQuery) => Promise<JobView[]>;
+    /** The thumbnail's bytes; null when the object is not there. */
+    thumbnail: (ref: ObjectRef) => Promise<Uint8Array | null>;
     /** Stages the job still needs that have no replica to run them (shown as `waiting_for`). */
     waitingFor?: (view: JobView) => Promise<WaitingFor[]>;
     retry: (taskId: string) => Promise<{ attempt: number }>;
@@ -58,6 +77,8 @@ export interface ApiDeps {
     queues: () => Promise<{ queues: QueueDepth[]; dead_letters: number }>;
     deadLetters: () => Promise<DeadLetter[]>;
     redrive: (seq: number) => Promise<DeadLetter>;
+    /** The last minutes of queue depths (queue-history.ts). */
+    queueHistory: () => { intervalMs: number; windowMs: number; samples: QueueSample[] };
   };
   bodyLimitBytes?: number;
   /** Live progress streams (live.ts); without it, their routes are not served. */
@@ -71,7 +92,14 @@ export interface ApiLinks {
   packageBaseUrl: (objectKey: string) => string;
 }
 
-type Role = 'client' | 'admin';
+/** Who is asking, and how they proved it. */
+interface Caller {
+  role: Role;
+  via: 'key' | 'session';
+}
+
+/** Tasks per page of GET /video/encoding when the query does not say. */
+const DEFAULT_PAGE = 25;
 
 export function createApp(deps: ApiDeps): Koa {
   const app = new Koa();
@@ -109,17 +137,70 @@ export function createApp(deps: ApiDeps): Koa {
 
   router.get('/healthz', (ctx) => reply(ctx, Health, { ok: true }));
   registerDocs(router, openApiDocument());
+  registerDashboard(router);
 
-  // Everything registered after this needs a key; /admin needs the operators' when there is one.
+  /** The role a key gives: the operators' key is admin; the client key is admin too while there is no operators' key. */
+  const roleOfKey = (offered: string): Role | null => {
+    if (deps.adminApiKey && keyMatches(offered, deps.adminApiKey)) return 'admin';
+    if (keyMatches(offered, deps.apiKey)) return deps.adminApiKey ? 'client' : 'admin';
+    return null;
+  };
+  const sessionInfo = (session: Session) => ({ signed_in: true as const, role: session.role, expires_at: session.expiresAt.toISOString(), jaeger_ui_url: deps.jaegerUiUrl ?? null });
+  const refuseCrossSite = (ctx: Koa.Context) => {
+    const crossSite = sameOriginProblem(ctx);
+    if (crossSite) throw new ProblemError('cross-site', crossSite);
+  };
+
+  // The dashboard's session: signing in is how a key is checked here, so these need none.
+  router.get('/session', (ctx) => {
+    const session = deps.sessions.verify(sessionToken(ctx));
+    ctx.set('Cache-Control', 'no-store');
+    reply(ctx, SessionInfo, session ? sessionInfo(session) : { signed_in: false });
+  });
+  router.post('/session', async (ctx) => {
+    refuseCrossSite(ctx);
+    const { key } = parseSessionRequest(await readJson(ctx.req, bodyLimit));
+    const role = roleOfKey(key);
+    if (!role) {
+      deps.log.warn('dashboard sign-in refused: wrong key');
+      throw new BadRequest('invalid key', 'key', 403);
+    }
+    const { token, session } = deps.sessions.issue(role);
+    ctx.set({ 'Set-Cookie': sessionCookie(ctx, token, deps.sessions.ttlSec), 'Cache-Control': 'no-store' });
+    deps.log.info({ role, expiresAt: session.expiresAt.toISOString() }, 'dashboard session started');
+    reply(ctx, SessionInfo, sessionInfo(session), 201);
+  });
+  router.delete('/session', (ctx) => {
+    refuseCrossSite(ctx);
+    ctx.set('Set-Cookie', sessionCookie(ctx, '', 0));
+    ctx.status = 204;
+  });
+
+  /** The ApiKey header, else the dashboard's session cookie. */
+  const authenticate = (ctx: Koa.Context): Caller => {
+    const offered = ctx.get('ApiKey') || undefined;
+    if (offered !== undefined) {
+      const role = roleOfKey(offered);
+      if (!role) throw new BadRequest('invalid ApiKey', undefined, 403);
+      return { role, via: 'key' };
+    }
+    const token = sessionToken(ctx);
+    if (token === undefined) throw new BadRequest('missing ApiKey header', undefined, 401);
+    const session = deps.sessions.verify(token);
+    if (!session) throw new ProblemError('session-expired', 'the dashboard session has expired or is not valid: sign in again');
+    refuseCrossSite(ctx);
+    return { role: session.role, via: 'session' };
+  };
+
+  // Everything registered after this needs a key (or a session); /admin needs the operators' when there is one.
   router.use(async (ctx, next) => {
     if (ctx.path === '/healthz') return next();
-    const offered = ctx.get('ApiKey') || undefined;
-    if (offered === undefined) throw new BadRequest('missing ApiKey header', undefined, 401);
-    const role: Role | null = deps.adminApiKey && keyMatches(offered, deps.adminApiKey) ? 'admin' : keyMatches(offered, deps.apiKey) ? (deps.adminApiKey ? 'client' : 'admin') : null;
-    if (!role) throw new BadRequest('invalid ApiKey', undefined, 403);
-    if (ctx.path.startsWith('/admin/') && role !== 'admin') throw new BadRequest('this route needs the operators\' key (ADMIN_API_KEY)', undefined, 403);
+    const caller = authenticate(ctx);
+    if (ctx.path.startsWith('/admin/') && caller.role !== 'admin') throw new BadRequest('this route needs the operators\' key (ADMIN_API_KEY)', undefined, 403);
+    ctx.state['caller'] = caller;
     return next();
   });
+  const callerOf = (ctx: Koa.Context) => ctx.state['caller'] as Caller;
 
   router.post('/video/encoding', async (ctx) => {
     const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
@@ -140,26 +221,52 @@ export function createApp(deps: ApiDeps): Koa {
     reply(ctx, TaskId, spec.jobId);
   });
 
+  const statusOf = async (view: JobView) => toApiResponse(view, { thumbnailUrl: deps.links.thumbnailUrl, waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] });
+
+  router.get('/video/encoding', async (ctx) => {
+    const q = parseTaskListQuery(ctx.query);
+    const limit = q.limit ?? DEFAULT_PAGE;
+    const views = await deps.jobs.list({ ...q, limit });
+    reply(ctx, TaskList, { tasks: await Promise.all(views.map(statusOf)), next_before: views.length === limit ? views.at(-1)!.createdAt : null });
+  });
+
   router.get('/video/encoding/:taskId', async (ctx) => {
     const taskId = ctx.params['taskId'] ?? '';
     const view = await deps.jobs.get(taskId);
     if (!view) throw new JobNotFoundError(`task ${taskId}`);
-    reply(ctx, TaskStatus, toApiResponse(view, { thumbnailUrl: deps.links.thumbnailUrl, waitingFor: (await deps.jobs.waitingFor?.(view)) ?? [] }));
+    reply(ctx, TaskStatus, await statusOf(view));
   });
 
-  router.post('/video/encoding/:taskId/retry', async (ctx) => {
+  router.get('/video/encoding/:taskId/thumbnail', async (ctx) => {
+    const taskId = ctx.params['taskId'] ?? '';
+    const view = await deps.jobs.get(taskId);
+    if (!view) throw new JobNotFoundError(`task ${taskId}`);
+    const bytes = view.thumbnail ? await deps.jobs.thumbnail(view.thumbnail) : null;
+    if (!bytes) throw new JobNotFoundError(`thumbnail for task ${taskId} yet`);
+    // Another job with the same video_id replaces it: checked again each time.
+    ctx.set({ 'Cache-Control': 'private, no-cache', 'X-Content-Type-Options': 'nosniff' });
+    ctx.type = 'image/jpeg';
+    ctx.body = Buffer.from(bytes);
+  });
+
+  // Retry and cancel: the client's routes, and the operators' (the dashboard's buttons, which need the
+  // operators' key when there is one), doing the same.
+  const retry = async (ctx: Koa.Context) => {
     const taskId = ctx.params['taskId'] ?? '';
     const { attempt } = await deps.jobs.retry(taskId);
-    deps.log.info({ jobId: taskId, attempt }, 'job retried');
+    deps.log.info({ jobId: taskId, attempt, ...callerOf(ctx) }, 'job retried');
     reply(ctx, TaskId, taskId.toLowerCase(), 202);
-  });
-
-  router.post('/video/encoding/:taskId/cancel', async (ctx) => {
+  };
+  const cancel = async (ctx: Koa.Context) => {
     const taskId = ctx.params['taskId'] ?? '';
     await deps.jobs.cancel(taskId);
-    deps.log.info({ jobId: taskId }, 'job cancelled');
+    deps.log.info({ jobId: taskId, ...callerOf(ctx) }, 'job cancelled');
     reply(ctx, TaskId, taskId.toLowerCase(), 202);
-  });
+  };
+  router.post('/video/encoding/:taskId/retry', retry);
+  router.post('/video/encoding/:taskId/cancel', cancel);
+  router.post('/admin/jobs/:taskId/retry', retry);
+  router.post('/admin/jobs/:taskId/cancel', cancel);
 
   router.post('/uploads', async (ctx) => {
     const req = parseUploadRequest(await readJson(ctx.req, bodyLimit));
@@ -178,6 +285,11 @@ export function createApp(deps: ApiDeps): Koa {
     reply(ctx, Queues, await deps.admin.queues());
   });
 
+  router.get('/admin/queues/history', (ctx) => {
+    const { intervalMs, windowMs, samples } = deps.admin.queueHistory();
+    reply(ctx, QueueHistory, { interval_sec: intervalMs / 1000, window_sec: windowMs / 1000, samples });
+  });
+
   router.get('/admin/dead-letters', async (ctx) => {
     reply(ctx, DeadLetters, { dead_letters: await deps.admin.deadLetters() });
   });
@@ -185,7 +297,7 @@ export function createApp(deps: ApiDeps): Koa {
   router.post('/admin/dead-letters/:seq/redrive', async (ctx) => {
     const seq = Number(ctx.params['seq']);
     const letter = await deps.admin.redrive(seq);
-    deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId }, 'dead letter re-driven');
+    deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId, ...callerOf(ctx) }, 'dead letter re-driven');
     reply(ctx, Redriven, { redriven: letter }, 202);
   });
 
@@ -225,6 +337,7 @@ const BAD_REQUEST: Record<number, ProblemKind> = { 400: 'invalid-request', 401: 
 /** The problem for an error a client caused or can act on; null for our own failures (500). */
 function httpError(err: unknown): Problem | null {
   if (err instanceof BadRequest) return problem(BAD_REQUEST[err.status] ?? 'invalid-request', err.message, err.field ? { field: err.field } : {});
+  if (err instanceof ProblemError) return problem(err.kind, err.message);
   if (err instanceof JobNotFoundError) return problem('not-found', err.message);
   if (err instanceof OutputBusyError) return problem('output-busy', err.message, { active_task: err.activeJobId });
   if (err instanceof JobConflictError) return problem('conflict', err.message);

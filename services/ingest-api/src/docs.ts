@@ -4,21 +4,14 @@
  * of FILES, never a path, so no other file can be reached.
  */
 import type Router from '@koa/router';
-import type Koa from 'koa';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fileSender, type StaticFile as File } from './static-files.ts';
 
 const SWAGGER_UI = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 const STATIC = fileURLToPath(new URL('../static/', import.meta.url));
 
-interface File {
-  path: string;
-  type: string;
-  /** Swagger UI's files change only with its package: a browser may keep them a day (1.7 MB). */
-  vendor?: boolean;
-}
 const PAGE: File = { path: join(STATIC, 'docs.html'), type: 'text/html' };
 const vendor = (name: string, type: string): File => ({ path: join(SWAGGER_UI, name), type, vendor: true });
 const FILES: Record<string, File> = {
@@ -39,14 +32,7 @@ export const DOCS_CSP = "default-src 'none'; script-src 'self'; style-src 'self'
 /** Registers GET /openapi.json and the docs page; call it before the key check, they are public. */
 export function registerDocs(router: Router, document: object): void {
   const body = JSON.stringify(document);
-  const cache = new Map<string, Buffer>();
-  const send = async (ctx: Koa.Context, file: File) => {
-    let bytes = cache.get(file.path);
-    if (!bytes) cache.set(file.path, (bytes = await readFile(file.path)));
-    ctx.set({ 'Cache-Control': file.vendor ? 'public, max-age=86400' : 'no-cache', 'X-Content-Type-Options': 'nosniff', 'Content-Security-Policy': DOCS_CSP });
-    ctx.type = file.type;
-    ctx.body = bytes;
-  };
+  const send = fileSender({ 'Content-Security-Policy': DOCS_CSP });
 
   router.get('/openapi.json', (ctx) => {
     ctx.set('Cache-Control', 'no-cache');

@@ -7,8 +7,8 @@
  * twice. A comment line every `heartbeatMs` keeps proxies from closing a quiet stream.
  *
  * The routes are registered on the API's router behind its authentication, like every other route: who
- * may listen is decided there, once (a second way to authenticate, such as a dashboard session cookie for
- * EventSource, which cannot send headers, is added there and covers these routes too).
+ * may listen is decided there, once (the ApiKey header, or the dashboard's session cookie, which is what
+ * an EventSource sends: it cannot send headers).
  * Changes come from the process's one LiveFeed (libs/jobs/src/live.ts), never from polling MongoDB.
  */
 import type Router from '@koa/router';

@@ -3,12 +3,21 @@
  * replica leads it at a time). Every job operation is a named function of libs/jobs (operations.ts).
  */
 import { cachedFor, deadLetterCount, listDeadLetters, queueDepths, runService } from '@mesh/bus';
-import { int, ladderConfig, mongoUri, optional, s3Config, secret, str, type Env } from '@mesh/common';
+import { ConfigError, int, ladderConfig, MIN_SECRET_LENGTH, mongoUri, optional, s3Config, secret, str, url, type Env } from '@mesh/common';
 import { cancelJobOp, getJob, openJobStates, openLiveFeed, openProjectionStore, openViewCache, rebuildProjection, redriveDeadLetter, retryJob, runProjector, submitJob, waitingFor, type JobsContext } from '@mesh/jobs';
-import { createS3, presignPut, publicEndpoint, publicUrl } from '@mesh/storage';
+import { createS3, getBytes, presignPut, publicEndpoint, publicUrl } from '@mesh/storage';
 import { annotate } from '@mesh/telemetry';
+import { startQueueHistory } from './queue-history.ts';
 import { registerQueueMetrics } from './queue-metrics.ts';
+import { sessionSigner } from './session.ts';
 import { createApp } from './app.ts';
+
+/** Mixed into the key that signs the dashboard's sessions (optional: the API keys alone make one): change it to end every session. */
+function sessionSecret(env: Env): string | undefined {
+  const value = optional(env, 'SESSION_SECRET');
+  if (value !== undefined && value.length < MIN_SECRET_LENGTH) throw new ConfigError(`SESSION_SECRET must be at least ${MIN_SECRET_LENGTH} characters (e.g. openssl rand -hex 32), got ${value.length}`);
+  return value;
+}
 
 const config = (env: Env) => ({
   apiKey: secret(env, 'APP_API_KEY'),
@@ -29,7 +38,15 @@ const config = (env: Env) => ({
   sseMaxBacklog: int(env, 'SSE_MAX_BACKLOG', 10_000, { min: 1, max: 1_000_000 }),
   // Job documents kept in memory for status reads (libs/jobs views.ts); 0: every read goes to MongoDB.
   viewCacheSize: int(env, 'VIEW_CACHE_SIZE', 20_000, { min: 0, max: 10_000_000 }),
+  // The dashboard: its sessions, where it links traces to, how often its queue charts get a point.
+  sessionSecret: sessionSecret(env),
+  sessionTtlSec: int(env, 'SESSION_TTL_SEC', 8 * 3600, { min: 60, max: 7 * 24 * 3600 }),
+  jaegerUiUrl: env['JAEGER_UI_URL']?.trim() ? url(env, 'JAEGER_UI_URL') : undefined,
+  queueHistoryIntervalMs: int(env, 'QUEUE_HISTORY_INTERVAL_MS', 10_000, { min: 1000, max: 60_000 }),
 });
+
+/** The queue charts cover this much. */
+const QUEUE_HISTORY_WINDOW_MS = 15 * 60_000;
 
 await runService({
   name: 'ingest-api',
@@ -43,18 +60,22 @@ await runService({
     const presigner = config.publicS3Url ? createS3({ ...config.s3, endpoint: config.publicS3Url }) : s3;
     // The uploader writes manifest URLs on the same base.
     const publicBase = publicEndpoint(config.publicS3Url, config.s3);
-    // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
     const views = config.viewCacheSize > 0 ? openViewCache(bus, log.child({ part: 'views' }), { max: config.viewCacheSize }) : undefined;
+    // Job status GETs share one read of the queues per second and a half: cheap, and fresh enough to tell a person why a job waits.
     const ctx: JobsContext = { bus, states: await openJobStates(bus, { replicas: common.natsReplicas }), store, log, queues: cachedFor(() => queueDepths(bus, config.ladder.rungs), 1500), ...(views ? { views } : {}) };
     // One reader of the job events for every live stream this process serves.
     const live = openLiveFeed({ bus, store, log: log.child({ part: 'live' }) }, { maxBacklog: config.sseMaxBacklog });
     const queues = async () => ({ queues: await queueDepths(bus, config.ladder.rungs), dead_letters: await deadLetterCount(bus) });
 
     registerQueueMetrics(() => queueDepths(bus, config.ladder.rungs), () => deadLetterCount(bus));
+    const history = startQueueHistory(() => queueDepths(bus, config.ladder.rungs), { intervalMs: config.queueHistoryIntervalMs, windowMs: QUEUE_HISTORY_WINDOW_MS, log });
+    const sessions = sessionSigner({ secret: config.sessionSecret, apiKey: config.apiKey, adminApiKey: config.adminApiKey, ttlSec: config.sessionTtlSec });
     const app = createApp({
       apiKey: config.apiKey,
       rungs: config.ladder.rungs.map((r) => r.name),
       ...(config.adminApiKey ? { adminApiKey: config.adminApiKey } : {}),
+      sessions,
+      ...(config.jaegerUiUrl ? { jaegerUiUrl: config.jaegerUiUrl } : {}),
       log,
       jobs: {
         submit(spec) {
@@ -62,6 +83,8 @@ await runService({
           return submitJob(ctx, spec);
         },
         get: (taskId) => getJob(ctx, taskId),
+        list: (q) => store.list(q),
+        thumbnail: (ref) => getBytes(s3, ref),
         waitingFor: (view) => waitingFor(ctx, view),
         retry: (taskId) => retryJob(ctx, taskId),
         cancel: async (taskId) => void (await cancelJobOp(ctx, taskId)),
@@ -79,6 +102,7 @@ await runService({
         queues,
         deadLetters: () => listDeadLetters(bus),
         redrive: (seq) => redriveDeadLetter(ctx, seq),
+        queueHistory: () => ({ intervalMs: history.intervalMs, windowMs: history.windowMs, samples: history.samples() }),
       },
       live: { feed: live, heartbeatMs: config.sseHeartbeatMs },
     });
@@ -98,6 +122,7 @@ await runService({
       },
       projector,
       { stop: async () => views?.stop() },
+      { stop: async () => history.stop() },
       { stop: () => store.close() },
     ];
   },

@@ -8,13 +8,14 @@ import { z } from 'zod';
 import { Rendition, Stage } from '@mesh/common';
 import pkg from '../package.json' with { type: 'json' };
 import { Problem, PROBLEM_MEDIA_TYPE, PROBLEMS, problemType, type ProblemKind } from './problems.ts';
-import { DocsFileParam, EncodingBody, EncodingRequest, EncodingRequestCamel, LastEventIdHeader, SeqParam, TaskIdParam, UploadRequest } from './request.ts';
-import { DeadLetter, DeadLetters, Health, QueueDepth, Queues, RebuildAccepted, RebuildState, Redriven, TaskId, UploadTicket } from './responses.ts';
+import { DashboardFileParam, DocsFileParam, EncodingBody, EncodingRequest, EncodingRequestCamel, LastEventIdHeader, SeqParam, SessionRequest, TaskIdParam, TaskListQuery, UploadRequest } from './request.ts';
+import { DeadLetter, DeadLetters, Health, QueueDepth, QueueHistory, Queues, RebuildAccepted, RebuildState, Redriven, SessionInfo, TaskId, TaskList, UploadTicket } from './responses.ts';
+import { SESSION_COOKIE } from './session.ts';
 import { LiveEnd, LiveReady, LiveStatus, TaskStatus } from './schemas.ts';
 
 /** Who may call a route: anyone, any key (APP_API_KEY or ADMIN_API_KEY), or the operators' key. */
 type Access = 'public' | 'client' | 'admin';
-type ErrorStatus = 400 | 404 | 409 | 413 | 503;
+type ErrorStatus = 400 | 403 | 404 | 409 | 413 | 503;
 
 interface Answer {
   status: number;
@@ -23,18 +24,21 @@ interface Answer {
   content: Record<string, z.ZodType | JsonSchema>;
   /** A stream's messages: the component each one matches (OpenAPI 3.2's itemSchema, as x-itemSchema in 3.1). */
   itemSchema?: string;
+  /** Response headers worth knowing, by name: what each holds. */
+  headers?: Record<string, string>;
 }
 
 export interface RouteDoc {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'delete';
   /** OpenAPI path template; the router's `:name` parameters are `{name}` here. */
   path: string;
   operationId: string;
-  tag: 'tasks' | 'uploads' | 'live' | 'admin' | 'service';
+  tag: 'tasks' | 'uploads' | 'live' | 'admin' | 'dashboard' | 'service';
   summary: string;
   description?: string;
   access: Access;
   params?: Record<string, z.ZodType>;
+  query?: Record<string, z.ZodType>;
   headers?: Record<string, z.ZodType>;
   body?: { schema: z.ZodType; required: boolean };
   ok: Answer;
@@ -69,7 +73,56 @@ const eventStream = (itemSchema: string, description: string): Answer => ({
 const lastEventId = { 'Last-Event-ID': LastEventIdHeader };
 const LIVE_ERRORS = '400: Last-Event-ID is not an id this API sent. 503: live changes are unavailable now; try again.';
 
+const SET_COOKIE = `${SESSION_COOKIE}=<signed token>; Path=/; Max-Age=<SESSION_TTL_SEC>; HttpOnly; SameSite=Strict (and Secure over https)`;
+
+const RETRY_TASK: RouteDoc = {
+  method: 'post',
+  path: '/video/encoding/{task_id}/retry',
+  operationId: 'retryTask',
+  tag: 'tasks',
+  summary: 'Run a FAILED task again from the start',
+  description: 'The task becomes a new attempt; a task that has not failed is refused (409). 503: the retry could not be queued now; nothing changed.',
+  access: 'client',
+  params: { task_id: TaskIdParam },
+  ok: { status: 202, description: 'the task id: the retry is queued', content: json(TaskId) },
+  errors: [404, 409, 503],
+};
+const CANCEL_TASK: RouteDoc = {
+  method: 'post',
+  path: '/video/encoding/{task_id}/cancel',
+  operationId: 'cancelTask',
+  tag: 'tasks',
+  summary: 'Stop a running task',
+  description: 'Its FFmpeg work stops and nothing more is published; task_status becomes FAILURE, "cancelled by the client". A task that has ended is refused (409).',
+  access: 'client',
+  params: { task_id: TaskIdParam },
+  ok: { status: 202, description: 'the task id: it is cancelled', content: json(TaskId) },
+  errors: [404, 409],
+};
+/** A client's route as the operators call it (the dashboard's buttons): the same answers, the operators' key. */
+const operatorCopy = (route: RouteDoc, path: string, operationId: string, button: string): RouteDoc => ({
+  ...route,
+  path,
+  operationId,
+  tag: 'admin',
+  access: 'admin',
+  summary: `${route.summary} (the dashboard's ${button})`,
+  description: `What ${route.method.toUpperCase()} ${route.path} does, as an operator: the dashboard's ${button} button, which needs the operators' key when ADMIN_API_KEY is set. ${route.description ?? ''}`,
+});
+
 export const ROUTES: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/video/encoding',
+    operationId: 'listTasks',
+    tag: 'tasks',
+    summary: 'Recent tasks, newest first',
+    description: "A page of tasks, each as GET /video/encoding/{task_id} answers it. Filter by state, search by task id, video id or object key; for the next page pass next_before as before. A parameter that is not valid is refused (400) naming it.",
+    access: 'client',
+    query: TaskListQuery.shape,
+    ok: { status: 200, description: 'a page of tasks', content: json(TaskList) },
+    errors: [400],
+  },
   {
     method: 'post',
     path: '/video/encoding',
@@ -97,29 +150,19 @@ export const ROUTES: RouteDoc[] = [
     errors: [404],
   },
   {
-    method: 'post',
-    path: '/video/encoding/{task_id}/retry',
-    operationId: 'retryTask',
+    method: 'get',
+    path: '/video/encoding/{task_id}/thumbnail',
+    operationId: 'getThumbnail',
     tag: 'tasks',
-    summary: 'Run a FAILED task again from the start',
-    description: 'The task becomes a new attempt; a task that has not failed is refused (409). 503: the retry could not be queued now; nothing changed.',
+    summary: "The task's thumbnail image",
+    description: '404 while the task has no thumbnail (yet).',
     access: 'client',
     params: { task_id: TaskIdParam },
-    ok: { status: 202, description: 'the task id: the retry is queued', content: json(TaskId) },
-    errors: [404, 409, 503],
+    ok: { status: 200, description: 'the JPEG', content: { 'image/jpeg': { type: 'string', contentEncoding: 'binary' } } },
+    errors: [404],
   },
-  {
-    method: 'post',
-    path: '/video/encoding/{task_id}/cancel',
-    operationId: 'cancelTask',
-    tag: 'tasks',
-    summary: 'Stop a running task',
-    description: 'Its FFmpeg work stops and nothing more is published; task_status becomes FAILURE, "cancelled by the client". A task that has ended is refused (409).',
-    access: 'client',
-    params: { task_id: TaskIdParam },
-    ok: { status: 202, description: 'the task id: it is cancelled', content: json(TaskId) },
-    errors: [404, 409],
-  },
+  RETRY_TASK,
+  CANCEL_TASK,
   {
     method: 'get',
     path: '/video/encoding/{task_id}/events',
@@ -169,6 +212,19 @@ export const ROUTES: RouteDoc[] = [
     ok: { status: 202, description: 'the rebuild is requested', content: json(RebuildAccepted) },
     errors: [409],
   },
+  operatorCopy(RETRY_TASK, '/admin/jobs/{task_id}/retry', 'operatorRetryTask', 'Retry'),
+  operatorCopy(CANCEL_TASK, '/admin/jobs/{task_id}/cancel', 'operatorCancelTask', 'Cancel'),
+  {
+    method: 'get',
+    path: '/admin/queues/history',
+    operationId: 'queueHistory',
+    tag: 'admin',
+    summary: 'The last 15 minutes of queue depths, per stage',
+    description: 'Read by this API process every QUEUE_HISTORY_INTERVAL_MS (10 s) since it started: the dashboard\'s charts.',
+    access: 'admin',
+    ok: { status: 200, description: 'samples, oldest first', content: json(QueueHistory) },
+    errors: [],
+  },
   {
     method: 'get',
     path: '/admin/queues',
@@ -200,6 +256,61 @@ export const ROUTES: RouteDoc[] = [
     params: { seq: SeqParam },
     ok: { status: 202, description: 'the dead letter, sent again', content: json(Redriven) },
     errors: [404, 409],
+  },
+  {
+    method: 'get',
+    path: '/session',
+    operationId: 'getSession',
+    tag: 'dashboard',
+    summary: "The dashboard's session: signed in or not, and as whom",
+    access: 'public',
+    ok: { status: 200, description: 'the session the cookie holds (signed_in false without a valid one)', content: json(SessionInfo) },
+    errors: [],
+  },
+  {
+    method: 'post',
+    path: '/session',
+    operationId: 'signIn',
+    tag: 'dashboard',
+    summary: 'Sign the dashboard in with a key',
+    description: `The key goes in the body, never in a URL. The answer sets the session cookie (${SESSION_COOKIE}: a signed token that expires after SESSION_TTL_SEC, HttpOnly, SameSite=Strict), which then authenticates every keyed route, the event streams included; a state-changing request made with it must come from the dashboard's own origin (Sec-Fetch-Site or Origin), as must this one. 403: a wrong key, or a request from another origin.`,
+    access: 'public',
+    body: { schema: SessionRequest, required: true },
+    ok: { status: 201, description: 'signed in', content: json(SessionInfo), headers: { 'Set-Cookie': SET_COOKIE } },
+    errors: [400, 403, 413],
+  },
+  {
+    method: 'delete',
+    path: '/session',
+    operationId: 'signOut',
+    tag: 'dashboard',
+    summary: 'Sign the dashboard out',
+    description: 'Removes the session cookie. 403: a request from another origin.',
+    access: 'public',
+    ok: { status: 204, description: 'signed out: the cookie is removed', content: {}, headers: { 'Set-Cookie': `${SESSION_COOKIE}=; Max-Age=0 (removes it)` } },
+    errors: [403],
+  },
+  {
+    method: 'get',
+    path: '/',
+    operationId: 'dashboardPage',
+    tag: 'dashboard',
+    summary: 'The operations dashboard',
+    description: 'The page, which signs in with a key (POST /session) and then shows jobs, queues and dead letters live.',
+    access: 'public',
+    ok: { status: 200, description: 'the dashboard page', content: { 'text/html': { type: 'string' } } },
+    errors: [],
+  },
+  {
+    method: 'get',
+    path: '/dashboard/{file}',
+    operationId: 'dashboardFile',
+    tag: 'dashboard',
+    summary: "The dashboard's modules, styles and icon, and the player and chart libraries",
+    access: 'public',
+    params: { file: DashboardFileParam },
+    ok: { status: 200, description: 'the file', content: { 'text/javascript': { type: 'string' }, 'text/css': { type: 'string' }, 'image/svg+xml': { type: 'string' } } },
+    errors: [404],
   },
   {
     method: 'get',
@@ -249,10 +360,13 @@ export const ROUTES: RouteDoc[] = [
 ];
 
 /** The schemas the document names, by component name; requests as a body is sent, responses as answered. */
-const REQUEST_SCHEMAS = { EncodingRequest, EncodingRequestCamel, EncodingBody, UploadRequest };
+const REQUEST_SCHEMAS = { EncodingRequest, EncodingRequestCamel, EncodingBody, UploadRequest, SessionRequest };
 const RESPONSE_SCHEMAS = {
   TaskId,
   TaskStatus,
+  TaskList,
+  SessionInfo,
+  QueueHistory,
   Stage,
   Rendition,
   UploadTicket,
@@ -303,12 +417,13 @@ function schemaOf(schema: z.ZodType | JsonSchema, io: 'input' | 'output'): JsonS
 }
 
 function answer(a: Answer): JsonSchema {
-  if (Object.keys(a.content).length === 0) return { description: a.description };
+  const headers = a.headers ? { headers: Object.fromEntries(Object.entries(a.headers).map(([name, description]) => [name, { description, schema: { type: 'string' } }])) } : {};
+  if (Object.keys(a.content).length === 0) return { description: a.description, ...headers };
   const media = (s: z.ZodType | JsonSchema) => ({ schema: schemaOf(s, 'output'), ...(a.itemSchema ? { 'x-itemSchema': ref(a.itemSchema) } : {}) });
-  return { description: a.description, content: Object.fromEntries(Object.entries(a.content).map(([type, s]) => [type, media(s)])) };
+  return { description: a.description, ...headers, content: Object.fromEntries(Object.entries(a.content).map(([type, s]) => [type, media(s)])) };
 }
 
-const parameters = (where: 'path' | 'header', params: Record<string, z.ZodType> = {}) =>
+const parameters = (where: 'path' | 'query' | 'header', params: Record<string, z.ZodType> = {}) =>
   Object.entries(params).map(([name, s]) => ({ name, in: where, required: where === 'path', description: s.description, schema: schemaOf(s, 'input') }));
 
 function operation(route: RouteDoc): JsonSchema {
@@ -319,8 +434,12 @@ function operation(route: RouteDoc): JsonSchema {
       ...problems.map((s): [number, unknown] => [s, { $ref: `#/components/responses/${PROBLEM_RESPONSES[s]}` }]),
     ].sort(([a], [b]) => a - b),
   );
-  const access = { public: 'No key needed.', client: 'Needs the ApiKey header (APP_API_KEY, or ADMIN_API_KEY when set).', admin: "Needs the operators' key: ADMIN_API_KEY when set (APP_API_KEY gets 403), else APP_API_KEY." }[route.access];
-  const params = [...parameters('path', route.params), ...parameters('header', route.headers)];
+  const access = {
+    public: 'No key needed.',
+    client: 'Needs the ApiKey header (APP_API_KEY, or ADMIN_API_KEY when set), or a dashboard session.',
+    admin: "Needs the operators' key: ADMIN_API_KEY when set (APP_API_KEY gets 403), else APP_API_KEY; or a dashboard session signed in with it.",
+  }[route.access];
+  const params = [...parameters('path', route.params), ...parameters('query', route.query), ...parameters('header', route.headers)];
   return {
     operationId: route.operationId,
     tags: [route.tag],
@@ -346,7 +465,7 @@ function problemResponses(): Record<string, JsonSchema> {
 
 const DESCRIPTION = `Turns videos in S3 into MPEG-DASH adaptive streams.
 
-Every route but /healthz, /openapi.json and /docs needs the \`ApiKey\` header (missing: 401, wrong: 403).
+Every route but /healthz, /openapi.json, /docs, the dashboard's files and /session needs the \`ApiKey\` header (missing: 401, wrong: 403), or the dashboard's session cookie (signed in with POST /session; expired: 401; a state-changing request with it from another origin: 403).
 
 Errors are problem details (RFC 9457, \`${PROBLEM_MEDIA_TYPE}\`) on every route, including an unknown route (404) and a method a path does not take (405, with \`Allow\`): \`type\` (a stable identifier to switch on), \`title\`, \`status\`, \`detail\` (what was wrong), \`field\` for a bad body field, and \`error\`, the same as \`detail\`, kept for clients of earlier releases.`;
 
@@ -364,12 +483,15 @@ export function openApiDocument(routes: RouteDoc[] = ROUTES): JsonSchema {
       { name: 'live', description: 'Server-sent events' },
       { name: 'uploads', description: 'Getting a local file into the input bucket' },
       { name: 'admin', description: "Operators' routes" },
+      { name: 'dashboard', description: 'The operations dashboard and its session' },
       { name: 'service', description: 'Health and this documentation' },
     ],
     paths,
     components: {
       schemas: { ...components('input', REQUEST_SCHEMAS), ...components('output', RESPONSE_SCHEMAS) },
       responses: problemResponses(),
+      // The dashboard's session cookie is described in the text, not as a scheme: no client but the
+      // dashboard's page should use it, and the docs page's "Authorize" would offer it for typing in.
       securitySchemes: { ApiKey: { type: 'apiKey', in: 'header', name: 'ApiKey', description: 'APP_API_KEY (clients) or ADMIN_API_KEY (operators)' } },
     },
   };

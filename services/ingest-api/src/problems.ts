@@ -12,7 +12,9 @@ import { RebuildState } from './responses.ts';
 export const PROBLEMS = {
   'invalid-request': { status: 400, title: 'The request is not valid' },
   'missing-api-key': { status: 401, title: 'The ApiKey header is missing' },
+  'session-expired': { status: 401, title: 'The dashboard session has expired or is not valid; sign in again' },
   forbidden: { status: 403, title: 'This key may not do this' },
+  'cross-site': { status: 403, title: "A request from another origin may not use the dashboard's session" },
   'not-found': { status: 404, title: 'Not found' },
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   conflict: { status: 409, title: 'Not possible in the current state' },
@@ -38,6 +40,16 @@ export const Problem = z.object({
   rebuild: RebuildState.optional().describe('rebuild-running: the rebuild under way'),
 });
 export type Problem = z.infer<typeof Problem>;
+
+/** An error answered as the problem of `kind` (the kinds no other error stands for). */
+export class ProblemError extends Error {
+  override name = 'ProblemError';
+  readonly kind: ProblemKind;
+  constructor(kind: ProblemKind, detail: string) {
+    super(detail);
+    this.kind = kind;
+  }
+}
 
 /** A problem's body: type and title from its kind, the detail given. */
 export function problem(kind: ProblemKind, detail: string, extra: Pick<Problem, 'field' | 'active_task' | 'rebuild'> = {}): Problem {

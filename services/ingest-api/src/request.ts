@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { objectKey, objectKeyProblem, RUNG_NAME, VIDEO_ID_PATTERN, VIDEO_ID_RULE } from '@mesh/common';
+import { TaskStatus } from './schemas.ts';
 
 /** The original service's snake_case names, and the camelCase spelling a body may use instead. */
 export const ALIASES = {
@@ -71,11 +72,26 @@ export const UploadRequest = z.strictObject({
 });
 export type UploadRequest = z.output<typeof UploadRequest>;
 
+/** POST /session: the dashboard signs in with a key, sent in the body (never in a URL). */
+export const SessionRequest = z.strictObject({
+  key: z.string().min(1).max(1024).describe('APP_API_KEY, or ADMIN_API_KEY for the operators\' actions'),
+});
+
+/** GET /video/encoding: a page of the task list. */
+export const TaskListQuery = z.strictObject({
+  state: TaskStatus.shape.state.optional().describe('only tasks in this state'),
+  search: z.string().trim().min(1).max(200).optional().describe('a task id (whole), or part of a video id or object key (any case)'),
+  before: z.iso.datetime().optional().describe('only tasks created before this time: next_before of the page before'),
+  limit: z.string().regex(/^\d{1,3}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(1).max(100)).optional().describe('tasks per page, 1 to 100 (default 25)'),
+});
+export type TaskListQuery = z.output<typeof TaskListQuery>;
+
 // ---- parameters --------------------------------------------------------------------------------
 
 export const TaskIdParam = z.string().describe('the task id POST /video/encoding answered (a UUID); anything else is an unknown task (404)');
 export const SeqParam = z.string().regex(/^\d+$/).describe('the dead letter\'s sequence number, from GET /admin/dead-letters');
 export const DocsFileParam = z.string().describe('one of the docs page\'s own files');
+export const DashboardFileParam = z.string().describe('one of the dashboard\'s own files, or the player\'s or chart library\'s');
 export const LastEventIdHeader = z.string().regex(/^\d{1,15}$/).describe('the id of the last event received: the stream goes on after it (an EventSource sends it when it reconnects)');
 
 // ---- reading bodies ----------------------------------------------------------------------------
@@ -113,6 +129,17 @@ export function parseUploadRequest(body: unknown): UploadRequest {
   return parseWith(UploadRequest, asObject(body === undefined ? {} : body));
 }
 
+export function parseSessionRequest(body: unknown): z.output<typeof SessionRequest> {
+  return parseWith(SessionRequest, asObject(body));
+}
+
+/** The query string of GET /video/encoding; a parameter given twice is refused, naming it. */
+export function parseTaskListQuery(query: Record<string, string | string[] | undefined>): TaskListQuery {
+  const twice = Object.keys(query).find((name) => Array.isArray(query[name]));
+  if (twice) throw new BadRequest(`${twice}: give it once`, twice);
+  return parseWith(TaskListQuery, query);
+}
+
 function asObject(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequest('body must be a JSON object');
   return body as Record<string, unknown>;
@@ -141,6 +168,8 @@ function describe(issue: z.core.$ZodIssue): string {
       return `must be at least ${issue.minimum}`;
     case 'too_big':
       return issue.origin === 'string' ? `must be at most ${issue.maximum} characters` : `must be at most ${issue.maximum}`;
+    case 'invalid_value':
+      return `must be one of ${issue.values.map(String).join(', ')}`;
     default:
       return issue.message;
   }

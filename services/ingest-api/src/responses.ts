@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import type { DeadLetter as DeadLetterType, QueueDepth as QueueDepthType } from '@mesh/bus';
 import type { RebuildState as RebuildStateType } from '@mesh/jobs';
+import { TaskStatus } from './schemas.ts';
 
 const at = z.iso.datetime();
 
@@ -60,3 +61,32 @@ export const RebuildState = z.object({
   error: z.string().optional(),
 }) satisfies z.ZodType<RebuildStateType>;
 export const RebuildAccepted = z.object({ rebuilding: z.literal(true), rebuild: RebuildState });
+
+/** GET /video/encoding: newest first. */
+export const TaskList = z.object({
+  tasks: z.array(TaskStatus),
+  next_before: at.nullable().describe('the created_at of the last task when there may be more: pass it as before for the next page; null at the end'),
+});
+
+/** The dashboard's session (GET and POST /session). */
+export const SessionInfo = z.discriminatedUnion('signed_in', [
+  z.object({
+    signed_in: z.literal(true),
+    role: z.enum(['client', 'admin']).describe("admin: the operators' key (ADMIN_API_KEY, or APP_API_KEY when none is set); client: APP_API_KEY"),
+    expires_at: at,
+    jaeger_ui_url: z.string().nullable().describe('where traces are shown (JAEGER_UI_URL), if set'),
+  }),
+  z.object({ signed_in: z.literal(false) }),
+]);
+
+/** GET /admin/queues/history: the last 15 minutes of queue depths, oldest first. */
+export const QueueHistory = z.object({
+  interval_sec: z.number().positive().describe('how often the queues are read'),
+  window_sec: z.number().positive().describe('how far back the samples go'),
+  samples: z.array(
+    z.object({
+      at,
+      queues: z.array(QueueDepth.pick({ consumer: true, pending: true, ack_pending: true, redelivered: true, waiting: true, attached: true })),
+    }),
+  ),
+});

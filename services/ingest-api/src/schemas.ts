@@ -18,6 +18,8 @@ export const StageStatus = z.strictObject({
   percent: z.number().min(0).max(100).optional(),
   code: z.string().optional(),
   reason: z.string().optional(),
+  /** The process that took the stage's latest delivery (host/pid). */
+  replica: z.string().optional().describe('the process that took the latest delivery of the stage: host/pid'),
 });
 
 export const TaskStatus = z.strictObject({
@@ -62,6 +64,8 @@ export const TaskStatus = z.strictObject({
       at: Time,
     }),
   ),
+  /** The W3C trace id of the request that started the current attempt: the job's trace (null for jobs from before it was kept). */
+  trace_id: z.string().regex(/^[0-9a-f]{32}$/).nullable(),
   created_at: Time,
   playable_at: Time.nullable(),
   completed_at: Time.nullable(),

@@ -179,9 +179,9 @@ describe('routes and methods that do not exist', () => {
   });
 
   it('answers a method the path does not take 405, naming those it takes in Allow', async () => {
-    const res = await call('/video/encoding', { method: 'DELETE', headers: { ApiKey: KEY } });
+    const res = await call('/uploads', { method: 'DELETE', headers: { ApiKey: KEY } });
     expect(res.headers.get('allow')).toBe('POST');
-    await expectProblem(res, 'method-not-allowed', '/video/encoding takes POST, not DELETE');
+    await expectProblem(res, 'method-not-allowed', '/uploads takes POST, not DELETE');
     await expectProblem(await get('/uploads'), 'method-not-allowed', '/uploads takes POST, not GET');
   });
 

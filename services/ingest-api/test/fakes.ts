@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { createLogger, type JobSpec } from '@mesh/common';
 import { applyEvent, JobConflictError, JobNotFoundError, JobUnavailableError, OutputBusyError, toApiResponse, type JobView } from '@mesh/jobs';
 import { createApp, type ApiDeps } from '../src/app.ts';
+import { sessionSigner } from '../src/session.ts';
 
 export const KEY = 'test-key-123';
 export const ADMIN = 'admin-key-456';
@@ -14,6 +15,9 @@ export const BUSY_KEY = 'videos/busy.mp4';
 export const BUSY_TASK = '11111111-1111-4111-8111-111111111111';
 /** Cancelling this task fails with an error of our own (500); retrying it cannot be queued now (503). */
 export const BROKEN_TASK = '22222222-2222-4222-8222-222222222222';
+/** The bytes every thumbnail the fakes have reads as: a JPEG's start. */
+export const THUMBNAIL = Uint8Array.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 0xff, 0xd9]);
+export const SESSION_SECRET = 'fake-session-secret-0123456789abcdef';
 
 export interface FakeApi {
   base: string;
@@ -30,6 +34,8 @@ export function fakeDeps(o: Partial<ApiDeps> = {}): Pick<FakeApi, 'deps' | 'subm
   const deps: ApiDeps = {
     apiKey: KEY,
     adminApiKey: ADMIN,
+    sessions: sessionSigner({ secret: SESSION_SECRET, apiKey: KEY, adminApiKey: o.adminApiKey === undefined && 'adminApiKey' in o ? undefined : ADMIN, ttlSec: 3600 }),
+    jaegerUiUrl: 'http://jaeger.test:16686',
     log: createLogger('test', 'silent'),
     jobs: {
       submit: async (spec) => {
@@ -38,6 +44,14 @@ export function fakeDeps(o: Partial<ApiDeps> = {}): Pick<FakeApi, 'deps' | 'subm
         views.set(spec.jobId, applyEvent(null, { type: 'job.created', jobId: spec.jobId, at: new Date().toISOString(), spec }, 1)!);
       },
       get: async (id) => views.get(id) ?? null,
+      // What the store's list does, over the views in memory.
+      list: async (q) =>
+        [...views.values()]
+          .filter((v) => (!q.state || v.state === q.state) && (!q.before || v.createdAt < q.before))
+          .filter((v) => !q.search || v._id === q.search.toLowerCase() || [v.videoId, v.objectKey].some((f) => f.toLowerCase().includes(q.search!.toLowerCase())))
+          .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+          .slice(0, q.limit),
+      thumbnail: async (ref) => (ref.key === 'missing' ? null : THUMBNAIL),
       retry: async (id) => {
         if (id === BROKEN_TASK) throw new JobUnavailableError('the retry could not be queued (NATS is away); nothing changed, try again');
         const view = views.get(id);
@@ -58,6 +72,11 @@ export function fakeDeps(o: Partial<ApiDeps> = {}): Pick<FakeApi, 'deps' | 'subm
       redrive: async (seq) => {
         throw new JobNotFoundError(`dead letter ${seq}`);
       },
+      queueHistory: () => ({
+        intervalMs: 10_000,
+        windowMs: 900_000,
+        samples: [{ at: '2026-11-30T10:00:00.000Z', queues: [{ consumer: 'downloader', pending: 2, ack_pending: 1, redelivered: 0, waiting: 0, attached: true }] }],
+      }),
     },
     bodyLimitBytes: 1024,
     ...o,
