@@ -7,6 +7,9 @@
  * schemas and give each pod only its secrets, no service account token and only the traffic it needs; KEDA
  * scales the transcoders on work waiting or held and scales in slowly into a drain long enough to finish an
  * encode; NATS comes from the official Helm chart with values the chart knows.
+ * Any preset ladder runs on the committed files: the NATS users allow every preset's rungs (checked on a
+ * live nats-server too), and both compose (profile web-ladder) and deploy/k8s (ladder-web.yaml) run a
+ * transcoder for every rung of the web ladder, with the same LADDER_FILE for every service that reads it.
  *
  * Compose is checked on what Debian's `docker-compose config` (1.29) renders, parsed as YAML; the Caddyfile
  * with `caddy adapt` and a live Caddy between stand-ins on loopback; the NATS config with `nats-server -t`.
@@ -26,14 +29,57 @@ import { ConfigMap, Service } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
-import { natsHelmValues, natsPasswordVariable, natsSecretName, natsUserOf, NATS_USERS, renderUsersConf } from '@mesh/bus';
-import { commonConfig, mapLimit, natsAuth, workRoute } from '@mesh/common';
-import { REPO_ROOT, SERVICES } from '@mesh/testkit';
+import { PermissionViolationError } from '@nats-io/transport-node';
+import { closeBus, connectBus, ensureConsumer, ensureStream, natsHelmValues, natsPasswordVariable, natsSecretName, natsUserOf, NATS_USERS, permissionsOf, renderUsersConf, STREAMS } from '@mesh/bus';
+import { commonConfig, createLogger, DEFAULT_LADDER, deployedRungs, ladderConfig, mapLimit, natsAuth, presetLadders, transcoderOf, workRoute } from '@mesh/common';
+import { freePort, REPO_ROOT, SERVICES } from '@mesh/testkit';
 
 const run = promisify(execFile);
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Obj = Record<string, any>;
 type Name = (typeof SERVICES)[number];
+
+const LADDERS = join(REPO_ROOT, 'ladders');
+/** Every rung of every preset ladder (and the default): what the committed deployment files are ready for. */
+const RUNGS = deployedRungs(LADDERS, {}).map((r) => r.name);
+/** The web preset's rungs. */
+const WEB = ladderConfig({ LADDER_FILE: join(LADDERS, 'web.json') }).rungs.map((r) => r.name);
+/** The transcoders the web ladder adds to the default deployment: one for each rung no default transcoder takes. */
+const WEB_TRANSCODERS = WEB.map(transcoderOf).filter((n) => !(SERVICES as readonly string[]).includes(n));
+/** What a service runs: its own main.ts, or (a transcoder of another rung) the shared transcoder's. */
+const entryOf = (name: string) => `services/${(SERVICES as readonly string[]).includes(name) ? name : 'transcoder'}/src/main.ts`;
+/** The rungs a transcoder encodes: RENDITIONS, else the defaults its main.ts passes (transcoder-720: 720p). */
+const rungsOf = (entry: string, renditions: string | undefined): string[] =>
+  (renditions ?? /defaults: \[([^\]]*)\]/.exec(readFileSync(join(REPO_ROOT, entry), 'utf8'))![1]!.replaceAll("'", '')).split(',').map((r) => r.trim()).filter(Boolean);
+
+/** The files a service's main.ts loads, following relative and workspace imports, and the packages they import (with an importer). */
+function modulesOf(entries: string[]): { files: Set<string>; packages: Map<string, string> } {
+  const files = new Set<string>();
+  const packages = new Map<string, string>();
+  const visit = (file: string) => {
+    if (files.has(file)) return;
+    files.add(file);
+    const src = readFileSync(file, 'utf8');
+    const specs = [
+      // Type-only imports are erased: they load nothing.
+      ...[...src.matchAll(/^\s*(?:import|export)\s+(?!type\b)[^'";]*?from\s+'([^']+)'/gm)].map((m) => m[1]!),
+      ...[...src.matchAll(/^\s*import\s+'([^']+)'/gm)].map((m) => m[1]!),
+      ...[...src.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)].map((m) => m[1]!),
+      ...[...src.matchAll(/require\.resolve\(\s*'([^']+)'\s*\)/g)].map((m) => m[1]!),
+    ];
+    for (const spec of specs) {
+      if (spec.startsWith('node:')) continue;
+      if (spec.startsWith('.')) visit(resolve(dirname(file), spec));
+      else if (spec.startsWith('@mesh/')) visit(join(REPO_ROOT, 'libs', spec.slice('@mesh/'.length), 'src', 'index.ts'));
+      else packages.set(spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/'), file);
+    }
+  };
+  for (const entry of entries) visit(join(REPO_ROOT, entry));
+  return { files, packages };
+}
+/** Whether the service running `entry` reads the rendition ladder (LADDER, LADDER_FILE, FIRST_RENDITION): it, or a lib it loads, calls ladderConfig. */
+const LADDER_MODULE = join(REPO_ROOT, 'libs/common/src/ladder.ts');
+const readsLadder = (entry: string) => [...modulesOf([entry]).files].some((f) => f !== LADDER_MODULE && readFileSync(f, 'utf8').includes('ladderConfig('));
 
 const NATS_NODES = ['nats-1', 'nats-2', 'nats-3'];
 const INFRA = [...NATS_NODES, 'mongodb', 'minio', 'minio-init', 'otel-collector', 'jaeger', 'proxy'];
@@ -56,7 +102,7 @@ const isSecret = (name: string) => /KEY|SECRET|PASSWORD|ROOT_USER/.test(name);
 
 /** The secrets each service gets, in compose and in Kubernetes alike. */
 const S3_KEYS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
-const SECRETS_OF = (name: Name): string[] => [
+const SECRETS_OF = (name: string): string[] => [
   ...(name === 'ingest-api' ? ['APP_API_KEY', 'ADMIN_API_KEY', ...S3_KEYS] : name === 'notifier' ? ['MAIN_API_KEY', 'WEBHOOK_SECRET'] : S3_KEYS),
   'NATS_PASSWORD',
 ];
@@ -94,7 +140,15 @@ const refusal = (env: Record<string, string>) =>
 let services: string[];
 let config: Obj;
 let scaled: Obj;
+/** Rendered as deploy/README.md says to run the web ladder, with TRANSCODER_1080_REPLICAS=2. */
+let web: Obj;
 let missing: Record<string, string | undefined>;
+/** The documented command for the web ladder: `LADDER_FILE=<file> docker-compose --profile <profile> up -d`. */
+const WEB_COMMAND = /LADDER_FILE=(\S+) docker-compose --profile ([\w-]+) up -d/;
+const webCommand = () => {
+  const m = WEB_COMMAND.exec(text('deploy/README.md'))!;
+  return { command: m[0], ladderFile: m[1]!, profile: m[2]! };
+};
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'deploy-'));
@@ -102,11 +156,13 @@ beforeAll(async () => {
   await writeFile(envFile, '');
   const without = (name: string) => Object.fromEntries(Object.entries(REQUIRED).filter(([k]) => k !== name));
   // A few at a time: each is a Python process, and a loaded machine would time the rest out.
-  const [list, rendered, scaledRendered, ...refusals] = await mapLimit(
+  const { ladderFile, profile } = webCommand();
+  const [list, rendered, scaledRendered, webRendered, ...refusals] = await mapLimit(
     [
       () => compose(['config', '--services'], REQUIRED),
       () => compose(['config'], REQUIRED),
       () => compose(['config'], { ...REQUIRED, TRANSCODER_720_REPLICAS: '3', PUBLISH_ADDRESS: '0.0.0.0', HTTPS_PORT: '8443', API_PUBLISH_ADDRESS: '10.0.0.5' }),
+      () => compose(['--profile', profile, 'config'], { ...REQUIRED, LADDER_FILE: ladderFile, TRANSCODER_1080_REPLICAS: '2' }),
       ...Object.keys(REQUIRED).map((name) => () => refusal(without(name))),
     ],
     4,
@@ -115,6 +171,7 @@ beforeAll(async () => {
   services = list!.split('\n').filter(Boolean);
   config = parse(rendered!) as Obj;
   scaled = parse(scaledRendered!) as Obj;
+  web = parse(webRendered!) as Obj;
   missing = Object.fromEntries(Object.keys(REQUIRED).map((name, i) => [name, refusals[i]]));
 }, 120_000);
 
@@ -126,8 +183,12 @@ const svc = (name: string): Obj => config['services'][name];
 const envOf = (name: string): Record<string, string> => svc(name)['environment'] ?? {};
 
 describe('docker-compose.yml', () => {
-  it('has the eight services and the infrastructure', () => {
-    expect(new Set(services)).toEqual(new Set([...SERVICES, ...INFRA]));
+  it('has the eight services and the infrastructure, and in a profile the transcoders of the web ladder\'s other rungs', () => {
+    // docker-compose 1.29 lists (and renders) every service; `up` starts a profile's only when asked.
+    expect(new Set(services)).toEqual(new Set([...SERVICES, ...INFRA, ...WEB_TRANSCODERS]));
+    const profiled = Object.entries(config['services'] as Record<string, Obj>).filter(([, s]) => s['profiles']);
+    expect(sorted(profiled.map(([name]) => name))).toEqual(sorted(WEB_TRANSCODERS));
+    for (const [name, s] of profiled) expect(s['profiles'], name).toEqual([webCommand().profile]);
   });
 
   it.each(SERVICES)('%s runs its main.ts from the shared image, named for tracing, on every NATS node', (name) => {
@@ -285,16 +346,178 @@ describe('docker-compose.yml', () => {
     expect(refused).toMatch(/NATS_PASSWORD_UPLOADER/);
   });
 
-  it('the NATS users are what libs/bus/src/permissions.ts renders (npm run nats:users)', () => {
-    expect(text('deploy/nats/users.conf')).toBe(renderUsersConf());
+  it('the NATS users are what libs/bus/src/permissions.ts renders for every preset\'s rungs (npm run nats:users)', () => {
+    expect(text('deploy/nats/users.conf')).toBe(renderUsersConf(deployedRungs(LADDERS, {})));
     // Passwords only by reference: no secret in the file.
     expect([...text('deploy/nats/users.conf').matchAll(/password: (.*)/g)].map((m) => m[1])).toEqual(NATS_USERS.map((u) => `$${natsPasswordVariable(u)}`));
+  });
+
+  describe('for any preset ladder', () => {
+    /** The transcoder user as the rendered files have it: users.conf's block, and the Helm values' entry. */
+    const renderedTranscoder = () => {
+      const conf = text('deploy/nats/users.conf');
+      const block = conf.slice(conf.indexOf('user: "transcoder"'), conf.indexOf('user: "packager"'));
+      const [publish, subscribe] = block.split(/subscribe: \{/).map((part) => [...part.matchAll(/^\s+"([^"]+)"$/gm)].map((m) => m[1]!));
+      const helm = (parse(text('deploy/nats/values.yaml')) as Obj)['config'].merge.authorization.users.find((u: Obj) => u['user'] === 'transcoder');
+      return { conf: { publish: publish!, subscribe: subscribe! }, helm: { publish: helm.permissions.publish.allow as string[], subscribe: helm.permissions.subscribe.allow as string[] } };
+    };
+
+    it('the rungs rendered are every preset\'s in ladders/*.json and the default, each once, plus LADDER\'s when set', () => {
+      const files = readdirSync(LADDERS).filter((f) => f.endsWith('.json'));
+      expect(files).toEqual(expect.arrayContaining(['default.json', 'web.json']));
+      const named = files.flatMap((f) => (JSON.parse(text('ladders', f)) as { name: string }[]).map((r) => r.name));
+      expect(sorted(RUNGS)).toEqual(sorted(new Set([...named, ...DEFAULT_LADDER.map((r) => r.name)])));
+      expect(presetLadders(LADDERS).map((p) => p.file)).toEqual(sorted(files));
+      const own = [{ name: '2160p', shortSide: 2160, videoKbps: 16000, maxKbps: 17000, bufKbps: 34000, preset: 'veryfast', profile: 'high', audioKbps: 128 }];
+      expect(deployedRungs(LADDERS, { LADDER: JSON.stringify(own) }).map((r) => r.name)).toEqual(['2160p', ...RUNGS]);
+    });
+
+    it('every rung of every preset has a consumer the rendered transcoder user may use', () => {
+      const rendered = renderedTranscoder();
+      for (const ladder of [DEFAULT_LADDER, ...presetLadders(LADDERS).map((p) => p.rungs)]) {
+        const wanted = permissionsOf('transcoder', ladder);
+        for (const [where, user] of Object.entries(rendered)) {
+          expect(wanted.publish.filter((x) => !user.publish.includes(x)), where).toEqual([]);
+          expect(wanted.subscribe.filter((x) => !user.subscribe.includes(x)), where).toEqual([]);
+        }
+        for (const { name } of ladder) {
+          const { consumer, subject } = workRoute('transcode', name);
+          expect(rendered.conf.publish).toContain(`$JS.API.CONSUMER.CREATE.${STREAMS.work.name}.${consumer}.${subject}`);
+        }
+      }
+    });
+
+    it('npm run nats:users -- --check passes on the committed files, and fails naming both for a ladder they do not cover', async () => {
+      const script = join(REPO_ROOT, 'scripts/nats-users.ts');
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !['LADDER', 'LADDER_FILE', 'FIRST_RENDITION'].includes(k)));
+      await run(process.execPath, [script, '--check'], { cwd: REPO_ROOT, env: clean, timeout: 30_000 });
+      const own = JSON.stringify([{ name: '2160p', shortSide: 2160, videoKbps: 16000, maxKbps: 17000, bufKbps: 34000, preset: 'veryfast', profile: 'high', audioKbps: 128 }]);
+      const failed = await run(process.execPath, [script, '--check'], { cwd: REPO_ROOT, env: { ...clean, LADDER: own }, timeout: 30_000 }).then(
+        () => undefined,
+        (err: { code?: number; stderr?: string }) => err,
+      );
+      expect(failed?.code).toBe(1);
+      expect(failed?.stderr).toContain('deploy/nats/users.conf is not what');
+      expect(failed?.stderr).toContain('deploy/nats/values.yaml is not what');
+      expect(failed?.stderr).toContain('2160p');
+    });
+
+    it('a nats-server running the rendered users.conf lets the transcoder user consume every rung\'s work, and no other', async () => {
+      const storeDir = join(dir, 'nats-users');
+      const [port, monitor] = [await freePort(), await freePort()];
+      const server = spawn('nats-server', ['-c', join(REPO_ROOT, 'deploy/nats/users.conf'), '-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)], {
+        stdio: 'ignore',
+        env: { ...process.env, ...NATS_PASSWORDS() },
+      });
+      const log = createLogger('deploy-test', 'silent');
+      try {
+        for (let i = 0; i < 200; i++) {
+          if (server.exitCode !== null) throw new Error(`nats-server exited with ${server.exitCode}`);
+          if (await fetch(`http://127.0.0.1:${monitor}/healthz?js-enabled-only=true`).then((r) => r.ok, () => false)) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const bus = await connectBus({ url: `nats://127.0.0.1:${port}`, name: 'deploy-test', log, auth: { user: 'transcoder', password: REQUIRED[natsPasswordVariable('transcoder')]! } });
+        try {
+          await ensureStream(bus.jsm, STREAMS.work, { update: false });
+          for (const rung of RUNGS) {
+            const { consumer, subject } = workRoute('transcode', rung);
+            // As the transcoder does at start (libs/bus worker), then a message handed back, pulled and acked.
+            await ensureConsumer(bus.jsm, { stream: STREAMS.work.name, durable: consumer, filterSubject: subject, ackWaitMs: 30_000, maxDeliver: 5, maxAckPending: 1 });
+            await bus.js.publish(subject, rung);
+            const msg = await (await bus.js.consumers.get(STREAMS.work.name, consumer)).next({ expires: 5000 });
+            expect(msg?.string(), rung).toBe(rung);
+            await msg!.ackAck();
+          }
+          // A rung of no preset: refused, as another stage's consumer would be.
+          const other = workRoute('transcode', '2160p');
+          const err = await ensureConsumer(bus.jsm, { stream: STREAMS.work.name, durable: other.consumer, filterSubject: other.subject, ackWaitMs: 30_000, maxDeliver: 5, maxAckPending: 1 }).then(
+            () => undefined,
+            (e: unknown) => (e instanceof Error && e.cause instanceof PermissionViolationError ? e.cause : e),
+          );
+          expect(err).toBeInstanceOf(PermissionViolationError);
+          expect(err).toMatchObject({ subject: `$JS.API.CONSUMER.INFO.${STREAMS.work.name}.${other.consumer}` });
+        } finally {
+          await closeBus(bus);
+        }
+      } finally {
+        if (server.exitCode === null) {
+          const exited = new Promise((ok) => server.once('exit', ok));
+          server.kill('SIGTERM');
+          await exited;
+        }
+      }
+    });
   });
 
   it('scales transcoder-720 from TRANSCODER_720_REPLICAS', () => {
     expect(svc('transcoder-720')['deploy']['replicas']).toBe(1);
     expect(scaled['services']['transcoder-720']['deploy']['replicas']).toBe(3);
     expect(scaled['services']['transcoder-360']['deploy']['replicas']).toBe(1);
+  });
+
+  describe('the web ladder (profile web-ladder, LADDER_FILE)', () => {
+    /** The transcoders a render runs (every service, profiles included) and the rungs each takes. */
+    const transcoders = (cfg: Obj) =>
+      Object.entries(cfg['services'] as Record<string, Obj>)
+        .filter(([name]) => name.startsWith('transcoder-'))
+        .map(([name, s]) => ({ name, profiled: Boolean(s['profiles']), rungs: rungsOf(s['command'][1], s['environment']['RENDITIONS']) }));
+
+    it('is one command, in deploy/README.md and the compose file\'s header', () => {
+      expect(WEB_TRANSCODERS).toEqual(['transcoder-1080', 'transcoder-480', 'transcoder-240']);
+      expect(text('docker-compose.yml')).toContain(`#   ${webCommand().command}\n`);
+    });
+
+    it.each(WEB_TRANSCODERS)('%s runs the shared transcoder code on its rung (RENDITIONS) as the transcoder NATS user, otherwise as transcoder-720', (name) => {
+      const s = svc(name);
+      const rung = WEB.find((r) => transcoderOf(r) === name)!;
+      expect(s['command']).toEqual(['node', 'services/transcoder/src/main.ts']);
+      expect(existsSync(join(REPO_ROOT, s['command'][1]))).toBe(true);
+      expect(envOf(name)['RENDITIONS']).toBe(rung);
+      expect(envOf(name)['OTEL_SERVICE_NAME']).toBe(name);
+      expect(natsAuth(envOf(name))).toEqual({ user: 'transcoder', password: REQUIRED[natsPasswordVariable('transcoder')] });
+      expect(sorted(Object.keys(envOf(name)).filter(isSecret))).toEqual(sorted(SECRETS_OF(name)));
+      // Everything else as transcoder-720: image, restart, drain, NATS nodes, S3, the ladder, secrets.
+      const { RENDITIONS: _r, OTEL_SERVICE_NAME: _n, ...env } = envOf(name);
+      const { OTEL_SERVICE_NAME: _m, ...env720 } = envOf('transcoder-720');
+      expect(env).toEqual(env720);
+      const { command: _c, environment: _e, profiles: _p, deploy: _d, ...rest } = s;
+      const { command: _c7, environment: _e7, deploy: _d7, ...rest720 } = svc('transcoder-720');
+      expect(rest).toEqual(rest720);
+    });
+
+    it('scales each from TRANSCODER_<N>_REPLICAS', () => {
+      for (const name of WEB_TRANSCODERS) expect(svc(name)['deploy']['replicas'], name).toBe(1);
+      expect(web['services']['transcoder-1080']['deploy']['replicas']).toBe(2);
+      expect(text('docker-compose.yml')).toContain('replicas: ${TRANSCODER_1080_REPLICAS:-1}');
+    });
+
+    it('every service that reads the ladder gets LADDER_FILE and FIRST_RENDITION, empty (the default ladder) unless set', () => {
+      const mesh = Object.entries(config['services'] as Record<string, Obj>).filter(([, s]) => s['command']?.[0] === 'node');
+      const readers = mesh.filter(([, s]) => readsLadder(s['command'][1])).map(([name]) => name);
+      expect(sorted(readers)).toEqual(sorted(['ingest-api', 'downloader', 'transcoder-720', 'transcoder-360', ...WEB_TRANSCODERS]));
+      const given = (cfg: Obj, key: string) => mesh.filter(([name]) => key in (cfg['services'][name]['environment'] ?? {})).map(([name]) => name);
+      for (const key of ['LADDER_FILE', 'FIRST_RENDITION']) {
+        expect(sorted(given(config, key)), key).toEqual(sorted(readers));
+        for (const name of readers) expect(config['services'][name]['environment'][key], `${name} ${key}`).toBe('');
+      }
+      for (const name of readers) expect(web['services'][name]['environment']['LADDER_FILE'], name).toBe(webCommand().ladderFile);
+      // Empty is unset for the services: the default ladder.
+      expect(ladderConfig(envOf('downloader')).rungs).toEqual(DEFAULT_LADDER);
+    });
+
+    it('by default the default transcoders take the default ladder; with the documented command every rung has its transcoder', () => {
+      const byDefault = transcoders(config).filter((t) => !t.profiled);
+      expect(sorted(byDefault.flatMap((t) => t.rungs))).toEqual(sorted(ladderConfig(envOf('downloader')).rungs.map((r) => r.name)));
+      // As the image resolves LADDER_FILE: from its working directory, a copy of the repo's ladders/.
+      const env = web['services']['downloader']['environment'] as Record<string, string>;
+      const ladder = ladderConfig({ ...env, LADDER_FILE: join(REPO_ROOT, env['LADDER_FILE']!) });
+      expect(ladder.rungs.map((r) => r.name)).toEqual(WEB);
+      const all = transcoders(web);
+      expect(sorted(all.flatMap((t) => t.rungs))).toEqual(sorted(WEB));
+      // Each named after its rung's consumer, which it consumes.
+      for (const t of all) expect(t.rungs.map(transcoderOf), t.name).toEqual([t.name]);
+      expect(ladder.first).toBe('720p');
+    });
   });
 });
 
@@ -461,33 +684,20 @@ describe('image', () => {
   });
 
   it('every package the services import at run time is a dependency, not a devDependency', () => {
-    /** Bare specifiers of the modules each service loads, following relative and workspace imports. */
-    const seen = new Set<string>();
-    const packages = new Map<string, string>();
-    const visit = (file: string) => {
-      if (seen.has(file)) return;
-      seen.add(file);
-      const src = readFileSync(file, 'utf8');
-      const specs = [
-        // Type-only imports are erased: they load nothing.
-        ...[...src.matchAll(/^\s*(?:import|export)\s+(?!type\b)[^'";]*?from\s+'([^']+)'/gm)].map((m) => m[1]!),
-        ...[...src.matchAll(/^\s*import\s+'([^']+)'/gm)].map((m) => m[1]!),
-        ...[...src.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)].map((m) => m[1]!),
-        ...[...src.matchAll(/require\.resolve\(\s*'([^']+)'\s*\)/g)].map((m) => m[1]!),
-      ];
-      for (const spec of specs) {
-        if (spec.startsWith('node:')) continue;
-        if (spec.startsWith('.')) visit(resolve(dirname(file), spec));
-        else if (spec.startsWith('@mesh/')) visit(join(REPO_ROOT, 'libs', spec.slice('@mesh/'.length), 'src', 'index.ts'));
-        else packages.set(spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/'), file);
-      }
-    };
-    for (const name of SERVICES) visit(join(REPO_ROOT, 'services', name, 'src', 'main.ts'));
+    const { files: seen, packages } = modulesOf([...new Set([...SERVICES, ...WEB_TRANSCODERS].map(entryOf))]);
     expect(seen.size).toBeGreaterThan(SERVICES.length * 2);
     expect([...seen].filter((f) => f.includes('/libs/testkit/'))).toEqual([]);
     expect(packages.has('shaka-packager')).toBe(true);
     const notInDependencies = [...packages].filter(([name]) => !(name in pkg.dependencies)).map(([name, from]) => `${name} (${from})`);
     expect(notInDependencies).toEqual([]);
+  });
+
+  it('holds the preset ladders in its working directory, so LADDER_FILE=ladders/web.json resolves there', () => {
+    expect(dockerfile()).toMatch(/^WORKDIR \/app$/m);
+    expect(dockerfile()).toMatch(/^COPY ladders\/ ladders\/$/m);
+    const ignored = text('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    expect(ignored.filter((l) => /^(\*\*\/)?ladders|^\*\.json$/.test(l))).toEqual([]);
+    expect(webCommand().ladderFile).toBe('ladders/web.json');
   });
 
   it('keeps .env out of the build context', () => {
@@ -523,6 +733,10 @@ describe('deploy/k8s', () => {
   const podSpec = (name: string): Obj => find('Deployment', name)!['spec'].template.spec;
   const configData = (): Record<string, string> => find('ConfigMap', 'video-mesh-config')!['data'];
   const readme = () => text('deploy/README.md');
+  /** The Deployments of services.yaml and of the web ladder's other rungs (ladder-web.yaml). */
+  const K8S_SERVICES = [...SERVICES, ...WEB_TRANSCODERS];
+  const deployments = () => all.filter((m) => m['kind'] === 'Deployment');
+  const fromFile = (file: string) => parseAllDocuments(text('deploy/k8s', file)).map((d) => d.toJS() as Obj).filter(Boolean);
 
   beforeAll(async () => {
     all = [];
@@ -543,10 +757,10 @@ describe('deploy/k8s', () => {
     }
   });
 
-  it.each(SERVICES)('%s: a Deployment that runs its main.ts from the shared image, drains, and runs unprivileged without a token', (name) => {
+  it.each(K8S_SERVICES)('%s: a Deployment that runs its main.ts from the shared image, drains, and runs unprivileged without a token', (name) => {
     const spec = podSpec(name);
     const [c] = spec['containers'];
-    expect(c.command).toEqual(['node', `services/${name}/src/main.ts`]);
+    expect(c.command).toEqual(['node', entryOf(name)]);
     expect(existsSync(join(REPO_ROOT, c.command[1]))).toBe(true);
     expect(c.image).toBe('video-mesh:latest');
     expect(c.env).toContainEqual({ name: 'OTEL_SERVICE_NAME', value: name });
@@ -565,7 +779,7 @@ describe('deploy/k8s', () => {
     expect(c.readinessProbe).toBeDefined();
   });
 
-  it.each(SERVICES)('%s gets only the secrets it uses, key by key', (name) => {
+  it.each(K8S_SERVICES)('%s gets only the secrets it uses, key by key', (name) => {
     const [c] = podSpec(name)['containers'];
     expect(c.envFrom).toEqual([{ configMapRef: { name: 'video-mesh-config' } }]);
     const refs = (c.env as Obj[]).filter((e) => e['valueFrom']);
@@ -574,7 +788,7 @@ describe('deploy/k8s', () => {
     for (const e of refs) expect(Boolean(e['valueFrom'].secretKeyRef.optional), e['name']).toBe(OPTIONAL.includes(e['name']));
   });
 
-  it.each(SERVICES)('%s logs in to NATS as its own user, with the password from that user\'s Secret', (name) => {
+  it.each(K8S_SERVICES)('%s logs in to NATS as its own user, with the password from that user\'s Secret', (name) => {
     const env = podSpec(name)['containers'][0].env as Obj[];
     const user = natsUserOf(name);
     expect(env).toContainEqual({ name: 'NATS_USER', value: user });
@@ -588,7 +802,7 @@ describe('deploy/k8s', () => {
       ),
     );
     const read = new Set(
-      SERVICES.flatMap((n) => (podSpec(n)['containers'][0].env as Obj[]).filter((e) => e['valueFrom']).map((e) => `${e['valueFrom'].secretKeyRef.name}/${e['valueFrom'].secretKeyRef.key}`)),
+      deployments().flatMap((d) => (d['spec'].template.spec.containers[0].env as Obj[]).filter((e) => e['valueFrom']).map((e) => `${e['valueFrom'].secretKeyRef.name}/${e['valueFrom'].secretKeyRef.key}`)),
     );
     expect(created).toEqual(read);
   });
@@ -644,18 +858,27 @@ describe('deploy/k8s', () => {
     const DNS = ['out UDP/53', 'out TCP/53'].map((l) => `${l} ns{kubernetes.io/metadata.name=kube-system} pods{k8s-app=kube-dns}`);
     const EVERY = [...DNS, `out TCP/4222 ${NATS}`, 'out TCP/4318 any', `in TCP/9464 ${MONITORING}`];
     const S3 = ['out TCP/443 any', 'out TCP/9000 any'];
-    const EXPECTED = (name: Name): string[] =>
+    const EXPECTED = (name: string): string[] =>
       name === 'ingest-api' ? [...EVERY, ...S3, 'in TCP/8000 any', 'out TCP/27017 any'] : name === 'notifier' ? [...EVERY, 'out TCP/443 any'] : [...EVERY, ...S3];
 
     it('deny everything in and out of every video-mesh pod by default', () => {
       const deny = policies().filter((p) => !p['spec'].ingress && !p['spec'].egress);
       expect(deny).toHaveLength(1);
       expect(deny[0]!['spec'].policyTypes).toEqual(['Ingress', 'Egress']);
-      for (const name of SERVICES) expect(selects(deny[0]!['spec'].podSelector, labelsOf(name)), name).toBe(true);
+      for (const d of deployments()) expect(selects(deny[0]!['spec'].podSelector, d['spec'].template.metadata.labels), d['metadata'].name).toBe(true);
     });
 
-    it.each(SERVICES)('%s may make and take only the connections it needs', (name) => {
+    it.each(K8S_SERVICES)('%s may make and take only the connections it needs', (name) => {
       expect(sorted(allowed(labelsOf(name)))).toEqual(sorted(EXPECTED(name)));
+    });
+
+    it('select every transcoder by its component label, so a rung added needs no policy edited', () => {
+      const transcoders = deployments().filter((d) => d['metadata'].name.startsWith('transcoder-'));
+      expect(transcoders.length).toBe(RUNGS.length);
+      for (const d of transcoders) expect(d['spec'].template.metadata.labels['app.kubernetes.io/component'], d['metadata'].name).toBe('transcoder');
+      expect(JSON.stringify(policies())).not.toMatch(/transcoder-/);
+      // A transcoder of a rung no file names yet gets what every transcoder gets.
+      expect(sorted(allowed({ ...labelsOf('transcoder-720'), 'app.kubernetes.io/name': 'transcoder-2160' }))).toEqual(sorted(EXPECTED('transcoder-2160')));
     });
 
     it("the chart's NATS pods take clients from the mesh only, routes from each other, monitoring from Prometheus", () => {
@@ -671,10 +894,70 @@ describe('deploy/k8s', () => {
     });
   });
 
+  describe('the web ladder (ladder-web.yaml, LADDER_FILE in config.yaml)', () => {
+    /** Name-independent: a manifest of transcoder-<rung> as it reads for transcoder-720. */
+    const as720 = (m: Obj, name: string) => JSON.parse(JSON.stringify(m).replaceAll(`"${name}"`, '"transcoder-720"').replaceAll(`\\"${name}\\"`, '\\"transcoder-720\\"')) as Obj;
+    /** Requests in cores, limits in MiB. */
+    const cores = (q: string) => (q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q));
+    const mib = (q: string) => Number(q.replace(/(Gi|Mi)$/, '')) * (q.endsWith('Gi') ? 1024 : 1);
+
+    it('holds a Deployment and a ScaledObject for each of the web ladder\'s other rungs, and nothing else', () => {
+      const docs = fromFile('ladder-web.yaml');
+      expect(sorted(docs.map((m) => `${m['kind']}/${m['metadata'].name}`))).toEqual(sorted(WEB_TRANSCODERS.flatMap((n) => [`Deployment/${n}`, `ScaledObject/${n}`])));
+    });
+
+    it.each(WEB_TRANSCODERS)('%s is transcoder-720 with its rung: the shared code, RENDITIONS, resources for the rung', (name) => {
+      const rung = WEB.find((r) => transcoderOf(r) === name)!;
+      const d = find('Deployment', name)!;
+      const [c] = d['spec'].template.spec.containers;
+      expect(c.command).toEqual(['node', 'services/transcoder/src/main.ts']);
+      expect((c.env as Obj[]).filter((e) => e['name'] === 'RENDITIONS')).toEqual([{ name: 'RENDITIONS', value: rung }]);
+      // The rest as transcoder-720's: labels, security, secrets, drain, probes, ports, volumes.
+      const same = as720(d, name);
+      const ref = find('Deployment', 'transcoder-720')!;
+      const sc = same['spec'].template.spec;
+      const rc = ref['spec'].template.spec;
+      sc.containers[0].command = rc.containers[0].command;
+      sc.containers[0].env = (sc.containers[0].env as Obj[]).filter((e) => e['name'] !== 'RENDITIONS');
+      sc.containers[0].resources = rc.containers[0].resources;
+      sc.volumes[0].emptyDir = rc.volumes[0].emptyDir;
+      same['spec'].replicas = ref['spec'].replicas;
+      expect(same).toEqual(ref);
+      // Its ScaledObject is transcoder-720's on its own consumer.
+      expect(as720(find('ScaledObject', name)!, name)).toEqual(find('ScaledObject', 'transcoder-720'));
+    });
+
+    it('gives a larger rung no fewer cores and no less memory', () => {
+      const byRung = deployedRungs(LADDERS, {}).map((r) => podSpec(transcoderOf(r.name))['containers'][0].resources as Obj);
+      for (let i = 1; i < byRung.length; i++) {
+        expect(cores(byRung[i - 1]!['requests'].cpu)).toBeGreaterThanOrEqual(cores(byRung[i]!['requests'].cpu));
+        expect(mib(byRung[i - 1]!['limits'].memory)).toBeGreaterThanOrEqual(mib(byRung[i]!['limits'].memory));
+      }
+      // Whole cores, as the README advises for encodes.
+      for (const r of byRung) expect(Number.isInteger(cores(r['requests'].cpu))).toBe(true);
+    });
+
+    it('config.yaml\'s LADDER_FILE, uncommented, names the preset whose every rung has a transcoder, as the README says to apply it', () => {
+      const commented = text('deploy/k8s/config.yaml');
+      expect(configData()['LADDER_FILE']).toBeUndefined();
+      const line = /^(\s*)# (LADDER_FILE: \S+)$/m.exec(commented)!;
+      const data = (parse(commented.replace(line[0], `${line[1]}${line[2]}`)) as Obj)['data'] as Record<string, string>;
+      expect(data['LADDER_FILE']).toBe(webCommand().ladderFile);
+      const ladder = ladderConfig({ LADDER_FILE: join(REPO_ROOT, data['LADDER_FILE']!) }).rungs.map((r) => r.name);
+      const takes = (d: Obj) => rungsOf(d['spec'].template.spec.containers[0].command[1], (d['spec'].template.spec.containers[0].env as Obj[]).find((e) => e['name'] === 'RENDITIONS')?.['value']);
+      const transcoders = deployments().filter((d) => d['metadata'].name.startsWith('transcoder-'));
+      expect(sorted(transcoders.flatMap(takes))).toEqual(sorted(ladder));
+      // Without it, services.yaml's transcoders take the default ladder.
+      expect(sorted(fromFile('services.yaml').filter((m) => m['metadata'].name.startsWith('transcoder-')).flatMap(takes))).toEqual(sorted(DEFAULT_LADDER.map((r) => r.name)));
+      expect(readme()).toContain('kubectl apply -f deploy/k8s/config.yaml -f deploy/k8s/ladder-web.yaml');
+      expect(readme()).toContain('kubectl rollout restart deployment ingest-api downloader transcoder-720 transcoder-360');
+    });
+  });
+
   describe('autoscaling', () => {
     const queueMetrics = () => text('services/ingest-api/src/queue-metrics.ts');
 
-    it.each(['720p', '360p'] as const)('transcoder-%s scales on encodes waiting or held by its own consumer, one replica each', (rendition) => {
+    it.each(RUNGS)('the %s rung (every preset\'s) has a transcoder that scales on encodes waiting or held by its own consumer, one replica each', (rendition) => {
       const { consumer } = workRoute('transcode', rendition);
       const so = find('ScaledObject', consumer)!;
       expect(so['spec'].scaleTargetRef.name).toBe(consumer);
@@ -698,7 +981,7 @@ describe('deploy/k8s', () => {
       expect(so['spec'].minReplicaCount).toBeGreaterThanOrEqual(1);
     });
 
-    it.each(['transcoder-720', 'transcoder-360'])('%s scales in one pod at a time, slowly, into a drain that finishes the encode', (name) => {
+    it.each(RUNGS.map(transcoderOf))('%s scales in one pod at a time, slowly, into a drain that finishes the encode', (name) => {
       const down = find('ScaledObject', name)!['spec'].advanced.horizontalPodAutoscalerConfig.behavior.scaleDown;
       expect(down.stabilizationWindowSeconds).toBeGreaterThanOrEqual(300);
       expect(down.policies.length).toBeGreaterThan(0);
@@ -756,7 +1039,7 @@ describe('deploy/k8s', () => {
 
     it('carries the users libs/bus/src/permissions.ts renders, each password from its Secret (npm run nats:users)', () => {
       const v = values();
-      const helm = natsHelmValues();
+      const helm = natsHelmValues(deployedRungs(LADDERS, {}));
       expect(v['config'].merge).toEqual({ authorization: helm.authorization });
       expect(v['container']).toEqual({ env: helm.env });
       // The pods read exactly the Secrets the Deployments read.

@@ -175,8 +175,8 @@ const kvStream = (bucket: Bucket) => `KV_${bucket}`;
 /**
  * The subjects `user` may publish and subscribe to, without repeats, in a stable order. The transcoder's
  * consumers are one per rung of `ladder` (a consumer name is one subject token, so no wildcard could
- * allow "any transcoder" without allowing the other stages' consumers too): render the users again
- * (`npm run nats:users`) with the ladder the mesh runs.
+ * allow "any transcoder" without allowing the other stages' consumers too). The deployments' users are
+ * rendered for the rungs of every preset and of the environment's ladder (`npm run nats:users`).
  */
 export function permissionsOf(user: NatsUser, ladder: Ladder = DEFAULT_LADDER): Permissions {
   const role = ROLES[user];
@@ -250,22 +250,29 @@ export function natsSecretName(user: NatsUser): string {
   return `video-mesh-nats-${user}`;
 }
 
-/** deploy/nats/users.conf: included by the Compose nodes' nats.conf; passwords from the nodes' environment. */
-export function renderUsersConf(): string {
+/**
+ * deploy/nats/users.conf: included by the Compose nodes' nats.conf; passwords from the nodes' environment.
+ * The transcoder user may use the consumers of `ladder`'s rungs (`npm run nats:users` passes every preset's
+ * and the environment's: libs/common deployedRungs).
+ */
+export function renderUsersConf(ladder: Ladder): string {
   return `# NATS users of the mesh services, one per service, allowed only the subjects it uses. Generated from
 # libs/bus/src/permissions.ts by \`npm run nats:users\`: do not edit (test/deploy.test.ts checks it is current).
 # Each password comes from the server's environment (${natsPasswordVariable('downloader')}, ...).
-${renderNatsAuthorization(natsUsers((u) => `$${natsPasswordVariable(u)}`))}`;
+# The transcoder user may consume the work of the rungs ${ladder.map((r) => r.name).join(', ')}: those of every preset
+# in ladders/*.json, so any preset runs unchanged, and of LADDER or LADDER_FILE when they are set for
+# \`npm run nats:users\` (a ladder of your own: render again with it set; deploy/README.md, "Rendition ladders").
+${renderNatsAuthorization(natsUsers((u) => `$${natsPasswordVariable(u)}`, ladder))}`;
 }
 
 /**
  * The same users as values of the official Helm chart: `config.merge.authorization` (the chart writes
  * `<< $VAR >>` unquoted, a variable the server reads from its environment) and `container.env`, each
- * password from its user's Secret.
+ * password from its user's Secret; the transcoder's consumers are those of `ladder`'s rungs, as in renderUsersConf.
  */
-export function natsHelmValues(): { authorization: { users: NatsUserEntry[] }; env: Record<string, { valueFrom: { secretKeyRef: { name: string; key: string } } }> } {
+export function natsHelmValues(ladder: Ladder): { authorization: { users: NatsUserEntry[] }; env: Record<string, { valueFrom: { secretKeyRef: { name: string; key: string } } }> } {
   return {
-    authorization: { users: natsUsers((u) => `<< $${natsPasswordVariable(u)} >>`) },
+    authorization: { users: natsUsers((u) => `<< $${natsPasswordVariable(u)} >>`, ladder) },
     env: Object.fromEntries(NATS_USERS.map((u) => [natsPasswordVariable(u), { valueFrom: { secretKeyRef: { name: natsSecretName(u), key: 'NATS_PASSWORD' } } }])),
   };
 }

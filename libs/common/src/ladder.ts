@@ -7,7 +7,8 @@
  * one) and its encoder settings. Each rung is its own work subject (`work.transcode.<name>`) and durable
  * consumer (`transcoder-<name without the p>`), so each scales on its own.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { optional, type Env } from './config.ts';
@@ -111,6 +112,24 @@ export function parseLadder(json: unknown, name = 'LADDER'): Ladder {
   const issue = result.error.issues[0]!;
   const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
   throw new ConfigError(`${name}${path}: ${issue.message}`);
+}
+
+/** The preset ladders: every `*.json` in `dir` (the repo's `ladders/`), each checked as LADDER_FILE is, by file name. */
+export function presetLadders(dir: string): { file: string; rungs: Ladder }[] {
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+  return files.map((file) => ({ file, rungs: ladderConfig({ LADDER_FILE: join(dir, file) }).rungs }));
+}
+
+/**
+ * Every rung a deployment must be ready for: the rungs of each preset in `dir` and of the ladder `env` sets
+ * (LADDER or LADDER_FILE; the default when neither), each name once, largest first. Not a ladder to encode
+ * (two presets may set one name differently: the first seen is kept), but what the deployment files allow,
+ * e.g. the transcoder's NATS consumers (deploy/nats, `npm run nats:users`), so any preset runs unchanged.
+ */
+export function deployedRungs(dir: string, env: Env): Ladder {
+  const byName = new Map<string, Rung>();
+  for (const rung of [ladderConfig(env).rungs, ...presetLadders(dir).map((p) => p.rungs)].flat()) if (!byName.has(rung.name)) byName.set(rung.name, rung);
+  return [...byName.values()].sort((a, b) => b.shortSide - a.shortSide || a.name.localeCompare(b.name));
 }
 
 /** The durable consumer (and service) of a rung: `transcoder-1080` for `1080p`. */
