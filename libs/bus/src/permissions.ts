@@ -119,6 +119,8 @@ const ROLES: Record<NatsUser, Role> = {
       `${API}.STREAM.MSG.GET.${STREAMS.deadLetters.name}`,
       `${API}.STREAM.MSG.DELETE.${STREAMS.deadLetters.name}`,
     ],
+    // The job view cache (libs/jobs views.ts) hears each document the projector publishes.
+    subscribe: ['views.*'],
   },
   downloader: {
     consumes: ['download'],

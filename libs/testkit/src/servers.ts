@@ -13,7 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { natsPasswordVariable, natsUserOf, natsUsers, NATS_USERS, renderNatsAuthorization, type NatsUser } from '@mesh/bus';
-import { sleep, type NatsAuth } from '@mesh/common';
+import { deployedRungs, sleep, type NatsAuth } from '@mesh/common';
+
+/** The preset ladders (ladders/*.json at the repo's root). */
+const LADDERS = fileURLToPath(new URL('../../../ladders/', import.meta.url));
 
 const require = createRequire(import.meta.url);
 const live = new Set<ChildProcess>();
@@ -121,7 +124,8 @@ export async function startNats(o: { port?: number; storeDir?: string; bin?: str
   if (users) {
     const file = join(storeDir, 'users.conf');
     const variable = (user: string) => `$${natsPasswordVariable(user)}`;
-    await writeFile(file, renderNatsAuthorization([...natsUsers(variable), { user: 'admin', password: variable('admin') }]));
+    // The users the deployments run: every preset ladder's rungs allowed (deploy/nats/users.conf).
+    await writeFile(file, renderNatsAuthorization([...natsUsers(variable, deployedRungs(LADDERS, {})), { user: 'admin', password: variable('admin') }]));
     for (const { user, password } of Object.values(users)) env[natsPasswordVariable(user)] = password;
     config.push('-c', file);
   }
