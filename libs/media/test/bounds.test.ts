@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError, type Probe } from '@mesh/common';
 import { makeClip, startS3, tempDir, type S3Server } from '@mesh/testkit';
 import { createS3, headObject, putObject, withSourceUrl } from '@mesh/storage';
-import { decodeStopSec, planMedia, probeFile, runTool, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { decodeStopSec, planMedia, probeFile, runTool, storyboardPlan, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 import { DEFAULT_LADDER } from '@mesh/common';
 
 const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
@@ -80,9 +80,12 @@ describe('a source that decodes longer than it declares', () => {
     expect(err).toMatchObject({ code: 'SOURCE_TOO_LONG', message: expect.stringMatching(/^the video decodes longer than the 10 s it declared \(still going at 1\d s\)/) });
   });
 
-  it('gives a thumbnail as usual (one frame, from the start)', async () => {
-    await runTool('ffmpeg', thumbnailArgs({ input: crafted, output: at('crafted.jpg'), probe }), { log, timeoutMs: 30_000 });
+  it('gives a thumbnail and the storyboard it declares (read through, stopped just past it), no more sheets', async () => {
+    const plan = storyboardPlan(probe.durationSec, { width: 320, height: 180 });
+    await runTool('ffmpeg', thumbnailArgs({ input: crafted, poster: at('crafted.jpg'), sheets: at('crafted-%d.jpg'), probe, plan }), { log, timeoutMs: 30_000 });
     expect((await readFile(at('crafted.jpg'))).subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    expect(plan).toMatchObject({ tiles: 6, sheets: 1 }); // it declares 10.02 s
+    expect((await readdir(dir.path)).filter((f) => /^crafted-\d+\.jpg$/.test(f))).toEqual(['crafted-1.jpg']);
   });
 
   it('a clip that holds what it declares is not refused', async () => {

@@ -423,10 +423,19 @@ const TYPES: [RegExp, string][] = [
   [/\.m4a$/i, 'audio/mp4'],
   [/\.jpe?g$/i, 'image/jpeg'],
   [/\.json$/i, 'application/json'],
+  [/\.vtt$/i, 'text/vtt'],
 ];
 
 export function contentTypeFor(key: string): string {
   return TYPES.find(([re]) => re.test(key))?.[1] ?? 'application/octet-stream';
+}
+
+/**
+ * Where clients fetch what the mesh writes: S3_PUBLIC_URL when set (a CDN, the proxy in front of MinIO),
+ * else the S3 endpoint, else AWS's own for the region. The base of `publicUrl`.
+ */
+export function publicBase(s3: { endpoint?: string | undefined; region: string }, publicS3Url?: string): string {
+  return publicS3Url ?? s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`;
 }
 
 /** Path-style URL of an object, each key segment encoded. */
