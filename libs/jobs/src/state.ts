@@ -184,13 +184,15 @@ export function pendingAnnouncements(rec: JobRecord): NewJobEvent[] {
   const out: NewJobEvent[] = [];
   const want = (type: JobEventType) => !rec.announced.includes(type);
   const attempt = rec.attempt;
-  // What a backend told of the event needs: where the manifests are and what they hold.
+  // What a backend told of the event needs: where the manifests are and what they hold (in the plan's
+  // order, largest first, as the manifest lists them; `published` keeps the order they came out in).
+  const renditions = [...rec.expected.filter((r) => rec.published.includes(r)), ...rec.published.filter((r) => !rec.expected.includes(r))];
   const links = rec.manifest ? { ...(rec.manifest.hls ? { hls: rec.manifest.hls } : {}), ...(rec.manifest.storyboard ? { storyboard: rec.manifest.storyboard } : {}) } : {};
   if ((rec.phase === 'playable' || rec.phase === 'complete') && rec.manifest && want('job.playable')) {
-    out.push({ type: 'job.playable', jobId: rec.jobId, attempt, manifest: rec.manifest.object, url: rec.manifest.url, renditions: [...rec.published], ...links });
+    out.push({ type: 'job.playable', jobId: rec.jobId, attempt, manifest: rec.manifest.object, url: rec.manifest.url, renditions, ...links });
   }
   if (rec.phase === 'complete' && want('job.completed')) {
-    out.push({ type: 'job.completed', jobId: rec.jobId, attempt, renditions: [...rec.published], ...(rec.manifest ? { manifest: rec.manifest.object, url: rec.manifest.url } : {}), ...links });
+    out.push({ type: 'job.completed', jobId: rec.jobId, attempt, renditions, ...(rec.manifest ? { manifest: rec.manifest.object, url: rec.manifest.url } : {}), ...links });
   }
   if (rec.phase === 'failed' && rec.failure && want('job.failed')) {
     out.push({ type: 'job.failed', jobId: rec.jobId, attempt, ...rec.failure });

@@ -30,6 +30,14 @@ describe('job coordination record', () => {
     expect(pendingAnnouncements(rec)).toEqual([{ type: 'job.completed', jobId: JOB, attempt: 1, renditions: ['720p', '360p'], manifest: manifest.object, url: manifest.url, hls, storyboard }]);
   });
 
+  it('names the renditions in the order of the plan (largest first), whatever order they came out in', () => {
+    let rec = withPublished(withRendition(planned(), '360p', { ok: true }), ['360p'], manifest);
+    rec = withAnnounced(rec, ['job.playable']);
+    rec = withPublished(withRendition(rec, '720p', { ok: true }), ['720p', '360p'], manifest);
+    expect(rec.published).toEqual(['360p', '720p']);
+    expect(pendingAnnouncements(rec)).toMatchObject([{ type: 'job.completed', renditions: ['720p', '360p'] }]);
+  });
+
   it('announces playable and completed together when both arrive in one step', () => {
     let rec = withRendition(withRendition(planned(), '360p', { ok: true }), '720p', { ok: true });
     rec = withPublished(rec, ['720p', '360p'], manifest);
