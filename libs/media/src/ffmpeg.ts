@@ -77,8 +77,10 @@ export function thumbnailArgs(o: Input & { probe: Probe; poster: string; sheets:
   if ((o.sheets.match(/%/g) ?? []).length !== 1 || !o.sheets.includes('%d')) throw new Error(`thumbnailArgs: sheets must be a file pattern with one %d, got ${o.sheets}`);
   const graph = [
     '[0:v:0]split=2[p][s]',
-    // Upright (autorotate), at most 640 wide, even height, square pixels: the poster as it always was.
-    `[p]trim=start=${thumbnailTime(o.probe.durationSec).toFixed(3)},scale='min(${THUMBNAIL_MAX_WIDTH},iw)':-2,setsar=1[poster]`,
+    // Upright (autorotate), at most 640 wide, even height, square pixels: the poster as it always was. The
+    // branch ends after its frame (a duration counts from the first frame kept): otherwise it would go on
+    // scaling every frame after the poster is written, which doubled the run's CPU time on a 1080p source.
+    `[p]trim=start=${thumbnailTime(o.probe.durationSec).toFixed(3)}:duration=0.001,scale='min(${THUMBNAIL_MAX_WIDTH},iw)':-2,setsar=1[poster]`,
     // Tile k is the frame at k * interval (round=up keeps the last frame at or before each tick), the cue
     // [k * interval, (k + 1) * interval) shows it. The last frame is repeated to fill the last sheet, and
     // to make every planned sheet even if the file holds less than it declared: no cue points at nothing.

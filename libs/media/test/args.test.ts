@@ -299,7 +299,7 @@ describe('thumbnail', () => {
     expect(a).not.toContain('-ss');
     expect(a.indexOf('-skip_frame')).toBeLessThan(a.indexOf('-i'));
     expect(after('-filter_complex')).toBe(
-      "[0:v:0]split=2[p][s];[p]trim=start=1.000,scale='min(640,iw)':-2,setsar=1[poster];[s]fps=fps=1/2:round=up,tpad=stop=-1:stop_mode=clone,scale=160:90,setsar=1,tile=5x5[sheets]",
+      "[0:v:0]split=2[p][s];[p]trim=start=1.000:duration=0.001,scale='min(640,iw)':-2,setsar=1[poster];[s]fps=fps=1/2:round=up,tpad=stop=-1:stop_mode=clone,scale=160:90,setsar=1,tile=5x5[sheets]",
     );
     // The poster: one frame to its file; the sheets: exactly as many as planned, numbered from 1.
     const poster = a.indexOf('[poster]');
@@ -312,7 +312,7 @@ describe('thumbnail', () => {
   it('shoots a short video in its middle, and scales tiles of a portrait video to its upright shape', () => {
     const p = { ...probe(1080, 1920), durationSec: 1.5 };
     const graph = thumbnailArgs({ input: '/in/src', poster: '/p.jpg', sheets: '/s_%d.jpg', probe: p, plan: storyboardPlan(1.5, { width: 1080, height: 1920 }) }).find((x) => x.startsWith('[0:v:0]'))!;
-    expect(graph).toContain('trim=start=0.750,');
+    expect(graph).toContain('trim=start=0.750:duration=0.001,');
     expect(graph).toContain('scale=160:284,setsar=1,tile=1x1');
   });
 
