@@ -97,6 +97,18 @@ describe('a source that decodes longer than it declares', () => {
   });
 });
 
+describe('a source that holds less than it declares', () => {
+  it('still gets every planned sprite sheet (the last frame repeated), so no cue of the storyboard points at nothing', async () => {
+    const src = await makeClip(at('short.mp4'), { width: 320, height: 180, seconds: 9, audio: false });
+    // It says 61 s: 31 tiles on two sheets, the second past anything it holds.
+    const probe = probeOf(320, 180, 61);
+    const plan = storyboardPlan(probe.durationSec, { width: 320, height: 180 });
+    expect(plan.sheets).toBe(2);
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('short.jpg'), sheets: at('short-%d.jpg'), probe, plan }), { log, timeoutMs: 60_000 });
+    expect((await readdir(dir.path)).filter((f) => /^short-\d+\.jpg$/.test(f)).sort()).toEqual(['short-1.jpg', 'short-2.jpg']);
+  });
+});
+
 describe('the wall-clock budget', () => {
   it('stops a run that goes past it, with TOOL_TIMEOUT and a reason', async () => {
     const args = ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-t', '600', '-c:v', 'libx264', '-preset', 'slow', '-f', 'null', '-'];
