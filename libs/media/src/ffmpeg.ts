@@ -84,7 +84,9 @@ export function thumbnailArgs(o: Input & { probe: Probe; poster: string; sheets:
     // Tile k is the frame at k * interval (round=up keeps the last frame at or before each tick), the cue
     // [k * interval, (k + 1) * interval) shows it. The last frame is repeated to fill the last sheet, and
     // to make every planned sheet even if the file holds less than it declared: no cue points at nothing.
-    `[s]fps=fps=1/${plan.intervalSec}:round=up,tpad=stop=-1:stop_mode=clone,scale=${plan.tileWidth}:${plan.tileHeight},setsar=1,tile=${plan.columns}x${plan.rows}[sheets]`,
+    // For as long as the whole storyboard at most, never without end: with an endless pad, a poster branch
+    // that never gets its frame (a file holding less than a second) kept FFmpeg running until killed.
+    `[s]fps=fps=1/${plan.intervalSec}:round=up,tpad=stop_mode=clone:stop_duration=${plan.tiles * plan.intervalSec},scale=${plan.tileWidth}:${plan.tileHeight},setsar=1,tile=${plan.columns}x${plan.rows}[sheets]`,
   ].join(';');
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',

@@ -299,7 +299,7 @@ describe('thumbnail', () => {
     expect(a).not.toContain('-ss');
     expect(a.indexOf('-skip_frame')).toBeLessThan(a.indexOf('-i'));
     expect(after('-filter_complex')).toBe(
-      "[0:v:0]split=2[p][s];[p]trim=start=1.000:duration=0.001,scale='min(640,iw)':-2,setsar=1[poster];[s]fps=fps=1/2:round=up,tpad=stop=-1:stop_mode=clone,scale=160:90,setsar=1,tile=5x5[sheets]",
+      "[0:v:0]split=2[p][s];[p]trim=start=1.000:duration=0.001,scale='min(640,iw)':-2,setsar=1[poster];[s]fps=fps=1/2:round=up,tpad=stop_mode=clone:stop_duration=62,scale=160:90,setsar=1,tile=5x5[sheets]",
     );
     // The poster: one frame to its file; the sheets: exactly as many as planned, numbered from 1.
     const poster = a.indexOf('[poster]');

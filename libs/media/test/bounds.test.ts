@@ -107,6 +107,17 @@ describe('a source that holds less than it declares', () => {
     await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('short.jpg'), sheets: at('short-%d.jpg'), probe, plan }), { log, timeoutMs: 60_000 });
     expect((await readdir(dir.path)).filter((f) => /^short-\d+\.jpg$/.test(f)).sort()).toEqual(['short-1.jpg', 'short-2.jpg']);
   });
+
+  it('ends at once when it holds no frame for the poster (half a second that says 10 s), with the sheets and no poster', async () => {
+    const src = at('half.mp4');
+    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=320x180:rate=25', '-t', '0.5', '-c:v', 'libx264', '-preset', 'ultrafast', src]);
+    const probe = probeOf(320, 180, 10);
+    const started = Date.now();
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('half.jpg'), sheets: at('half-%d.jpg'), probe, plan: storyboardPlan(10, { width: 320, height: 180 }) }), { log, timeoutMs: 20_000 });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const made = await readdir(dir.path);
+    expect(made.filter((f) => f.startsWith('half') && f.endsWith('.jpg')).sort()).toEqual(['half-1.jpg']);
+  });
 });
 
 describe('the wall-clock budget', () => {

@@ -8,11 +8,11 @@
  * to publish the manifest in place again with them (a manifest published from now on has them anyway).
  */
 import { readdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { publishEvent, publishWork } from '@mesh/bus';
-import { int, layout, msgId, optional, s3Config, sheetName, STORYBOARD_JSON, STORYBOARD_VTT, type Env, type StoryboardDescriptor, type StoryboardRef } from '@mesh/common';
+import { int, layout, MeshError, msgId, optional, s3Config, sheetName, STORYBOARD_JSON, STORYBOARD_VTT, type Env, type StoryboardDescriptor, type StoryboardRef } from '@mesh/common';
 import { runStageService } from '@mesh/jobs';
-import { displaySize, runTool, storyboardPlan, storyboardVtt, thumbnailArgs, timeFactorConfig, toolBudgetMs, yieldConfig } from '@mesh/media';
+import { displaySize, runTool, storyboardPlan, storyboardVtt, thumbnailArgs, thumbnailTime, timeFactorConfig, toolBudgetMs, yieldConfig } from '@mesh/media';
 import { publicBase, publicUrl, s3url, uploadFile, uploadOnce, withSourceUrl } from '@mesh/storage';
 
 /** The previews of an attempt never change once written, like its segments. */
@@ -42,12 +42,14 @@ await runStageService({
     await withSourceUrl(s3, pinned, (input, { ifMatch }) =>
       runTool('ffmpeg', thumbnailArgs({ input, ifMatch, probe, plan, poster, sheets: join(tmp, sheetName('%d')) }), { log, signal, timeoutMs, niceness: config.niceness, redact: { [input]: s3url(pinned) }, ...(config.yieldTo ? { yieldTo: config.yieldTo } : {}) }),
     );
+    const made = new Set(await readdir(tmp));
+    // FFmpeg ends without writing a frame it never decoded: a file that holds less than it declares.
+    if (!made.has(basename(poster))) throw new MeshError('TOOL_FAILED', `ffmpeg found no frame at ${thumbnailTime(probe.durationSec).toFixed(1)} s for the thumbnail: the video holds less than the ${Math.round(probe.durationSec)} s it declares`, { permanent: true });
     // The thumbnail's key is video_id, as the original service did: validated to be one plain segment.
     const object = { bucket: config.s3.thumbnailBucket, key: layout.thumbnail(job) };
     await uploadFile(s3, object, poster, { contentType: 'image/jpeg', signal });
 
     const sheets = Array.from({ length: plan.sheets }, (_, i) => sheetName(i + 1));
-    const made = new Set(await readdir(tmp));
     const missing = sheets.filter((name) => !made.has(name));
     let storyboard: StoryboardRef | undefined;
     if (missing.length > 0) {

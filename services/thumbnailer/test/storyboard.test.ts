@@ -82,4 +82,15 @@ describe('the thumbnailer', () => {
     const asked = await bus.jsm.streams.getMessage(STREAMS.work.name, { last_by_subj: 'work.upload' });
     expect(UploadWork.parse(asked!.json())).toEqual({ kind: 'upload', job, refresh: true });
   }, 120_000);
+  it('fails its stage, not the job, with a reason, when the file holds no frame for the thumbnail (half a second that says 10 s)', async () => {
+    const jobId = randomUUID();
+    const job: JobSpec = { jobId, objectKey: `clips/${jobId}.mp4`, baseUrl: 'https://cdn.example.test/c/', videoId: 'poster-2', hasAudio: false, attempt: 1 };
+    const clip = await makeClip(join(dir.path, 'half.mp4'), { width: 320, height: 180, seconds: 0.5, audio: false });
+    await putObject(s3, { bucket: B.input, key: job.objectKey }, await readFile(clip));
+    const probe = { ...(await probeFile(clip, { log })), durationSec: 10 };
+    const etag = (await headObject(s3, { bucket: B.input, key: job.objectKey }))!.etag;
+    await publishWork(bus, 'thumbnail', { kind: 'thumbnail', job, source: { etag }, probe }, msgId(job, 'thumbnail'));
+    expect(await nextEvent(jobId, 'stage.failed')).toMatchObject({ stage: 'thumbnail', code: 'TOOL_FAILED', fatal: false, reason: 'ffmpeg found no frame at 1.0 s for the thumbnail: the video holds less than the 10 s it declares' });
+    expect(await headObject(s3, { bucket: B.thumbnails, key: 'poster-2' })).toBeNull();
+  }, 60_000);
 });
