@@ -117,7 +117,7 @@ let envFile: string;
 
 /** `docker-compose -f docker-compose.yml <args>` from the repo root, with only `env` added to a clean environment. */
 async function compose(args: string[], env: Record<string, string> = {}): Promise<string> {
-  const names = new Set([...Object.keys(REQUIRED), ...OPTIONAL, 'DOMAIN', 'ACME_EMAIL', 'S3_PUBLIC_URL', 'WEBHOOK_ALLOW_HTTP']);
+  const names = new Set([...Object.keys(REQUIRED), ...OPTIONAL, 'DOMAIN', 'ACME_EMAIL', 'S3_PUBLIC_URL', 'WEBHOOK_ALLOW_HTTP', 'WEBHOOK_EVENTS']);
   const base = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !names.has(k) && !/^(TRANSCODER_\d+_REPLICAS|COMPOSE_.*|.*PUBLISH_ADDRESS|.*_PORT)$/.test(k)),
   );
@@ -240,6 +240,8 @@ describe('docker-compose.yml', () => {
     const env = envOf('notifier');
     expect(env['MAIN_API_ENDPOINT']).toBe(REQUIRED['MAIN_API_ENDPOINT']);
     expect(env['WEBHOOK_ALLOW_HTTP']).toBe('');
+    // The webhook events are opt-in: none unless set.
+    expect(env['WEBHOOK_EVENTS']).toBe('');
     expect(Object.keys(env).filter((k) => k.startsWith('S3_') || k.startsWith('AWS_'))).toEqual([]);
   });
 

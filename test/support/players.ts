@@ -3,7 +3,7 @@
  * Plays a manifest in headless Chromium the way a viewer's browser would, with the player a site would
  * use: Shaka Player (DASH and HLS), dash.js (DASH) or hls.js (HLS), each served from node_modules. Forces
  * one rendition (the lowest or the highest) and reports the height the video element decoded, and, with
- * Shaka, the seek-preview thumbnail its image track gives for a time.
+ * Shaka or dash.js, the seek-preview thumbnail the manifest's image track gives for a time.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,8 +38,11 @@ export interface PlayReport {
   decodedHeight: number;
   playedSec: number;
   errors: string[];
-  /** Shaka only: the thumbnail for `thumbnailAt` from the image track, if asked. */
-  thumbnail?: { uris: string[]; width: number; height: number; positionX: number; positionY: number; imageHeight: number; imageWidth: number } | null;
+  /**
+   * Shaka and dash.js: the seek-preview thumbnail for `thumbnailAt`, if asked, from the manifest's image
+   * track (Shaka getThumbnails, dash.js provideThumbnail): the sprite's URI and the tile's rectangle on it.
+   */
+  thumbnail?: { uri: string; x: number; y: number; width: number; height: number } | null;
 }
 
 export interface Browser {
@@ -117,7 +120,8 @@ async function playInPage(a: { url: string; player: PlayerName; pick: 'lowest' |
       };
       if (a.thumbnailAt !== null) {
         const track = p.getImageTracks()[0];
-        thumbnail = track ? await p.getThumbnails(track.id, a.thumbnailAt) : null;
+        const t = track ? await p.getThumbnails(track.id, a.thumbnailAt) : null;
+        thumbnail = t ? { uri: t.uris[0], x: t.positionX, y: t.positionY, width: t.width, height: t.height } : null;
       }
     } else if (a.player === 'dashjs') {
       const p = w.dashjs.MediaPlayer().create();
@@ -125,6 +129,11 @@ async function playInPage(a: { url: string; player: PlayerName; pick: 'lowest' |
       p.initialize(video, a.url, true);
       await until(() => p.getRepresentationsByType?.('video')?.length > 0, 20_000);
       const reps: { height: number; id: string }[] = p.getRepresentationsByType('video');
+      if (a.thumbnailAt !== null) {
+        const at = a.thumbnailAt;
+        const t = await new Promise<{ url: string; x: number; y: number; width: number; height: number } | null>((resolve) => p.provideThumbnail(at, resolve));
+        thumbnail = t ? { uri: t.url, x: t.x, y: t.y, width: t.width, height: t.height } : null;
+      }
       heights = reps.map((r) => r.height);
       choose = (h) => {
         p.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });

@@ -148,7 +148,9 @@ const ROLES: Record<NatsUser, Role> = {
   },
   thumbnailer: {
     consumes: ['thumbnail'],
-    sends: [],
+    // Asks the uploader to publish the manifest in place again once the seek previews are in the output
+    // (a refresh: the uploader republishes only what that job attempt has out, under its own rules).
+    sends: [WORK.upload.subject],
     events: [...STAGE_EVENTS, 'thumbnail.ready'],
     buckets: stage(),
   },

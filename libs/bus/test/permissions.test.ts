@@ -30,7 +30,8 @@ describe('NATS permissions', () => {
       'work.transcode.720p': ['ingest-api', 'downloader', 'transcoder'],
       'work.transcode.360p': ['ingest-api', 'downloader', 'transcoder'],
       'work.package': ['ingest-api', 'transcoder', 'packager'],
-      'work.upload': ['ingest-api', 'packager', 'uploader'],
+      // The thumbnailer's: publish the manifest again, now with the seek previews.
+      'work.upload': ['ingest-api', 'packager', 'uploader', 'thumbnailer'],
       'work.thumbnail': ['ingest-api', 'downloader', 'thumbnailer'],
     });
     // A rendition added later is sent by the downloader without a new rule.

@@ -7,6 +7,8 @@
  *                     jobs/<jobId>/<attempt>/manifests/<r-r>.mpd     manifests waiting to be published
  *   output bucket     <object_key>/manifest.mpd, master.m3u8         the published DASH and HLS manifests (change as they grow)
  *                     <object_key>/<jobId>.<attempt>/...             that attempt's segments: written once, never changed
+ *                     <object_key>/<jobId>.<attempt>/thumbs/...      its seek previews: tile_<n>.jpg sprite sheets,
+ *                                                                    storyboard.vtt, storyboard.json (written once)
  *   thumbnail bucket  <video_id>                                     the JPEG preview
  */
 import { keySegments, objectKey } from './keys.ts';
@@ -34,7 +36,18 @@ export const layout = {
   manifest: (job: { objectKey: string }) => layout.output(job, MANIFEST_NAME),
   master: (job: { objectKey: string }) => layout.output(job, MASTER_NAME),
   thumbnail: (job: { videoId: string }) => objectKey(job.videoId),
+  /** The folder of the attempt's seek previews, and a file in it (`sheetName(n)`, STORYBOARD_VTT, STORYBOARD_JSON). */
+  storyboardFolder: (job: JobAttempt & { objectKey: string }) => layout.output(job, layout.packageFolder(job), STORYBOARD_DIR),
+  storyboard: (job: JobAttempt & { objectKey: string }, name: string) => layout.output(job, layout.packageFolder(job), STORYBOARD_DIR, name),
+  /** The DASH image track's SegmentTemplate@media: relative to the manifest, like the segments' own. */
+  storyboardTemplate: (job: JobAttempt) => `${layout.packageFolder(job)}/${STORYBOARD_DIR}/${sheetName('$Number$')}`,
 } as const;
+
+export const STORYBOARD_DIR = 'thumbs';
+export const STORYBOARD_VTT = 'storyboard.vtt';
+export const STORYBOARD_JSON = 'storyboard.json';
+/** Sprite sheet `n` (from 1, as FFmpeg's image2 muxer and the DASH template count). */
+export const sheetName = (n: number | '$Number$' | '%d') => `tile_${n}.jpg`;
 
 export const MANIFEST_NAME = 'manifest.mpd';
 export const MASTER_NAME = 'master.m3u8';

@@ -165,16 +165,55 @@ export const PackageWork = z.object({
     z.object({ ok: z.literal(false), rendition: Rendition, reason: z.string() }),
   ]),
 });
-export const UploadWork = z.object({
-  kind: z.literal('upload'),
-  job: JobSpec,
-  /**
-   * The manifest of `renditions` waits in the work bucket (`layout.workManifest`). Its segments are in the
-   * output already (the packager writes them there first); publishing it is what makes them reachable.
-   */
-  renditions: z.array(Rendition).min(1),
-});
+/**
+ * Either a manifest to publish, or (`refresh`, from the thumbnailer) a request to publish again the one in
+ * place now that the attempt's seek previews are in the output, so the manifest names them too.
+ */
+export const UploadWork = z.union([
+  z.object({
+    kind: z.literal('upload'),
+    job: JobSpec,
+    refresh: z.literal(true),
+  }),
+  z.object({
+    kind: z.literal('upload'),
+    job: JobSpec,
+    /**
+     * The manifest of `renditions` waits in the work bucket (`layout.workManifest`). Its segments are in the
+     * output already (the packager writes them there first); publishing it is what makes them reachable.
+     */
+    renditions: z.array(Rendition).min(1),
+  }),
+]);
 export const ThumbnailWork = z.object({ kind: z.literal('thumbnail'), job: JobSpec, source: SourcePin, probe: Probe });
+
+/**
+ * Seek previews (libs/media storyboard.ts): one tile of `tileWidth` x `tileHeight` every `intervalSec`
+ * from 0 to `durationSec`, `columns` x `rows` tiles to a JPEG sheet, `tiles` in all on `sheets` sheets.
+ * Whole seconds, so every cue time is exact.
+ */
+export const StoryboardPlan = z.object({
+  durationSec: z.number().positive(),
+  intervalSec: z.number().int().min(1).max(60),
+  tileWidth: z.number().int().min(2).max(1024),
+  tileHeight: z.number().int().min(2).max(1024),
+  columns: z.number().int().min(1).max(10),
+  rows: z.number().int().min(1).max(10),
+  tiles: z.number().int().positive(),
+  sheets: z.number().int().positive(),
+});
+export type StoryboardPlan = z.infer<typeof StoryboardPlan>;
+
+/**
+ * What the thumbnailer leaves beside the sheets and the WebVTT track (`layout.storyboard(job, STORYBOARD_JSON)`),
+ * written last: the uploader reads it to put the image track in the DASH manifest. Names come from the layout.
+ */
+export const StoryboardDescriptor = z.object({
+  plan: StoryboardPlan,
+  /** The largest sheet, for the image track's bandwidth. */
+  maxSheetBytes: z.number().int().nonnegative(),
+});
+export type StoryboardDescriptor = z.infer<typeof StoryboardDescriptor>;
 
 export type DownloadWork = z.infer<typeof DownloadWork>;
 export type TranscodeWork = z.infer<typeof TranscodeWork>;
@@ -210,10 +249,19 @@ export function stageOfWork(kind: WorkKind, rendition?: Rendition): Stage {
 // ---- events ----------------------------------------------------------------------------------
 
 const base = { jobId: JobId, at: z.iso.datetime() };
+/** An object clients fetch, and its URL. */
+const Published = ObjectRef.extend({ url: z.string() });
+/** The seek previews: their WebVTT track (cues into the sprite sheets beside it) and how they are cut. */
+export const StoryboardRef = z.object({ vtt: Published, plan: StoryboardPlan });
+export type StoryboardRef = z.infer<typeof StoryboardRef>;
 /** The job attempt an event belongs to (a retried job announces again); absent in events written before it was kept. */
 const attempt = z.number().int().positive().optional();
 /** The W3C trace id of the request that started the attempt (a link into Jaeger); absent in events written before it was kept. */
 const traceId = z.string().regex(/^[0-9a-f]{32}$/, 'must be a W3C trace id (32 hex digits)').optional();
+
+/** The webhook events a backend may ask for (WEBHOOK_EVENTS, services/notifier), beside the result notification. */
+export const WEBHOOK_EVENTS = ['job.playable', 'rendition.ready', 'job.completed', 'job.failed'] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
 export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('job.created'), spec: JobSpec, traceId }),
@@ -223,25 +271,48 @@ export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('stage.done'), stage: Stage }),
   z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
   z.object({ ...base, type: z.literal('rendition.ready'), output: RenditionOutput }),
-  z.object({ ...base, type: z.literal('thumbnail.ready'), object: ObjectRef }),
-  /** The DASH manifest (`object`, `url`) and the HLS master of the same segments (absent in events before HLS). */
-  z.object({ ...base, type: z.literal('manifest.published'), renditions: z.array(Rendition), object: ObjectRef, url: z.string(), hls: ObjectRef.extend({ url: z.string() }).optional() }),
+  /** The poster (`object`), and the seek previews when they were made (absent in events before them). */
+  z.object({ ...base, type: z.literal('thumbnail.ready'), object: ObjectRef, storyboard: StoryboardRef.optional() }),
+  /**
+   * The DASH manifest (`object`, `url`) and the HLS master of the same segments (absent in events before HLS).
+   * `added`: the renditions this manifest is the first to hold; `storyboard`: the WebVTT track of the seek
+   * previews the manifest names (its image track), when it does.
+   */
+  z.object({
+    ...base,
+    type: z.literal('manifest.published'),
+    attempt,
+    renditions: z.array(Rendition),
+    added: z.array(Rendition).optional(),
+    object: ObjectRef,
+    url: z.string(),
+    hls: Published.optional(),
+    storyboard: Published.optional(),
+  }),
   /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
   z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
-  /** The first manifest is out: the client can play the video. */
-  z.object({ ...base, type: z.literal('job.playable'), attempt, manifest: ObjectRef, url: z.string() }),
-  /** Every rendition that could be made is in the manifest. */
-  z.object({ ...base, type: z.literal('job.completed'), attempt, renditions: z.array(Rendition) }),
+  /**
+   * The first manifest is out: the client can play the video. With what it holds (absent in events written
+   * before they were kept): its renditions, the HLS master, the seek previews' WebVTT track.
+   */
+  z.object({ ...base, type: z.literal('job.playable'), attempt, manifest: ObjectRef, url: z.string(), renditions: z.array(Rendition).optional(), hls: Published.optional(), storyboard: Published.optional() }),
+  /** Every rendition that could be made is in the manifest, which is at `manifest`/`url` (absent in events before they were kept). */
+  z.object({ ...base, type: z.literal('job.completed'), attempt, renditions: z.array(Rendition), manifest: ObjectRef.optional(), url: z.string().optional(), hls: Published.optional(), storyboard: Published.optional() }),
   z.object({ ...base, type: z.literal('job.failed'), attempt, stage: Stage, code: z.string(), reason: z.string() }),
   /** The client cancelled the job: work in flight is stopped, nothing more is published. */
   z.object({ ...base, type: z.literal('job.cancelled') }),
   /** A failed job runs again: the client retried it, or an operator re-drove a dead letter. */
   z.object({ ...base, type: z.literal('job.reopened'), reason: z.string(), attempt: z.number().int().positive(), traceId }),
-  /** One try at telling the backend; `httpStatus` 0 when it did not answer. */
+  /**
+   * One try at telling the backend; `httpStatus` 0 when it did not answer. `event` (and its `rendition`)
+   * when the call was one of the opt-in webhook events (WEBHOOK_EVENTS), not the result notification.
+   */
   z.object({
     ...base,
     type: z.literal('notification.sent'),
     status: z.enum(['SUCCESS', 'FAILED']),
+    event: z.enum(WEBHOOK_EVENTS).optional(),
+    rendition: Rendition.optional(),
     httpStatus: z.number().int(),
     attempt: z.number().int().positive(),
     outcome: z.enum(['delivered', 'retrying', 'gave_up']),

@@ -12,9 +12,9 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import { BUCKETS, publishEvent, type Bus } from '@mesh/bus';
-import { cancelSubject, msgId, type JobSpec, type ObjectRef, type Rendition } from '@mesh/common';
+import { cancelSubject, msgId, type JobSpec, type Rendition } from '@mesh/common';
 import { isConflict } from './locks.ts';
-import { newRecord, pendingAnnouncements, reopened, revived, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord } from './state.ts';
+import { newRecord, pendingAnnouncements, reopened, revived, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord, type PublishedManifest } from './state.ts';
 
 export interface JobStates {
   bus: Bus;
@@ -123,7 +123,7 @@ export function settleRendition(states: JobStates, job: AttemptRef, rendition: R
   return change(states, job, (r) => withRendition(r, rendition, outcome));
 }
 
-export function recordPublished(states: JobStates, job: AttemptRef, renditions: Rendition[], manifest: { object: ObjectRef; url: string }): Promise<JobRecord> {
+export function recordPublished(states: JobStates, job: AttemptRef, renditions: Rendition[], manifest: PublishedManifest): Promise<JobRecord> {
   return change(states, job, (r) => withPublished(r, renditions, manifest));
 }
 

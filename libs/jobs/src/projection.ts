@@ -3,7 +3,7 @@
  * events by `applyEvent` (pure). The projector applies events in stream order; each document keeps
  * the sequence of the last event applied, so replays and repeats change nothing.
  */
-import { transcodeStage, type JobEvent, type ObjectRef, type Rendition, type Stage } from '@mesh/common';
+import { transcodeStage, type JobEvent, type ObjectRef, type Rendition, type Stage, type StoryboardRef, type WebhookEvent } from '@mesh/common';
 
 export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
@@ -36,9 +36,11 @@ export interface JobView {
   /** The HLS master of the same package. */
   hls?: ObjectRef & { url: string };
   thumbnail?: ObjectRef;
+  /** The seek previews: their WebVTT track and how they are cut (the sheets are beside it). */
+  storyboard?: StoryboardRef;
   error?: { stage: Stage; code: string; reason: string };
   /** Every try at telling the backend, oldest first; the last NOTIFICATIONS_KEPT of them. */
-  notifications: { status: 'SUCCESS' | 'FAILED'; httpStatus: number; attempt: number; outcome: 'delivered' | 'retrying' | 'gave_up'; error?: string; at: string }[];
+  notifications: { status: 'SUCCESS' | 'FAILED'; event?: WebhookEvent; rendition?: Rendition; httpStatus: number; attempt: number; outcome: 'delivered' | 'retrying' | 'gave_up'; error?: string; at: string }[];
   createdAt: string;
   /** When the first manifest was published, and when the last rendition was: what a client waits for. */
   playableAt?: string;
@@ -120,6 +122,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       break;
     case 'thumbnail.ready':
       next.thumbnail = event.object;
+      if (event.storyboard) next.storyboard = event.storyboard;
       break;
     case 'manifest.published':
       // Manifests only grow; a stale event never shrinks what the client sees.
@@ -155,7 +158,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     case 'notification.sent':
       next.notifications = [
         ...next.notifications,
-        { status: event.status, httpStatus: event.httpStatus, attempt: event.attempt, outcome: event.outcome, ...(event.error ? { error: event.error } : {}), at: event.at },
+        { status: event.status, ...(event.event ? { event: event.event } : {}), ...(event.rendition ? { rendition: event.rendition } : {}), httpStatus: event.httpStatus, attempt: event.attempt, outcome: event.outcome, ...(event.error ? { error: event.error } : {}), at: event.at },
       ].slice(-NOTIFICATIONS_KEPT);
       break;
   }
@@ -207,6 +210,7 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
     manifest: view.manifest ? { bucket: view.manifest.bucket, key: view.manifest.key, url: view.manifest.url } : null,
     hls: view.hls ? { bucket: view.hls.bucket, key: view.hls.key, url: view.hls.url } : null,
     thumbnail: view.thumbnail ? { ...view.thumbnail, ...(links.thumbnailUrl ? { url: links.thumbnailUrl(view.thumbnail) } : {}) } : null,
+    storyboard: view.storyboard ? { bucket: view.storyboard.vtt.bucket, key: view.storyboard.vtt.key, url: view.storyboard.vtt.url, ...storyboardCut(view.storyboard) } : null,
     stages: view.stages,
     waiting_for: links.waitingFor ?? [],
     error: view.error ?? null,
@@ -220,3 +224,8 @@ export function toApiResponse(view: JobView, links: { thumbnailUrl?: (ref: Objec
   };
 }
 export type ApiJob = ReturnType<typeof toApiResponse>;
+
+/** How the previews are cut, as the status shows it. */
+function storyboardCut({ plan }: StoryboardRef) {
+  return { intervalSec: plan.intervalSec, tileWidth: plan.tileWidth, tileHeight: plan.tileHeight, columns: plan.columns, rows: plan.rows, tiles: plan.tiles, sheets: plan.sheets };
+}

@@ -27,6 +27,8 @@ export interface StageServiceOptions<K extends WorkKind, C extends { s3: S3Confi
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }, service: StageService<C>) => Promise<void>;
   /** For stages whose failure does not fail the job (see runStage). */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }, service: StageService<C>) => Promise<void>;
+  /** Messages whose failure is not fatal, of a stage whose failures are (see runStage). */
+  nonFatal?: (message: WorkMessage<K>) => boolean;
   /** Transcoders: the rungs this process encodes, one consumer (and worker) each. */
   renditions?: (config: C) => string[];
 }
@@ -51,6 +53,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         chaosKillAfterWork: common.chaosKillAfterWork,
         stage: o.stage,
         ...(o.item ? { item: o.item } : {}),
+        ...(o.nonFatal ? { nonFatal: o.nonFatal } : {}),
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),
       })));

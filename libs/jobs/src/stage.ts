@@ -27,6 +27,8 @@ export interface StageOptions<K extends WorkKind> {
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }) => Promise<void>;
   /** Replaces the default failure handling (fail the job) for stages whose failure is not fatal. */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, ctx: { stage: Stage; code: string; reason: string }) => Promise<void>;
+  /** Messages of a stage that fails its job whose failure is not fatal: given up, they are recorded on the stage only. */
+  nonFatal?: (message: WorkMessage<K>) => boolean;
   concurrency?: number;
   ackWaitMs?: number;
   maxDeliver?: number;
@@ -112,6 +114,10 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
       }
       const stage = o.stage(message);
       if (o.onGiveUp) return o.onGiveUp(message, err, { stage, code, reason });
+      if (o.nonFatal?.(message)) {
+        await publishEvent(o.bus, { type: 'stage.failed', jobId: message.job.jobId, stage, code, reason, fatal: false });
+        return;
+      }
       await failStage(o.states, message.job, { stage, code, reason });
     },
   });

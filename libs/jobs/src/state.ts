@@ -42,12 +42,20 @@ export interface JobRecord {
   failedRenditions: Partial<Record<Rendition, string>>;
   /** Renditions in the manifest that clients can fetch now. Only ever grows. */
   published: Rendition[];
-  manifest?: { object: ObjectRef; url: string };
+  manifest?: PublishedManifest;
   failure?: Failure;
   /** Phase events already published, so a retried update publishes the rest and never one twice. */
   announced: JobEventType[];
   /** Times this attempt was revived by a re-driven dead letter: its phase events are announced anew each time. */
   revivals?: number;
+}
+
+/** The DASH manifest last published, with the HLS master beside it and the storyboard it names (when it does). */
+export interface PublishedManifest {
+  object: ObjectRef;
+  url: string;
+  hls?: ObjectRef & { url: string };
+  storyboard?: ObjectRef & { url: string };
 }
 
 export function newRecord(jobId: string, o: { spec?: JobSpec; attempt?: number; now?: string } = {}): JobRecord {
@@ -85,7 +93,7 @@ export function withRendition(rec: JobRecord, rendition: Rendition, outcome: { o
 }
 
 /** A manifest holding `renditions` went out. Never shrinks what is published. */
-export function withPublished(rec: JobRecord, renditions: Rendition[], manifest: { object: ObjectRef; url: string }): JobRecord {
+export function withPublished(rec: JobRecord, renditions: Rendition[], manifest: PublishedManifest): JobRecord {
   if (rec.phase === 'cancelled') return rec;
   if (isSubset(renditions, rec.published) && rec.manifest) return rec;
   return settle({ ...rec, published: union(rec.published, renditions), manifest });
@@ -176,11 +184,15 @@ export function pendingAnnouncements(rec: JobRecord): NewJobEvent[] {
   const out: NewJobEvent[] = [];
   const want = (type: JobEventType) => !rec.announced.includes(type);
   const attempt = rec.attempt;
+  // What a backend told of the event needs: where the manifests are and what they hold (in the plan's
+  // order, largest first, as the manifest lists them; `published` keeps the order they came out in).
+  const renditions = [...rec.expected.filter((r) => rec.published.includes(r)), ...rec.published.filter((r) => !rec.expected.includes(r))];
+  const links = rec.manifest ? { ...(rec.manifest.hls ? { hls: rec.manifest.hls } : {}), ...(rec.manifest.storyboard ? { storyboard: rec.manifest.storyboard } : {}) } : {};
   if ((rec.phase === 'playable' || rec.phase === 'complete') && rec.manifest && want('job.playable')) {
-    out.push({ type: 'job.playable', jobId: rec.jobId, attempt, manifest: rec.manifest.object, url: rec.manifest.url });
+    out.push({ type: 'job.playable', jobId: rec.jobId, attempt, manifest: rec.manifest.object, url: rec.manifest.url, renditions, ...links });
   }
   if (rec.phase === 'complete' && want('job.completed')) {
-    out.push({ type: 'job.completed', jobId: rec.jobId, attempt, renditions: [...rec.published] });
+    out.push({ type: 'job.completed', jobId: rec.jobId, attempt, renditions, ...(rec.manifest ? { manifest: rec.manifest.object, url: rec.manifest.url } : {}), ...links });
   }
   if (rec.phase === 'failed' && rec.failure && want('job.failed')) {
     out.push({ type: 'job.failed', jobId: rec.jobId, attempt, ...rec.failure });

@@ -74,6 +74,26 @@ describe('projection', () => {
     expect(applyEvent(null, { type: 'stage.started', jobId, at, stage: 'download' }, 1)).toBeNull();
   });
 
+  it('shows the seek previews once the thumbnailer has made them: the WebVTT track and how it is cut', () => {
+    const plan = { durationSec: 61, intervalSec: 2, tileWidth: 160, tileHeight: 90, columns: 5, rows: 5, tiles: 31, sheets: 2 };
+    const vtt = { bucket: 'out', key: `in/cat.mp4/${jobId}.1/thumbs/storyboard.vtt`, url: `https://s3.test/out/in/cat.mp4/${jobId}.1/thumbs/storyboard.vtt` };
+    expect(toApiResponse(fold([created, { type: 'thumbnail.ready', jobId, at, object: { bucket: 'thumbs', key: '42' } }])!).storyboard).toBeNull();
+    const view = fold([created, { type: 'thumbnail.ready', jobId, at, object: { bucket: 'thumbs', key: '42' }, storyboard: { vtt, plan } }])!;
+    expect(toApiResponse(view).storyboard).toEqual({ ...vtt, intervalSec: 2, tileWidth: 160, tileHeight: 90, columns: 5, rows: 5, tiles: 31, sheets: 2 });
+  });
+
+  it("lists an event webhook's tries by event and rung, beside the result notification's", () => {
+    const view = fold([
+      created,
+      { type: 'notification.sent', jobId, at, status: 'SUCCESS', httpStatus: 200, attempt: 1, outcome: 'delivered' },
+      { type: 'notification.sent', jobId, at, status: 'SUCCESS', event: 'rendition.ready', rendition: '360p', httpStatus: 503, attempt: 1, outcome: 'retrying', error: 'the backend answered 503' },
+    ])!;
+    expect(toApiResponse(view).notifications).toEqual([
+      { status: 'SUCCESS', httpStatus: 200, attempt: 1, outcome: 'delivered', at },
+      { status: 'SUCCESS', event: 'rendition.ready', rendition: '360p', httpStatus: 503, attempt: 1, outcome: 'retrying', error: 'the backend answered 503', at },
+    ]);
+  });
+
   it('never shrinks the published renditions', () => {
     const view = fold([
       created,

@@ -20,6 +20,24 @@ describe('job coordination record', () => {
     expect(pendingAnnouncements(rec).map((e) => e.type)).toEqual(['job.completed']);
   });
 
+  it('announces where the manifests are and what they hold, the previews when the manifest names them', () => {
+    const hls = { bucket: 'out', key: 'k/master.m3u8', url: 'http://x/k/master.m3u8' };
+    const storyboard = { bucket: 'out', key: 'k/j.1/thumbs/storyboard.vtt', url: 'http://x/k/j.1/thumbs/storyboard.vtt' };
+    let rec = withPublished(withRendition(planned(), '720p', { ok: true }), ['720p'], { ...manifest, hls });
+    expect(pendingAnnouncements(rec)).toEqual([{ type: 'job.playable', jobId: JOB, attempt: 1, manifest: manifest.object, url: manifest.url, renditions: ['720p'], hls }]);
+    rec = withAnnounced(rec, ['job.playable']);
+    rec = withPublished(withRendition(rec, '360p', { ok: true }), ['720p', '360p'], { ...manifest, hls, storyboard });
+    expect(pendingAnnouncements(rec)).toEqual([{ type: 'job.completed', jobId: JOB, attempt: 1, renditions: ['720p', '360p'], manifest: manifest.object, url: manifest.url, hls, storyboard }]);
+  });
+
+  it('names the renditions in the order of the plan (largest first), whatever order they came out in', () => {
+    let rec = withPublished(withRendition(planned(), '360p', { ok: true }), ['360p'], manifest);
+    rec = withAnnounced(rec, ['job.playable']);
+    rec = withPublished(withRendition(rec, '720p', { ok: true }), ['720p', '360p'], manifest);
+    expect(rec.published).toEqual(['360p', '720p']);
+    expect(pendingAnnouncements(rec)).toMatchObject([{ type: 'job.completed', renditions: ['720p', '360p'] }]);
+  });
+
   it('announces playable and completed together when both arrive in one step', () => {
     let rec = withRendition(withRendition(planned(), '360p', { ok: true }), '720p', { ok: true });
     rec = withPublished(rec, ['720p', '360p'], manifest);

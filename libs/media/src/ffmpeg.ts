@@ -1,5 +1,5 @@
 /** FFmpeg argument arrays, built from the probe, the job's plan and a rendition profile. */
-import type { MediaPlan, Probe, Rung } from '@mesh/common';
+import type { MediaPlan, Probe, Rung, StoryboardPlan } from '@mesh/common';
 import { BT709_TAGS, bt709Filters, JPEG_FILTERS, X264_BT709_VUI } from './colour.ts';
 import { gopFrames, outputSize } from './geometry.ts';
 import { inputGuard, type GuardOptions } from './guard.ts';
@@ -67,19 +67,43 @@ export function thumbnailTime(durationSec: number): number {
 
 export const THUMBNAIL_MAX_WIDTH = 640;
 
-export function thumbnailArgs(o: Input & { output: string; probe: Probe }): string[] {
+/** Scaled to `size` and converted as the video is (colour.ts), then to a JPEG's BT.601 full range. */
+const jpeg = (probe: Probe, size: string) => [...bt709Filters(probe, size), ...JPEG_FILTERS].join(',');
+
+/**
+ * The poster and the storyboard's sprite sheets (storyboard.ts) from one decode of the source: the decoded
+ * picture is split, one branch gives the poster (the first frame at `thumbnailTime`, at most 640 wide, to
+ * `poster`), the other one frame per interval, scaled to the tile size and tiled, to `sheets` (an image2
+ * pattern with `%d`, numbered from 1). The sheets cover the whole video, so the source is read through
+ * (unlike a poster alone, which could seek): bounded like an encode by the probed duration.
+ */
+export function thumbnailArgs(o: Input & { probe: Probe; poster: string; sheets: string; plan: StoryboardPlan }): string[] {
+  const { plan } = o;
+  if ((o.sheets.match(/%/g) ?? []).length !== 1 || !o.sheets.includes('%d')) throw new Error(`thumbnailArgs: sheets must be a file pattern with one %d, got ${o.sheets}`);
+  const graph = [
+    '[0:v:0]split=2[p][s]',
+    // Upright (autorotate), at most 640 wide, even height, square pixels, HDR tone-mapped like the video. The
+    // branch ends after its frame (a duration counts from the first frame kept): otherwise it would go on
+    // scaling every frame after the poster is written, which doubled the run's CPU time on a 1080p source.
+    `[p]trim=start=${thumbnailTime(o.probe.durationSec).toFixed(3)}:duration=0.001,${jpeg(o.probe, `'min(${THUMBNAIL_MAX_WIDTH},iw)':-2`)}[poster]`,
+    // Tile k is the frame at k * interval (round=up keeps the last frame at or before each tick), the cue
+    // [k * interval, (k + 1) * interval) shows it. The last frame is repeated to fill the last sheet, and
+    // to make every planned sheet even if the file holds less than it declared: no cue points at nothing.
+    // For as long as the whole storyboard at most, never without end: with an endless pad, a poster branch
+    // that never gets its frame (a file holding less than a second) kept FFmpeg running until killed.
+    `[s]fps=fps=1/${plan.intervalSec}:round=up,tpad=stop_mode=clone:stop_duration=${plan.tiles * plan.intervalSec},${jpeg(o.probe, `${plan.tileWidth}:${plan.tileHeight}`)},tile=${plan.columns}x${plan.rows}[sheets]`,
+  ].join(';');
   return [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'warning',
     ...inputGuard(o.input, o),
     ...stopDecoding(o.probe),
-    // Seeking before -i jumps to the nearest keyframe and decodes from there: fast on long videos.
-    '-ss', thumbnailTime(o.probe.durationSec).toFixed(3),
+    // Frames nothing refers to (most B-frames) are not decoded: a frame or two off a tick does not show in
+    // a 160 px tile or in the poster, and a video with B-frames decodes through in about half the CPU time.
+    '-skip_frame', 'noref',
     '-i', o.input,
-    '-map', '0:v:0', '-frames:v', '1',
-    // Upright (autorotate), at most 640 wide, even height, square pixels, HDR tone-mapped like the video.
-    '-vf', [...bt709Filters(o.probe, `'min(${THUMBNAIL_MAX_WIDTH},iw)':-2`), ...JPEG_FILTERS].join(','),
-    '-q:v', '3',
-    '-f', 'image2', '-update', '1',
-    o.output,
+    '-filter_complex', graph,
+    '-map', '[poster]', '-frames:v', '1', '-q:v', '3', '-f', 'image2', '-update', '1', o.poster,
+    // Exactly the planned sheets (the repeated last frame would go on forever).
+    '-map', '[sheets]', '-frames:v', String(plan.sheets), '-q:v', '5', '-f', 'image2', '-start_number', '1', o.sheets,
   ];
 }

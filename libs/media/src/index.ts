@@ -5,6 +5,7 @@ export * from './guard.ts';
 export * from './probe.ts';
 export * from './ffmpeg.ts';
 export * from './packager.ts';
+export * from './storyboard.ts';
 export * from './run.ts';
 export * from './limits.ts';
 export * from './yield.ts';

@@ -45,7 +45,8 @@ export function packagerArgs(o: { renditions: PackagerInput[]; audioFrom?: strin
   ];
 }
 
-function escapeXml(text: string): string {
+/** Text or an attribute value in XML: escaped, never URL-encoded. */
+export function escapeXml(text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;').replaceAll("'", '&apos;');
 }
 

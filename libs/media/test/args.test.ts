@@ -15,6 +15,11 @@ import {
   parseProbe,
   planMedia,
   setBaseUrl,
+  setThumbnailTrack,
+  storyboardInterval,
+  storyboardPlan,
+  storyboardVtt,
+  thumbnailAdaptationSet,
   thumbnailArgs,
   thumbnailTime,
   timeFactorConfig,
@@ -243,7 +248,7 @@ describe('bounds', () => {
 
   it('stops decoding past the declared duration with an input -t, in encodes and thumbnails', () => {
     const p = { ...probe(1920, 1080), durationSec: 10 };
-    for (const a of [transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: rungOf('360p') }), thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: p })]) {
+    for (const a of [transcodeArgs({ input: '/in/src', output: '/o.mp4', probe: p, plan: plan(), profile: rungOf('360p') }), thumbnailArgs({ input: '/in/src', poster: '/t.jpg', sheets: '/tile_%d.jpg', probe: p, plan: storyboardPlan(10, { width: 1920, height: 1080 }) })]) {
       const t = a.indexOf('-t');
       expect(a[t + 1]).toBe('14.200');
       expect(t).toBeLessThan(a.indexOf('-i'));
@@ -254,7 +259,7 @@ describe('bounds', () => {
   it.each<[string, number, number]>([
     ['a 10 s encode at factor 20', toolBudgetMs(10, 20), 260_000],
     ['a 4 h encode at factor 20', toolBudgetMs(4 * 3600, 20), 60_000 + 288_000_000],
-    ['a thumbnail shot at 1 s', toolBudgetMs(thumbnailTime(600), 20), 80_000],
+    ['the poster and storyboard of a 600 s video (decoded through)', toolBudgetMs(600, 20), 12_060_000],
     ['packaging 5 MB', packagerBudgetMs(5_000_000), 65_000],
   ])('%s gets %i ms', (_name, got, want) => {
     expect(got).toBe(want);
@@ -291,11 +296,156 @@ describe('thumbnail', () => {
     expect(thumbnailTime(duration)).toBe(at);
   });
 
-  it('seeks before -i, takes one frame, writes a JPEG', () => {
-    const a = thumbnailArgs({ input: '/in/src', output: '/out/t.jpg', probe: probe(1920, 1080) });
-    expect(a.indexOf('-ss')).toBeLessThan(a.indexOf('-i'));
-    expect(a).toEqual(expect.arrayContaining(['-frames:v', '1', '-protocol_whitelist', 'file']));
-    expect(a.at(-1)).toBe('/out/t.jpg');
+  it('decodes once and splits the picture: one poster frame at the shot time, and the planned sheets of tiles', () => {
+    const p = { ...probe(1920, 1080), durationSec: 61 };
+    const sb = storyboardPlan(61, { width: 1920, height: 1080 });
+    const a = thumbnailArgs({ input: '/in/src', poster: '/out/t.jpg', sheets: '/out/tile_%d.jpg', probe: p, plan: sb });
+    const after = (flag: string, from = 0) => a[a.indexOf(flag, from) + 1];
+    expect(a.filter((x) => x === '-i')).toHaveLength(1);
+    expect(a).not.toContain('-ss');
+    expect(a.indexOf('-skip_frame')).toBeLessThan(a.indexOf('-i'));
+    expect(after('-filter_complex')).toBe(
+      "[0:v:0]split=2[p][s];[p]trim=start=1.000:duration=0.001,scale='min(640,iw)':-2:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p[poster];" +
+        '[s]fps=fps=1/2:round=up,tpad=stop_mode=clone:stop_duration=62,scale=160:90:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p,tile=5x5[sheets]',
+    );
+    // The poster: one frame to its file; the sheets: exactly as many as planned, numbered from 1.
+    const poster = a.indexOf('[poster]');
+    expect(a.slice(poster - 1, a.indexOf('/out/t.jpg') + 1)).toEqual(['-map', '[poster]', '-frames:v', '1', '-q:v', '3', '-f', 'image2', '-update', '1', '/out/t.jpg']);
+    expect(a.slice(a.indexOf('[sheets]') - 1)).toEqual(['-map', '[sheets]', '-frames:v', String(sb.sheets), '-q:v', '5', '-f', 'image2', '-start_number', '1', '/out/tile_%d.jpg']);
+    expect(sb.sheets).toBe(2);
+    expect(a).toEqual(expect.arrayContaining(['-protocol_whitelist', 'file']));
+  });
+
+  it('shoots a short video in its middle, and scales tiles of a portrait video to its upright shape', () => {
+    const p = { ...probe(1080, 1920), durationSec: 1.5 };
+    const graph = thumbnailArgs({ input: '/in/src', poster: '/p.jpg', sheets: '/s_%d.jpg', probe: p, plan: storyboardPlan(1.5, { width: 1080, height: 1920 }) }).find((x) => x.startsWith('[0:v:0]'))!;
+    expect(graph).toContain('trim=start=0.750:duration=0.001,');
+    expect(graph).toMatch(/scale=160:284:[^,]*,setsar=1,.*,format=yuvj420p,tile=1x1\[sheets\]$/);
+  });
+
+  it.each(['/out/tile.jpg', '/out/%s_%d.jpg', '/out/100%/tile_%d.jpg'])('refuses %j as the sheets pattern', (sheets) => {
+    expect(() => thumbnailArgs({ input: '/in/src', poster: '/p.jpg', sheets, probe: probe(640, 360), plan: storyboardPlan(10, { width: 640, height: 360 }) })).toThrow(/one %d/);
+  });
+});
+
+describe('storyboard', () => {
+  it.each<[number, number]>([
+    [0.4, 2],
+    [9, 2],
+    [200, 2],
+    [201, 3],
+    [600, 6],
+    [1000, 10],
+    [4 * 3600, 10],
+  ])('a %f s video gets a tile every %i s', (duration, interval) => {
+    expect(storyboardInterval(duration)).toBe(interval);
+  });
+
+  // duration, display size -> tile size, columns x rows, tiles, sheets
+  it.each<[string, number, [number, number], [number, number], [number, number], number, number]>([
+    ['a 9 s 1080p clip: one row of five', 9, [1920, 1080], [160, 90], [5, 1], 5, 1],
+    ['60 s: 30 tiles on two 5x5 sheets', 60, [1920, 1080], [160, 90], [5, 5], 30, 2],
+    ['exactly 50 s: 25 tiles, one sheet', 50, [1920, 1080], [160, 90], [5, 5], 25, 1],
+    ['a millisecond over 50 s gets its tile and its sheet', 50.001, [1920, 1080], [160, 90], [5, 5], 26, 2],
+    ['under half a millisecond over is the same 50 s', 50.0004, [1920, 1080], [160, 90], [5, 5], 25, 1],
+    ['a 0.4 s clip: one tile', 0.4, [1280, 720], [160, 90], [1, 1], 1, 1],
+    ['7 tiles: a 5x2 sheet', 13, [1280, 720], [160, 90], [5, 2], 7, 1],
+    ['4:3', 9, [640, 480], [160, 120], [5, 1], 5, 1],
+    ['odd 853x479: even height', 9, [853, 479], [160, 90], [5, 1], 5, 1],
+    ['portrait', 9, [1080, 1920], [160, 284], [5, 1], 5, 1],
+    ['a very tall picture: at most 320 high, narrower', 9, [100, 1000], [32, 320], [5, 1], 5, 1],
+    ['10 minutes: one every 6 s', 600, [1920, 1080], [160, 90], [5, 5], 100, 4],
+    ['4 hours: one every 10 s', 4 * 3600, [1920, 1080], [160, 90], [5, 5], 1440, 58],
+  ])('%s', (_name, duration, [width, height], [tileWidth, tileHeight], [columns, rows], tiles, sheets) => {
+    expect(storyboardPlan(duration, { width, height })).toEqual({ durationSec: duration, intervalSec: storyboardInterval(duration), tileWidth, tileHeight, columns, rows, tiles, sheets });
+  });
+
+  it('refuses a duration that is not positive', () => {
+    expect(() => storyboardPlan(0, { width: 640, height: 360 })).toThrow(/positive/);
+  });
+
+  it('writes a WebVTT cue per tile, pointing into its sheet', () => {
+    expect(storyboardVtt(storyboardPlan(9, { width: 1280, height: 720 }), (n) => `tile_${n}.jpg`)).toBe(
+      [
+        'WEBVTT',
+        '',
+        '00:00:00.000 --> 00:00:02.000\ntile_1.jpg#xywh=0,0,160,90',
+        '',
+        '00:00:02.000 --> 00:00:04.000\ntile_1.jpg#xywh=160,0,160,90',
+        '',
+        '00:00:04.000 --> 00:00:06.000\ntile_1.jpg#xywh=320,0,160,90',
+        '',
+        '00:00:06.000 --> 00:00:08.000\ntile_1.jpg#xywh=480,0,160,90',
+        '',
+        '00:00:08.000 --> 00:00:09.000\ntile_1.jpg#xywh=640,0,160,90',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it.each<[number, [number, number]]>([
+    [61, [1920, 1080]],
+    [50.001, [1080, 1920]],
+    [4 * 3600 + 0.5, [1280, 720]],
+  ])('the cues of a %f s video follow one another from 0 to its end, each inside a sheet that exists', (duration, [width, height]) => {
+    const sb = storyboardPlan(duration, { width, height });
+    const cues = [...storyboardVtt(sb, (n) => `tile_${n}.jpg`).matchAll(/(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\ntile_(\d+)\.jpg#xywh=(\d+),(\d+),(\d+),(\d+)/g)].map((m) => {
+      const n = m.slice(1).map(Number);
+      return { start: n[0]! * 3600 + n[1]! * 60 + n[2]! + n[3]! / 1000, end: n[4]! * 3600 + n[5]! * 60 + n[6]! + n[7]! / 1000, sheet: n[8]!, x: n[9]!, y: n[10]!, w: n[11]!, h: n[12]! };
+    });
+    expect(cues).toHaveLength(sb.tiles);
+    expect(cues[0]!.start).toBe(0);
+    expect(cues.at(-1)!.end).toBeCloseTo(duration, 3);
+    for (const [i, c] of cues.entries()) {
+      if (i > 0) expect(c.start).toBe(cues[i - 1]!.end);
+      expect(c.end).toBeGreaterThan(c.start);
+      expect(c.sheet).toBeGreaterThanOrEqual(1);
+      expect(c.sheet).toBeLessThanOrEqual(sb.sheets);
+      expect([c.w, c.h]).toEqual([sb.tileWidth, sb.tileHeight]);
+      expect(c.x + c.w).toBeLessThanOrEqual(sb.columns * sb.tileWidth);
+      expect(c.y + c.h).toBeLessThanOrEqual(sb.rows * sb.tileHeight);
+    }
+    // Every sheet is named by some cue: none is made for nothing.
+    expect(new Set(cues.map((c) => c.sheet)).size).toBe(sb.sheets);
+  });
+
+  const mpd = `<?xml version="1.0" encoding="UTF-8"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT61S">\n  <Period id="0">\n    <AdaptationSet id="0" contentType="video">\n    </AdaptationSet>\n  </Period>\n</MPD>\n`;
+  const set = thumbnailAdaptationSet(storyboardPlan(61, { width: 1920, height: 1080 }), { media: 'job.1/thumbs/tile_$Number$.jpg', maxSheetBytes: 62_500 });
+
+  it('is a DASH-IF thumbnail-tile image AdaptationSet listing exactly the sheets there are', () => {
+    expect(set).toBe(
+      [
+        '    <AdaptationSet contentType="image" mimeType="image/jpeg">',
+        '      <SegmentTemplate media="job.1/thumbs/tile_$Number$.jpg" timescale="1" startNumber="1">',
+        '        <SegmentTimeline>',
+        '          <S t="0" d="50" r="1"/>',
+        '        </SegmentTimeline>',
+        '      </SegmentTemplate>',
+        // 62 500 bytes every 50 s: 10 000 bit/s; the sprite is 5 tiles across and down.
+        '      <Representation id="thumbnails" bandwidth="10000" width="800" height="450">',
+        '        <EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="5x5"/>',
+        '      </Representation>',
+        '    </AdaptationSet>',
+      ].join('\n'),
+    );
+    expect(thumbnailAdaptationSet(storyboardPlan(9, { width: 1280, height: 720 }), { media: 'a&b/tile_$Number$.jpg', maxSheetBytes: 0 })).toContain('media="a&amp;b/tile_$Number$.jpg" timescale="1" startNumber="1">\n        <SegmentTimeline>\n          <S t="0" d="10"/>');
+  });
+
+  it('goes in the Period after the other sets, replaces one it had, and comes out with null', () => {
+    const once = setThumbnailTrack(mpd, set);
+    expect(once.indexOf(set)).toBeGreaterThan(once.indexOf('contentType="video"'));
+    expect(once.indexOf(set)).toBeLessThan(once.indexOf('</Period>'));
+    expect(once).toContain(`${set}\n  </Period>`);
+    const other = thumbnailAdaptationSet(storyboardPlan(9, { width: 1280, height: 720 }), { media: 'job.2/thumbs/tile_$Number$.jpg', maxSheetBytes: 1 });
+    const twice = setThumbnailTrack(once, other);
+    expect(twice.match(/contentType="image"/g)).toHaveLength(1);
+    expect(twice).toContain('job.2/thumbs');
+    expect(setThumbnailTrack(twice, null)).toBe(mpd);
+  });
+
+  it('refuses an MPD without exactly one Period', () => {
+    expect(() => setThumbnailTrack(mpd.replace('</Period>', '</Period>\n  <Period id="1"></Period>'), set)).toThrow(/2 Periods/);
+    expect(() => setThumbnailTrack('<MPD/>', set)).toThrow(/0 Periods/);
   });
 });
 
@@ -431,15 +581,17 @@ describe('colour: every output BT.709 SDR, limited range, tagged', () => {
     }
   });
 
-  it('tone-maps the poster like the video, then writes it as JFIF says (BT.601, full range)', () => {
-    const a = thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: probe(1920, 1080, { colour: hlg }) });
-    expect(after(a, '-vf')).toBe(
-      `scale='min(640,iw)':-2,setsar=1,zscale=${HLG_IN}:t=linear:p=bt709:npl=100,format=gbrpf32le,tonemap=mobius:param=0.5:desat=0:peak=10,zscale=p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p,` +
-        'scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p',
-    );
-    expect(after(thumbnailArgs({ input: '/in/src', output: '/t.jpg', probe: probe(1920, 1080) }), '-vf')).toBe(
-      "scale='min(640,iw)':-2:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p",
-    );
+  it('tone-maps the poster and the storyboard tiles like the video, then writes them as JFIF says (BT.601, full range)', () => {
+    const toJpeg = 'scale=in_color_matrix=bt709:in_range=tv:out_color_matrix=bt601:out_range=pc,format=yuvj420p';
+    const graph = (p: Probe) => {
+      const a = thumbnailArgs({ input: '/in/src', poster: '/t.jpg', sheets: '/s_%d.jpg', probe: p, plan: storyboardPlan(10, { width: 1920, height: 1080 }) });
+      return after(a, '-filter_complex')!;
+    };
+    const hlgGraph = graph(probe(1920, 1080, { colour: hlg }));
+    const toneMap = `setsar=1,zscale=${HLG_IN}:t=linear:p=bt709:npl=100,format=gbrpf32le,tonemap=mobius:param=0.5:desat=0:peak=10,zscale=p=bt709:t=bt709:m=bt709:r=limited,format=yuv420p,${toJpeg}`;
+    expect(hlgGraph).toContain(`[p]trim=start=1.000:duration=0.001,scale='min(640,iw)':-2,${toneMap}[poster]`);
+    expect(hlgGraph).toContain(`,scale=160:90,${toneMap},tile=5x1[sheets]`);
+    expect(graph(probe(1920, 1080))).toContain(`scale='min(640,iw)':-2:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p,${toJpeg}[poster]`);
   });
 });
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError, type Probe } from '@mesh/common';
 import { makeClip, startS3, tempDir, type S3Server } from '@mesh/testkit';
 import { createS3, headObject, putObject, withSourceUrl } from '@mesh/storage';
-import { decodeStopSec, planMedia, probeFile, runTool, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { decodeStopSec, planMedia, probeFile, runTool, storyboardPlan, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 import { DEFAULT_LADDER } from '@mesh/common';
 
 const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
@@ -80,9 +80,12 @@ describe('a source that decodes longer than it declares', () => {
     expect(err).toMatchObject({ code: 'SOURCE_TOO_LONG', message: expect.stringMatching(/^the video decodes longer than the 10 s it declared \(still going at 1\d s\)/) });
   });
 
-  it('gives a thumbnail as usual (one frame, from the start)', async () => {
-    await runTool('ffmpeg', thumbnailArgs({ input: crafted, output: at('crafted.jpg'), probe }), { log, timeoutMs: 30_000 });
+  it('gives a thumbnail and the storyboard it declares (read through, stopped just past it), no more sheets', async () => {
+    const plan = storyboardPlan(probe.durationSec, { width: 320, height: 180 });
+    await runTool('ffmpeg', thumbnailArgs({ input: crafted, poster: at('crafted.jpg'), sheets: at('crafted-%d.jpg'), probe, plan }), { log, timeoutMs: 30_000 });
     expect((await readFile(at('crafted.jpg'))).subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    expect(plan).toMatchObject({ tiles: 6, sheets: 1 }); // it declares 10.02 s
+    expect((await readdir(dir.path)).filter((f) => /^crafted-\d+\.jpg$/.test(f))).toEqual(['crafted-1.jpg']);
   });
 
   it('a clip that holds what it declares is not refused', async () => {
@@ -91,6 +94,29 @@ describe('a source that decodes longer than it declares', () => {
     const plan = planMedia(honest, { hasAudio: true, ladder: DEFAULT_LADDER });
     await runTool('ffmpeg', transcodeArgs({ input: src, output: at('honest-360p.mp4'), probe: honest, plan, profile: rungOf('360p') }), { log, declaredSec: honest.durationSec });
     expect(await durationOf(at('honest-360p.mp4'))).toBeCloseTo(3, 0);
+  });
+});
+
+describe('a source that holds less than it declares', () => {
+  it('still gets every planned sprite sheet (the last frame repeated), so no cue of the storyboard points at nothing', async () => {
+    const src = await makeClip(at('short.mp4'), { width: 320, height: 180, seconds: 9, audio: false });
+    // It says 61 s: 31 tiles on two sheets, the second past anything it holds.
+    const probe = probeOf(320, 180, 61);
+    const plan = storyboardPlan(probe.durationSec, { width: 320, height: 180 });
+    expect(plan.sheets).toBe(2);
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('short.jpg'), sheets: at('short-%d.jpg'), probe, plan }), { log, timeoutMs: 60_000 });
+    expect((await readdir(dir.path)).filter((f) => /^short-\d+\.jpg$/.test(f)).sort()).toEqual(['short-1.jpg', 'short-2.jpg']);
+  });
+
+  it('ends at once when it holds no frame for the poster (half a second that says 10 s), with the sheets and no poster', async () => {
+    const src = at('half.mp4');
+    await run('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=320x180:rate=25', '-t', '0.5', '-c:v', 'libx264', '-preset', 'ultrafast', src]);
+    const probe = probeOf(320, 180, 10);
+    const started = Date.now();
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('half.jpg'), sheets: at('half-%d.jpg'), probe, plan: storyboardPlan(10, { width: 320, height: 180 }) }), { log, timeoutMs: 20_000 });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const made = await readdir(dir.path);
+    expect(made.filter((f) => f.startsWith('half') && f.endsWith('.jpg')).sort()).toEqual(['half-1.jpg']);
   });
 });
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger, DEFAULT_LADDER, type Probe } from '@mesh/common';
 import { makeClip, patchMeans, smpteBarPatches, smpteBarsOriginal, tempDir } from '@mesh/testkit';
-import { planMedia, probeFile, runTool, sourceRange, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { planMedia, probeFile, runTool, sourceRange, storyboardPlan, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 
 const run = promisify(execFile);
 const log = createLogger('test', 'silent');
@@ -99,8 +99,10 @@ describe.each<['hlg' | 'pq', string]>([
     const sdr = await makeClip(at(`sdr-${hdr}.mp4`), { width: W, height: H, seconds: 2, picture: 'bars' });
     const sdrProbe = await probeFile(sdr, { log });
     expect(sourceRange(sdrProbe)).toBe('sdr');
-    await runTool('ffmpeg', thumbnailArgs({ input: src, output: at(`${hdr}.jpg`), probe }), { log });
-    await runTool('ffmpeg', thumbnailArgs({ input: sdr, output: at(`sdr-${hdr}.jpg`), probe: sdrProbe }), { log });
+    // The poster and the storyboard come from one run; the sheets are scaled the same way, at tile size.
+    const plan = storyboardPlan(probe.durationSec, { width: W, height: H });
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at(`${hdr}.jpg`), sheets: at(`${hdr}-tile_%d.jpg`), probe, plan }), { log });
+    await runTool('ffmpeg', thumbnailArgs({ input: sdr, poster: at(`sdr-${hdr}.jpg`), sheets: at(`sdr-${hdr}-tile_%d.jpg`), probe: sdrProbe, plan }), { log });
     const [poster, sdrPoster] = await Promise.all([patchMeans(['-i', at(`${hdr}.jpg`)], W, H, PATCHES), patchMeans(['-i', at(`sdr-${hdr}.jpg`)], W, H, PATCHES)]);
     // The SDR poster is the reference here: a JPEG is full range BT.601, so its codes are not the video's.
     expectBarsKept(poster, sdrPoster);

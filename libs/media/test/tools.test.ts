@@ -2,13 +2,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
 import { makeClip, REPO_ROOT, startS3, tempDir } from '@mesh/testkit';
 import { createS3, presignGet, putObject } from '@mesh/storage';
-import { holdUrgency, outputSize, packagerArgs, planMedia, probeFile, runTool, setBaseUrl, thumbnailArgs, transcodeArgs } from '../src/index.ts';
+import { displaySize, holdUrgency, outputSize, packagerArgs, planMedia, probeFile, runTool, setBaseUrl, setThumbnailTrack, storyboardPlan, thumbnailAdaptationSet, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 import { DEFAULT_LADDER } from '@mesh/common';
 
 const rungOf = (name: string) => DEFAULT_LADDER.find((r) => r.name === name)!;
@@ -89,9 +89,35 @@ describe('probe, transcode, package', () => {
     expect(plan).toMatchObject({ renditions: ['360p'], audio: false });
     await runTool('ffmpeg', transcodeArgs({ input: src, output: at('phone-360.mp4'), probe, plan, profile: rungOf('360p') }), { log });
     expect(await streamInfo(at('phone-360.mp4'))).toBe('h264,video,360,640');
-    await runTool('ffmpeg', thumbnailArgs({ input: src, output: at('phone.jpg'), probe }), { log });
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('phone.jpg'), sheets: at('phone-tile_%d.jpg'), probe, plan: storyboardPlan(probe.durationSec, displaySize(probe)) }), { log });
     expect(await streamInfo(at('phone.jpg'))).toBe('mjpeg,video,360,640');
+    // One upright tile on the only sheet.
+    expect(await streamInfo(at('phone-tile_1.jpg'))).toBe('mjpeg,video,160,284');
   }, 60_000);
+
+  it('makes the poster and every planned sprite sheet in one run, and the DASH image track naming them validates', async () => {
+    const src = await makeClip(at('long.mp4'), { width: 320, height: 180, seconds: 61, audio: false });
+    const probe = await probeFile(src, { log });
+    const plan = storyboardPlan(probe.durationSec, displaySize(probe));
+    expect(plan).toMatchObject({ intervalSec: 2, tiles: 31, columns: 5, rows: 5, sheets: 2, tileWidth: 160, tileHeight: 90 });
+    await mkdir(at('board'));
+    await runTool('ffmpeg', thumbnailArgs({ input: src, poster: at('board/poster.jpg'), sheets: at('board/tile_%d.jpg'), probe, plan }), { log });
+    expect((await readdir(at('board'))).sort()).toEqual(['poster.jpg', 'tile_1.jpg', 'tile_2.jpg']);
+    expect(await streamInfo(at('board/poster.jpg'))).toBe('mjpeg,video,320,180');
+    for (const sheet of ['tile_1.jpg', 'tile_2.jpg']) expect(await streamInfo(at(`board/${sheet}`))).toBe('mjpeg,video,800,450');
+
+    // In the manifest of a package of the same clip, beside its video: still valid DASH.
+    const out = at('board-pkg');
+    await mkdir(out);
+    const rendition = planMedia(probe, { hasAudio: false, ladder: DEFAULT_LADDER });
+    await runTool('ffmpeg', transcodeArgs({ input: src, output: at('board-360p.mp4'), probe, plan: rendition, profile: rungOf('360p') }), { log });
+    await runTool('packager', packagerArgs({ renditions: [{ rendition: '360p', path: at('board-360p.mp4') }], outDir: out, segmentDir: 'job.1', segmentSeconds: 4 }), { log });
+    const manifest = join(out, 'manifest.mpd');
+    const set = thumbnailAdaptationSet(plan, { media: 'job.1/thumbs/tile_$Number$.jpg', maxSheetBytes: (await stat(at('board/tile_1.jpg'))).size });
+    await writeFile(manifest, setThumbnailTrack(setBaseUrl(await readFile(manifest, 'utf8'), 'https://cdn.example.test/b/'), set));
+    await run('xmllint', ['--noout', '--schema', join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd'), manifest]);
+    expect(await readFile(manifest, 'utf8')).toContain('schemeIdUri="http://dashif.org/thumbnail_tile" value="5x5"');
+  }, 120_000);
 });
 
 describe('refusals', () => {

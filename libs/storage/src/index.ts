@@ -429,6 +429,7 @@ const TYPES: [RegExp, string][] = [
   [/\.m4a$/i, 'audio/mp4'],
   [/\.jpe?g$/i, 'image/jpeg'],
   [/\.json$/i, 'application/json'],
+  [/\.vtt$/i, 'text/vtt'],
 ];
 
 export function contentTypeFor(key: string): string {

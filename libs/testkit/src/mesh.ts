@@ -205,15 +205,22 @@ export interface MeshEndpoints {
 }
 
 /** The environment every service of a local mesh gets: the same variables ops set in production. */
+/** The S3 settings of a service: the local stand-in (or, left out, S3_ENDPOINT / AWS credentials from the environment) and the buckets. */
+export function s3Env(s3: MeshEndpoints['s3'], buckets: MeshEndpoints['buckets']): Record<string, string> {
+  return {
+    ...(s3 ? { S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: 'us-east-1' } : {}),
+    S3_INPUT_BUCKET: buckets.input,
+    S3_OUTPUT_BUCKET: buckets.output,
+    S3_THUMBNAIL_OUTPUT_BUCKET: buckets.thumbnails,
+    S3_WORK_BUCKET: buckets.work,
+  };
+}
+
 export function meshEnv(o: MeshEndpoints): Record<string, string> {
   return {
     NATS_URL: o.natsUrl,
     MONGODB_URI: o.mongoUri,
-    ...(o.s3 ? { S3_ENDPOINT: o.s3.endpoint, AWS_ACCESS_KEY_ID: o.s3.accessKeyId, AWS_SECRET_ACCESS_KEY: o.s3.secretAccessKey, AWS_REGION: 'us-east-1' } : {}),
-    S3_INPUT_BUCKET: o.buckets.input,
-    S3_OUTPUT_BUCKET: o.buckets.output,
-    S3_THUMBNAIL_OUTPUT_BUCKET: o.buckets.thumbnails,
-    S3_WORK_BUCKET: o.buckets.work,
+    ...s3Env(o.s3, o.buckets),
     APP_API_KEY: o.apiKey,
     PORT: String(o.apiPort),
     HOST: '127.0.0.1',

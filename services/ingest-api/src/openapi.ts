@@ -143,7 +143,7 @@ export const ROUTES: RouteDoc[] = [
     tag: 'tasks',
     summary: "A task's status",
     description:
-      'task_status is the original service\'s: PENDING (queued), STARTED (processing), SUCCESS (playable or complete), FAILURE (failed or cancelled); task_result is the video id on SUCCESS, the reason on FAILURE, null before. The rest follows the job: its state, each stage with attempts, progress and reason, the renditions published, the manifest and thumbnail, the tries at telling the backend.',
+      'task_status is the original service\'s: PENDING (queued), STARTED (processing), SUCCESS (playable or complete), FAILURE (failed or cancelled); task_result is the video id on SUCCESS, the reason on FAILURE, null before. The rest follows the job: its state, each stage with attempts, progress and reason, the renditions published, the manifests, the thumbnail and the seek previews (storyboard), the tries at telling the backend.',
     access: 'client',
     params: { task_id: TaskIdParam },
     ok: { status: 200, description: "the task's status, from the projection of its events", content: json(TaskStatus) },

@@ -4,7 +4,7 @@
  * changes without the other); the live streams carry it in `LiveStatus`.
  */
 import { z } from 'zod';
-import { Rendition, Stage } from '@mesh/common';
+import { Rendition, Stage, WEBHOOK_EVENTS } from '@mesh/common';
 import type { ApiJob } from '@mesh/jobs';
 
 const Time = z.iso.datetime();
@@ -39,6 +39,25 @@ export const TaskStatus = z.strictObject({
   /** The HLS master of the same package. */
   hls: z.strictObject({ bucket: z.string(), key: z.string(), url: z.string() }).nullable(),
   thumbnail: z.strictObject({ bucket: z.string(), key: z.string(), url: z.string().optional() }).nullable(),
+  /**
+   * The seek previews: their WebVTT track (`url`; cues `tile_<n>.jpg#xywh=x,y,w,h` relative to it), one tile
+   * of `tileWidth` x `tileHeight` every `intervalSec`, `columns` x `rows` to a sprite sheet. The DASH
+   * manifest names them too, as an image AdaptationSet. Null until the thumbnailer has made them.
+   */
+  storyboard: z
+    .strictObject({
+      bucket: z.string(),
+      key: z.string(),
+      url: z.string(),
+      intervalSec: z.number().int().positive(),
+      tileWidth: z.number().int().positive(),
+      tileHeight: z.number().int().positive(),
+      columns: z.number().int().positive(),
+      rows: z.number().int().positive(),
+      tiles: z.number().int().positive(),
+      sheets: z.number().int().positive(),
+    })
+    .nullable(),
   stages: z.partialRecord(Stage, StageStatus),
   /** Stages the job still needs whose service has no replica attached to do them ([] when every one has). */
   waiting_for: z.array(z.strictObject({ stage: Stage, service: z.string(), reason: z.string() })),
@@ -57,6 +76,9 @@ export const TaskStatus = z.strictObject({
   notifications: z.array(
     z.strictObject({
       status: z.enum(['SUCCESS', 'FAILED']),
+      /** Set for an opt-in webhook event (WEBHOOK_EVENTS), with its rung for rendition.ready; absent for the result notification. */
+      event: z.enum(WEBHOOK_EVENTS).optional(),
+      rendition: Rendition.optional(),
       httpStatus: z.number().int(),
       attempt: z.number().int().positive(),
       outcome: z.enum(['delivered', 'retrying', 'gave_up']),

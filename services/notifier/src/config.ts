@@ -2,12 +2,14 @@
  * The notifier's settings, checked once at start: a bad value stops it naming the variable (exit 78).
  * Neither MAIN_API_KEY nor WEBHOOK_SECRET ever appears in an error: only what is wrong with them.
  */
-import { ConfigError, flag, int, optional, str, url, type Env } from '@mesh/common';
+import { ConfigError, flag, int, optional, str, url, WEBHOOK_EVENTS, type Env, type WebhookEvent } from '@mesh/common';
 import type { WebhookTarget } from './webhook.ts';
 
 export interface NotifierConfig {
   target: WebhookTarget;
   maxTries: number;
+  /** The opt-in webhook events (WEBHOOK_EVENTS), sent beside the result notification; none by default. */
+  events: WebhookEvent[];
 }
 
 export function notifierConfig(env: Env): NotifierConfig {
@@ -20,7 +22,19 @@ export function notifierConfig(env: Env): NotifierConfig {
       ...(secret ? { signingKey: signingKey(secret) } : {}),
     },
     maxTries: int(env, 'WEBHOOK_MAX_TRIES', 8, { min: 1, max: 100 }),
+    events: webhookEvents(env),
   };
+}
+
+/** WEBHOOK_EVENTS: a comma-separated list of event types; unset or empty, none (the result notification alone). */
+function webhookEvents(env: Env): WebhookEvent[] {
+  const raw = optional(env, 'WEBHOOK_EVENTS');
+  if (!raw) return [];
+  const names = raw.split(',').map((n) => n.trim());
+  for (const name of names) {
+    if (!(WEBHOOK_EVENTS as readonly string[]).includes(name)) throw new ConfigError(`WEBHOOK_EVENTS: ${JSON.stringify(name)} is not an event; use a comma-separated list of ${WEBHOOK_EVENTS.join(', ')}`);
+  }
+  return [...new Set(names as WebhookEvent[])];
 }
 
 /** MAIN_API_ENDPOINT: https, unless WEBHOOK_ALLOW_HTTP allows plain http for a local backend. */

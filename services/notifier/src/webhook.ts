@@ -7,11 +7,15 @@
  *   webhook-timestamp  unix seconds of this try
  *   webhook-signature  v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" with the secret's bytes>
  *
+ * And the events a backend may opt in to (WEBHOOK_EVENTS), each its own call, signed the same way:
+ *   POST {MAIN_API_ENDPOINT}/video/processing/events  ApiKey: MAIN_API_KEY   EventBody (below)
+ *   webhook-id and Idempotency-Key  <taskId>:<job attempt>:<type>, and :<rendition> for rendition.ready
+ *
  * What a failure says reaches the job's status, so it names what happened, never the backend's
  * address: "the backend did not answer: connection refused", "the backend answered 503".
  */
 import { createHmac } from 'node:crypto';
-import { MeshError } from '@mesh/common';
+import { MeshError, type Rendition, type Stage, type WebhookEvent } from '@mesh/common';
 import { injectContext, inSpan, SpanKind } from '@mesh/telemetry';
 
 export type WebhookStatus = 'SUCCESS' | 'FAILED';
@@ -32,6 +36,40 @@ export interface Notification {
   status: WebhookStatus;
 }
 
+/**
+ * The body of an event webhook. `renditions`: those in the published manifest (none for job.failed);
+ * `urls`: where a player fetches the video, null for what is not there (yet): the DASH manifest, the HLS
+ * master, the WebVTT track of the seek previews (when the manifest names them; the status has them once
+ * they are made); `rendition` for rendition.ready, `error` for job.failed.
+ */
+export interface EventBody {
+  type: WebhookEvent;
+  taskId: string;
+  attempt: number;
+  /** When it happened (the event's time), ISO 8601. */
+  at: string;
+  rendition?: Rendition;
+  renditions: Rendition[];
+  urls: { dash: string | null; hls: string | null; storyboard: string | null };
+  error?: { stage: Stage; code: string; reason: string };
+}
+
+/** One opt-in event of a job attempt (one per rung for rendition.ready). Its tries share the webhook-id. */
+export interface EventWebhook {
+  taskId: string;
+  attempt: number;
+  event: WebhookEvent;
+  rendition?: Rendition;
+  body: EventBody;
+}
+
+export type Webhook = Notification | EventWebhook;
+
+/** The outcome a webhook reports, as the job's `notifications` list it. */
+export function statusOf(w: Webhook): WebhookStatus {
+  return 'event' in w ? (w.event === 'job.failed' ? 'FAILED' : 'SUCCESS') : w.status;
+}
+
 /** The backend refused, redirected or could not be reached. `httpStatus` is 0 when it did not answer. */
 export class WebhookError extends MeshError {
   override name = 'WebhookError';
@@ -42,8 +80,8 @@ export class WebhookError extends MeshError {
   }
 }
 
-export function webhookId(n: Notification): string {
-  return `${n.taskId}:${n.attempt}:${n.status}`;
+export function webhookId(w: Webhook): string {
+  return 'event' in w ? [w.taskId, w.attempt, w.event, ...(w.rendition ? [w.rendition] : [])].join(':') : `${w.taskId}:${w.attempt}:${w.status}`;
 }
 
 /** The Standard Webhooks v1 signature of one try. */
@@ -52,18 +90,20 @@ export function signature(key: Buffer, id: string, timestampSec: number, body: s
 }
 
 /** The request of one try, signed at `nowMs` when the target has a signing key. */
-export function webhookRequest(target: WebhookTarget, n: Notification, nowMs = Date.now()): { url: string; init: RequestInit & { headers: Record<string, string>; body: string } } {
-  const body = JSON.stringify({ taskId: n.taskId, status: n.status });
-  const headers: Record<string, string> = { 'content-type': 'application/json', ApiKey: target.apiKey, 'Idempotency-Key': `${n.taskId}:${n.status}` };
+export function webhookRequest(target: WebhookTarget, w: Webhook, nowMs = Date.now()): { url: string; init: RequestInit & { method: string; headers: Record<string, string>; body: string } } {
+  const event = 'event' in w;
+  const id = webhookId(w);
+  const body = event ? JSON.stringify(w.body) : JSON.stringify({ taskId: w.taskId, status: w.status });
+  // The result notification keeps the key the original backend knows (task and status); an event's is its id.
+  const headers: Record<string, string> = { 'content-type': 'application/json', ApiKey: target.apiKey, 'Idempotency-Key': event ? id : `${w.taskId}:${w.status}` };
   if (target.signingKey) {
-    const id = webhookId(n);
     const timestamp = Math.floor(nowMs / 1000);
     Object.assign(headers, { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature(target.signingKey, id, timestamp, body) });
   }
   return {
-    url: `${target.endpoint.replace(/\/+$/, '')}/video/processing/result`,
+    url: `${target.endpoint.replace(/\/+$/, '')}/video/processing/${event ? 'events' : 'result'}`,
     // A redirect is answered, never followed: following it would send the ApiKey to wherever it points.
-    init: { method: 'PUT', headers, body, redirect: 'manual' },
+    init: { method: event ? 'POST' : 'PUT', headers, body, redirect: 'manual' },
   };
 }
 
@@ -72,10 +112,10 @@ export function webhookRequest(target: WebhookTarget, n: Notification, nowMs = D
  * configured elsewhere, retrying will not help (permanent). 408, 429, 5xx or no answer: retryable,
  * the consume loop backs off and tries again.
  */
-export function sendWebhook(target: WebhookTarget, n: Notification): Promise<number> {
-  const { url, init } = webhookRequest(target, n);
-  const attributes = { 'http.request.method': 'PUT', 'url.full': url, 'job.id': n.taskId, 'job.attempt': n.attempt, 'mesh.webhook.status': n.status };
-  return inSpan('PUT /video/processing/result', { kind: SpanKind.CLIENT, attributes }, async (span) => {
+export function sendWebhook(target: WebhookTarget, w: Webhook): Promise<number> {
+  const { url, init } = webhookRequest(target, w);
+  const attributes = { 'http.request.method': init.method, 'url.full': url, 'job.id': w.taskId, 'job.attempt': w.attempt, 'mesh.webhook.status': statusOf(w), ...('event' in w ? { 'mesh.webhook.event': w.event } : {}) };
+  return inSpan(`${init.method} /video/processing/${'event' in w ? 'events' : 'result'}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
     // The backend can join the job's trace too.
     const headers = new Headers(init.headers);
     injectContext(headers);

@@ -8,7 +8,16 @@ const good = { MAIN_API_ENDPOINT: 'https://api.example.test/v1', MAIN_API_KEY: '
 
 describe('notifier configuration', () => {
   it('takes an https backend, and no secret unless given', () => {
-    expect(notifierConfig(good)).toEqual({ target: { endpoint: 'https://api.example.test/v1', apiKey: 'the-backend-key', timeoutMs: 10_000 }, maxTries: 8 });
+    expect(notifierConfig(good)).toEqual({ target: { endpoint: 'https://api.example.test/v1', apiKey: 'the-backend-key', timeoutMs: 10_000 }, maxTries: 8, events: [] });
+  });
+
+  it.each<[string, string[]]>([
+    ['', []],
+    ['rendition.ready', ['rendition.ready']],
+    [' job.playable , rendition.ready,job.completed,job.failed ', ['job.playable', 'rendition.ready', 'job.completed', 'job.failed']],
+    ['job.completed,job.completed', ['job.completed']],
+  ])('takes WEBHOOK_EVENTS=%j as %j', (value, events) => {
+    expect(notifierConfig({ ...good, WEBHOOK_EVENTS: value }).events).toEqual(events);
   });
 
   it.each(['1', 'true', 'TRUE'])('takes a plain http backend when WEBHOOK_ALLOW_HTTP=%s', (allow) => {
@@ -29,6 +38,9 @@ describe('notifier configuration', () => {
     ['a secret that is not base64', { WEBHOOK_SECRET: 'whsec_not base64 at all!' }, /^WEBHOOK_SECRET must be whsec_.*not base64$/],
     ['a secret too short', { WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('base64')}` }, /^WEBHOOK_SECRET must be whsec_.*holds 16 bytes$/],
     ['a secret too long', { WEBHOOK_SECRET: `whsec_${randomBytes(65).toString('base64')}` }, /^WEBHOOK_SECRET must be whsec_.*holds 65 bytes$/],
+    ['an event that is not one', { WEBHOOK_EVENTS: 'job.completed,job.done' }, /^WEBHOOK_EVENTS: "job.done" is not an event; use a comma-separated list of job.playable, rendition.ready, job.completed, job.failed$/],
+    ['an empty item', { WEBHOOK_EVENTS: 'job.completed,,job.failed' }, /^WEBHOOK_EVENTS: "" is not an event/],
+    ['an event the mesh has but does not send', { WEBHOOK_EVENTS: 'thumbnail.ready' }, /^WEBHOOK_EVENTS: "thumbnail.ready" is not an event/],
   ])('stops on %s, naming the variable', (_what, env, message) => {
     const err = (() => {
       try {

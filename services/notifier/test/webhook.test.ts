@@ -4,7 +4,7 @@ import { Webhook } from 'standardwebhooks';
 import { MeshError } from '@mesh/common';
 import { freePort, startWebhookReceiver, type Answer, type ReceivedRequest, type WebhookReceiver } from '@mesh/testkit';
 import { signingKey } from '../src/config.ts';
-import { sendWebhook, signature, webhookRequest, whyNoAnswer, type Notification, type WebhookTarget } from '../src/webhook.ts';
+import { sendWebhook, signature, webhookRequest, whyNoAnswer, type EventWebhook, type Notification, type WebhookTarget } from '../src/webhook.ts';
 
 const taskId = '11111111-2222-4333-8444-555555555555';
 const success: Notification = { taskId, attempt: 1, status: 'SUCCESS' };
@@ -31,6 +31,23 @@ describe('backend webhook', () => {
     expect(url).toBe('https://api.example.test/v1/video/processing/result');
     expect(init).toMatchObject({ method: 'PUT', redirect: 'manual', body: `{"taskId":"${taskId}","status":"SUCCESS"}` });
     expect(init.headers).toEqual({ 'content-type': 'application/json', ApiKey: 'k', 'Idempotency-Key': `${taskId}:SUCCESS` });
+  });
+
+  it('an event is POSTed to /video/processing/events with its body, keyed by its id', () => {
+    const ready: EventWebhook = {
+      taskId,
+      attempt: 2,
+      event: 'rendition.ready',
+      rendition: '360p',
+      body: { type: 'rendition.ready', taskId, attempt: 2, at: '2026-11-30T12:00:00.000Z', rendition: '360p', renditions: ['720p', '360p'], urls: { dash: 'https://cdn.test/v/manifest.mpd', hls: 'https://cdn.test/v/master.m3u8', storyboard: null } },
+    };
+    const { url, init } = webhookRequest({ endpoint: 'https://api.example.test/v1/', apiKey: 'k', timeoutMs: 1000 }, ready);
+    expect(url).toBe('https://api.example.test/v1/video/processing/events');
+    expect(init).toMatchObject({ method: 'POST', redirect: 'manual', body: JSON.stringify(ready.body) });
+    expect(init.headers).toEqual({ 'content-type': 'application/json', ApiKey: 'k', 'Idempotency-Key': `${taskId}:2:rendition.ready:360p` });
+    const { rendition: _rung, ...body } = ready.body;
+    const completed = webhookRequest({ endpoint: 'https://api.example.test', apiKey: 'k', timeoutMs: 1000 }, { taskId, attempt: 2, event: 'job.completed', body: { ...body, type: 'job.completed' } });
+    expect(completed.init.headers['Idempotency-Key']).toBe(`${taskId}:2:job.completed`);
   });
 
   it('delivers to a live backend', async () => {
@@ -128,6 +145,20 @@ describe('Standard Webhooks signature (WEBHOOK_SECRET)', () => {
     expect(got.text).toBe(`{"taskId":"${taskId}","status":"FAILED"}`);
     expect(got.headers).toMatchObject({ apikey: 'the-backend-key', 'idempotency-key': `${taskId}:FAILED`, 'webhook-id': `${taskId}:2:FAILED` });
     expect(Math.abs(Number(got.headers['webhook-timestamp']) - Date.now() / 1000)).toBeLessThan(5);
+  });
+
+  it('signs an event webhook the same way, with its own id', async () => {
+    const failed: EventWebhook = {
+      taskId,
+      attempt: 3,
+      event: 'job.failed',
+      body: { type: 'job.failed', taskId, attempt: 3, at: '2026-11-30T12:00:00.000Z', renditions: [], urls: { dash: null, hls: null, storyboard: null }, error: { stage: 'download', code: 'NOT_A_VIDEO', reason: 'not a video' } },
+    };
+    await sendWebhook(signed(), failed);
+    const got = backend.received.at(-1)!;
+    expect(got).toMatchObject({ method: 'POST', path: '/video/processing/events' });
+    expect(new Webhook(secret).verify(got.text, headersOf(got))).toEqual(failed.body);
+    expect(got.headers).toMatchObject({ apikey: 'the-backend-key', 'idempotency-key': `${taskId}:3:job.failed`, 'webhook-id': `${taskId}:3:job.failed` });
   });
 
   it('gives every try of one notification the same webhook-id, and a fresh signature', async () => {
