@@ -6,8 +6,14 @@
  * that stalled past the TTL (an S3 call that hangs, a long GC pause) finds out instead of carrying on
  * beside the next holder: its renewal fails, its signal aborts, `assertHeld` throws LOCK_LOST, and its
  * release deletes the key only at its own revision, never the next holder's lease.
+ *
+ * A bucket without a leader for a few seconds (a cluster node lost) is waited out (retryUnavailable): a
+ * renewal keeps trying while the lease still stands, and only one that cannot land in time, or is refused
+ * because another holder wrote, loses it. A read may come from a replica that has not applied our last
+ * write yet (no entry, or an older revision than ours, which no later write can make): it is read again.
  */
 import type { KV } from '@nats-io/kv';
+import { retryUnavailable } from '@mesh/bus';
 import { MeshError, reasonOf, sleep } from '@mesh/common';
 
 export class LockLostError extends MeshError {
@@ -41,20 +47,35 @@ export async function withLock<T>(kv: KV, key: string, o: LockOptions, fn: (leas
   const loseLease = (why: string) => {
     if (!lost.signal.aborted) lost.abort(new LockLostError(key, why));
   };
-  // Renew at a third of the TTL, so two renewals can fail before the lease could expire.
-  const renew = setInterval(() => {
-    kv.update(key, holderValue(o), revision).then(
-      (next) => (revision = next),
-      (err: unknown) => loseLease(`renewal failed: ${reasonOf(err)}`),
-    );
-  }, Math.max(50, Math.floor(o.ttlMs / 3)));
+  // Renew at a third of the TTL; a renewal that fails for want of a leader is tried again until a third of
+  // the TTL before the lease would expire, so it never writes past its expiry.
+  const every = Math.max(50, Math.floor(o.ttlMs / 3));
+  const released = new AbortController();
+  const renewing = (async () => {
+    let renewedAt = Date.now();
+    while (!lost.signal.aborted) {
+      if (!(await sleep(every, released.signal).then(() => true, () => false))) return;
+      try {
+        revision = await retryUnavailable(() => kv.update(key, holderValue(o), revision), { withinMs: renewedAt + o.ttlMs - every - Date.now(), signal: released.signal });
+        renewedAt = Date.now();
+      } catch (err) {
+        if (released.signal.aborted) return;
+        loseLease(`renewal failed: ${reasonOf(err)}`);
+      }
+    }
+  })();
   const lease: Lease = {
     signal: o.signal ? AbortSignal.any([lost.signal, o.signal]) : lost.signal,
     async assertHeld() {
       if (lost.signal.aborted) throw lost.signal.reason;
-      const entry = await kv.get(key);
+      let entry = await retryUnavailable(() => kv.get(key));
+      // An older revision than ours (or none) may come from a replica behind our last write: read again for a while.
+      for (let reads = 1; (!entry || entry.revision < revision) && reads < 20; reads++) {
+        await sleep(100);
+        entry = await retryUnavailable(() => kv.get(key));
+      }
       if (!entry || entry.operation !== 'PUT' || entry.revision !== revision) {
-        loseLease(entry && entry.operation === 'PUT' ? `another holder has it since revision ${entry.revision}` : 'it expired');
+        loseLease(entry && entry.operation === 'PUT' ? `another holder has it since revision ${entry.revision} (ours was ${revision})` : 'it expired');
         throw lost.signal.reason;
       }
     },
@@ -62,9 +83,10 @@ export async function withLock<T>(kv: KV, key: string, o: LockOptions, fn: (leas
   try {
     return await fn(lease);
   } finally {
-    clearInterval(renew);
+    released.abort();
+    await renewing;
     // Only our own revision: a lease that expired and was taken by another holder stays theirs.
-    if (!lost.signal.aborted) await kv.delete(key, { previousSeq: revision }).catch(() => undefined);
+    if (!lost.signal.aborted) await retryUnavailable(() => kv.delete(key, { previousSeq: revision })).catch(() => undefined);
   }
 }
 
@@ -77,7 +99,7 @@ async function acquire(kv: KV, key: string, o: LockOptions): Promise<number> {
   for (;;) {
     o.signal?.throwIfAborted();
     try {
-      return await kv.create(key, holderValue(o));
+      return await retryUnavailable(() => kv.create(key, holderValue(o)), o.signal ? { signal: o.signal } : {});
     } catch (err) {
       if (!isConflict(err)) throw err;
       if (Date.now() > deadline) throw new MeshError('LOCK_LOST', `could not get the lock on ${key} within ${o.waitMs ?? o.ttlMs + 10_000} ms`);

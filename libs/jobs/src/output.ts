@@ -8,6 +8,7 @@
  * whether the owner still runs is read from its job record.
  */
 import { createHash } from 'node:crypto';
+import { retryUnavailable } from '@mesh/bus';
 import { MeshError } from '@mesh/common';
 import { isConflict, withLock, type Lease } from './locks.ts';
 import { getEntry, LOCK_TTL_MS, type JobStates } from './lifecycle.ts';
@@ -53,17 +54,17 @@ export async function claimOutput(states: JobStates, job: { jobId: string; attem
   const key = outputKey(job.objectKey);
   const value = (): string => JSON.stringify({ objectKey: job.objectKey, jobId: job.jobId, attempt: job.attempt, at: new Date().toISOString() } satisfies OutputOwner);
   for (let tries = 0; tries < 50; tries++) {
-    const entry = await states.owners.get(key);
+    const entry = await retryUnavailable(() => states.owners.get(key));
     try {
       if (!entry || entry.operation !== 'PUT') {
-        await (entry ? states.owners.update(key, value(), entry.revision) : states.owners.create(key, value()));
+        await retryUnavailable(() => (entry ? states.owners.update(key, value(), entry.revision) : states.owners.create(key, value())));
         return;
       }
       const owner = entry.json<OutputOwner>();
       if (owner.jobId !== job.jobId && holdsOutput((await getEntry(states, owner.jobId))?.rec ?? null)) {
         throw new OutputBusyError(job.objectKey, owner.jobId);
       }
-      await states.owners.update(key, value(), entry.revision);
+      await retryUnavailable(() => states.owners.update(key, value(), entry.revision));
       return;
     } catch (err) {
       if (!isConflict(err)) throw err;
@@ -74,7 +75,7 @@ export async function claimOutput(states: JobStates, job: { jobId: string; attem
 
 /** The job and attempt that own `objectKey`'s prefix now, if any. */
 export async function outputOwner(states: JobStates, objectKey: string): Promise<OutputOwner | null> {
-  const entry = await states.owners.get(outputKey(objectKey));
+  const entry = await retryUnavailable(() => states.owners.get(outputKey(objectKey)));
   return entry && entry.operation === 'PUT' ? entry.json<OutputOwner>() : null;
 }
 
