@@ -25,7 +25,9 @@ import {
   localApiKey,
   makeClip,
   meshEnv,
+  natsServerVersion,
   REPO_ROOT,
+  serializesCompareAndSet,
   startMesh,
   startMongo,
   startNats,
@@ -60,6 +62,13 @@ async function main() {
     stops.push(() => cluster.stop());
     natsUrl = cluster.url;
     say(`NATS: a ${nodes}-node JetStream cluster, ${cluster.nodes.map((node) => `${node.name} ${node.url} (monitoring http://127.0.0.1:${node.monitorPort})`).join(', ')}`);
+    const version = await natsServerVersion();
+    if (!serializesCompareAndSet(version)) {
+      say(
+        `Note: nats-server ${version} lets two compare-and-set writes to one key of a replicated KV bucket both succeed (nats-server#4320, fixed in 2.9.21), ` +
+          `so two changes to one job's record at the same moment can lose one. Good for trying failover; run a cluster you rely on with nats-server 2.10 or later, as docker-compose.yml and the Helm values do.`,
+      );
+    }
   } else if (!natsUrl) {
     const nats = await startNats({ port: Number(env['LOCAL_NATS_PORT'] ?? 4222), storeDir: join(dataDir, 'nats') });
     stops.push(() => nats.stop());

@@ -4,9 +4,12 @@
  * SIGKILLed while a job is being transcoded, and all three nodes are restarted one after another during a
  * job. Every job completes with both renditions in a valid manifest, nothing is lost, no service dies, and
  * the backend hears each outcome under one key (a repeat of the key, which at-least-once delivery allows,
- * is printed). And a topology an earlier run left on one node is brought up to three when ingest-api starts.
+ * is printed). A topology an earlier run left on one node is brought up to three when ingest-api starts,
+ * and `npm start` runs the same cluster with NATS_CLUSTER=3.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +17,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import { BUCKETS as KV_BUCKETS, bucketStream, closeBus, connectBus, ensureConsumer, ensureStream, STREAMS } from '@mesh/bus';
 import { createLogger, workRoute } from '@mesh/common';
 import { openJobStates, openLeases } from '@mesh/jobs';
-import { freePort, makeClip, meshEnv, startMongo, startNatsCluster, startService, type NatsCluster } from '@mesh/testkit';
+import { freePort, freePortRange, makeClip, meshEnv, natsServerVersion, REPO_ROOT, serializesCompareAndSet, startMongo, startNatsCluster, startService, type NatsCluster } from '@mesh/testkit';
 import { api, API_KEY, BACKEND_KEY, BUCKETS, headers, putInput, startSystem, submit, until, waitForLog, waitForState, type System } from './support/harness.ts';
 import { callsFor, expectDelivered } from './support/delivered.ts';
 import { validateMpd } from './support/mpd.ts';
@@ -159,4 +162,38 @@ describe('a three-node JetStream cluster', () => {
       await Promise.all([upgrade.stop(), mongo.stop()]);
     }
   }, 90_000);
+});
+
+describe('npm start with NATS_CLUSTER=3', () => {
+  it('runs a three-node JetStream cluster on loopback, stores under .data/nats-1..3, every stream on all three, and stops cleanly', async () => {
+    const data = await mkdtemp(join(tmpdir(), 'local-cluster-'));
+    const natsPort = await freePortRange(9);
+    const env: Record<string, string | undefined> = { ...process.env };
+    for (const name of ['NATS_URL', 'NATS_REPLICAS', 'MONGODB_URI', 'S3_ENDPOINT', 'MAIN_API_ENDPOINT', 'ADMIN_API_KEY', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'HOST']) delete env[name];
+    Object.assign(env, { NATS_CLUSTER: '3', DATA_DIR: data, SAMPLE: '0', APP_API_KEY: 'a-cluster-test-key-0123456789abcdef', PORT: String(await freePort()), LOCAL_NATS_PORT: String(natsPort), LOCAL_S3_PORT: String(await freePort()), LOCAL_MONGO_PORT: String(await freePort()), LOCAL_WEBHOOK_PORT: String(await freePort()) });
+    const local = spawn(process.execPath, [join(REPO_ROOT, 'scripts', 'local.ts')], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const output: string[] = [];
+    for (const stream of [local.stdout!, local.stderr!]) stream.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => local.once('exit', (code) => resolve(code)));
+    try {
+      await until(async () => output.join('').includes('Serving until Ctrl-C.') || local.exitCode !== null, Boolean, 150_000);
+      expect(local.exitCode, output.join('')).toBeNull();
+      expect(output.join('')).toContain(`NATS: a 3-node JetStream cluster, nats-1 nats://127.0.0.1:${natsPort}`);
+      // An older nats-server is named for what it gets wrong on a cluster.
+      expect(output.join('').includes('nats-server#4320')).toBe(!serializesCompareAndSet(await natsServerVersion()));
+      for (const node of ['nats-1', 'nats-2', 'nats-3']) expect(existsSync(join(data, node, 'jetstream'))).toBe(true);
+      // Client ports, then route ports, then monitoring ports: nats-1 answers on the seventh.
+      const jsz = (await (await fetch(`http://127.0.0.1:${natsPort + 6}/jsz?accounts=true&streams=true&config=true`)).json()) as { meta_cluster: { cluster_size: number }; account_details: { stream_detail: { name: string; config: { num_replicas: number } }[] }[] };
+      expect(jsz.meta_cluster.cluster_size).toBe(3);
+      const streams = jsz.account_details.flatMap((a) => a.stream_detail);
+      expect(streams.find((s) => s.name === STREAMS.work.name)?.config.num_replicas).toBe(3);
+      expect(streams.find((s) => s.name === bucketStream(KV_BUCKETS.jobState))?.config.num_replicas).toBe(3);
+    } finally {
+      local.kill('SIGINT');
+      const timer = setTimeout(() => local.kill('SIGKILL'), 30_000);
+      expect(await exited).toBe(0);
+      clearTimeout(timer);
+      await rm(data, { recursive: true, force: true });
+    }
+  }, 200_000);
 });

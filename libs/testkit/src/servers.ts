@@ -3,7 +3,8 @@
  * nats-server with JetStream, s3rver (S3), jongodb (MongoDB wire protocol, in memory). Each waits for
  * readiness, keeps its output in a log file, and is killed with its parent if that exits first.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -34,6 +35,22 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/** The first of `n` consecutive ports that are free now (a cluster on fixed ports, as `npm start` runs it). */
+export async function freePortRange(n: number): Promise<number> {
+  const bindable = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+  for (;;) {
+    const base = await freePort();
+    if (base + n > 65535) continue;
+    const ports = Array.from({ length: n }, (_, i) => base + i);
+    if ((await Promise.all(ports.map(bindable))).every(Boolean)) return base;
+  }
 }
 
 export async function tempDir(prefix: string): Promise<{ path: string; remove(): Promise<void> }> {
@@ -172,6 +189,21 @@ function serviceEnvOf(users: NatsUsers | undefined, name: string): Record<string
   if (!users) return {};
   const { user, password } = users[natsUserOf(name)];
   return { NATS_USER: user, NATS_PASSWORD: password };
+}
+
+/** `nats-server --version`: e.g. `2.9.10`. */
+export async function natsServerVersion(bin = 'nats-server'): Promise<string> {
+  const { stdout } = await promisify(execFile)(bin, ['--version']);
+  return /v?(\d+\.\d+\.\d+)/.exec(stdout)?.[1] ?? stdout.trim();
+}
+
+/**
+ * Whether a replicated stream serializes compare-and-set (a KV update or create at an expected revision):
+ * before 2.9.21 two at once on one key could both succeed (nats-server#4320).
+ */
+export function serializesCompareAndSet(version: string): boolean {
+  const [major = 0, minor = 0, patch = 0] = version.split('.').map(Number);
+  return major > 2 || (major === 2 && (minor > 9 || (minor === 9 && patch >= 21)));
 }
 
 export interface NatsNode {
