@@ -323,7 +323,7 @@ export async function startNatsCluster(o: { nodes?: number; users?: boolean; por
       if (!node) throw new Error(`stream ${stream} has no leader now (${leader ?? 'none'})`);
       return node;
     },
-    async waitCurrent(node, timeoutMs = 30_000) {
+    async waitCurrent(node, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       let behind = 'not answering /healthz';
       const holds = (c: ClusterInfo | undefined) => c?.leader === node.name || !!c?.replicas?.some((r) => r.name === node.name);

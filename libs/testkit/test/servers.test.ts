@@ -4,6 +4,7 @@ import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { MongoClient } from 'mongodb';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { ensureStream } from '@mesh/bus';
 import { sleep } from '@mesh/common';
 import { serializesCompareAndSet, startMongo, startNats, startNatsCluster, startS3 } from '../src/index.ts';
 
@@ -103,7 +104,8 @@ describe('launchers', () => {
     try {
       expect(cluster.url).toBe(cluster.urls.join(','));
       expect(new Set(cluster.nodes.map((n) => n.storeDir)).size).toBe(3);
-      await cluster.withJsm((jsm) => jsm.streams.add({ name: 'R3', subjects: ['r3.>'], num_replicas: 3 }));
+      // Making a replicated stream can take longer than one request on a loaded machine: asked again.
+      await cluster.withJsm((jsm) => ensureStream(jsm, { name: 'R3', subjects: ['r3.>'], num_replicas: 3 }));
       const leader = await cluster.streamLeader('R3');
       await leader.kill();
       expect(leader.running).toBe(false);
