@@ -7,6 +7,7 @@
 import { DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg, type MsgRequest } from '@nats-io/jetstream';
 import { sleep } from '@mesh/common';
 import type { Bus } from './connect.ts';
+import { isUnavailable } from './retry.ts';
 
 export interface FollowOptions {
   stream: string;
@@ -36,6 +37,7 @@ export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
   let room: (() => void) | undefined;
   let ended = false;
   let messages: ConsumerMessages | undefined;
+  let failure: unknown;
   const stop = () => {
     ended = true;
     messages?.stop();
@@ -53,8 +55,13 @@ export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
           ...(o.subject ? { filter_subjects: o.subject } : {}),
         });
         messages = await consumer.consume({ max_messages: Math.max(64, max), expires: 5000 });
-      } catch {
-        // No JetStream leader to make the consumer with yet: a cluster electing one.
+      } catch (err) {
+        // Anything but a cluster electing a leader to make the consumer with ends the read, as it always did.
+        if (!isUnavailable(err)) {
+          failure = err;
+          stop();
+          return;
+        }
         await sleep(1000, o.signal).catch(() => undefined);
         continue;
       }
@@ -110,6 +117,7 @@ export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
     if (!ended) stop();
     await reader.catch(() => undefined);
   }
+  if (failure !== undefined) throw failure;
 }
 
 export interface RangeOptions {
