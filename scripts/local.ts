@@ -1,7 +1,8 @@
 /**
  * `npm start`: the whole mesh on this machine, on real servers started as processes.
  *
- * Starts nats-server (JetStream, store in .data/nats), a local S3 server (s3rver, .data/s3), the
+ * Starts nats-server (JetStream, store in .data/nats; with NATS_CLUSTER=3, a three-node JetStream cluster
+ * on loopback with stores in .data/nats-1..3, every stream, KV bucket and consumer on all three), a local S3 server (s3rver, .data/s3), the
  * MongoDB-compatible server (in memory) and a stand-in for the backend webhook, then the eight services
  * as separate processes with prefixed logs, supervised as an orchestrator would: a service that exits is
  * reported (name, code or signal) and restarted with backoff, except one stopped by bad configuration
@@ -10,11 +11,13 @@
  *
  * The API key is APP_API_KEY when set (never printed), else one generated on first start into
  * .data/api-key (printed). Point any piece at a real server instead: NATS_URL, MONGODB_URI, S3_ENDPOINT
- * (+ AWS credentials), MAIN_API_ENDPOINT. Ports: PORT (API and dashboard, 8000), LOCAL_NATS_PORT (4222),
+ * (+ AWS credentials), MAIN_API_ENDPOINT. Ports: PORT (API and dashboard, 8000), LOCAL_NATS_PORT (4222; a
+ * cluster takes that many client ports from it upward, then as many route ports, then monitoring ports),
  * LOCAL_S3_PORT (4569), LOCAL_MONGO_PORT (27017), LOCAL_WEBHOOK_PORT (8090). DATA_DIR moves .data;
  * SAMPLE=0 skips the sample conversion.
  */
 import { mkdir, readFile } from 'node:fs/promises';
+import { int } from '@mesh/common';
 import { join, resolve } from 'node:path';
 import { publicUrl } from '@mesh/storage';
 import {
@@ -22,10 +25,13 @@ import {
   localApiKey,
   makeClip,
   meshEnv,
+  natsServerVersion,
   REPO_ROOT,
+  serializesCompareAndSet,
   startMesh,
   startMongo,
   startNats,
+  startNatsCluster,
   startS3,
   startWebhookReceiver,
   type S3Server,
@@ -47,7 +53,23 @@ async function main() {
   };
 
   let natsUrl = env['NATS_URL'];
-  if (!natsUrl) {
+  // NATS_CLUSTER=3: three nodes, and every stream, KV bucket and consumer kept on all of them.
+  const nodes = int(env, 'NATS_CLUSTER', 1, { min: 1, max: 5 });
+  const ownCluster = !natsUrl && nodes > 1;
+  if (ownCluster) {
+    const port = Number(env['LOCAL_NATS_PORT'] ?? 4222);
+    const cluster = await startNatsCluster({ nodes, port, storeDirs: Array.from({ length: nodes }, (_, i) => join(dataDir, `nats-${i + 1}`)) });
+    stops.push(() => cluster.stop());
+    natsUrl = cluster.url;
+    say(`NATS: a ${nodes}-node JetStream cluster, ${cluster.nodes.map((node) => `${node.name} ${node.url} (monitoring http://127.0.0.1:${node.monitorPort})`).join(', ')}`);
+    const version = await natsServerVersion();
+    if (!serializesCompareAndSet(version)) {
+      say(
+        `Note: nats-server ${version} lets two compare-and-set writes to one key of a replicated KV bucket both succeed (nats-server#4320, fixed in 2.9.21), ` +
+          `so two changes to one job's record at the same moment can lose one. Good for trying failover; run a cluster you rely on with nats-server 2.10 or later, as docker-compose.yml and the Helm values do.`,
+      );
+    }
+  } else if (!natsUrl) {
     const nats = await startNats({ port: Number(env['LOCAL_NATS_PORT'] ?? 4222), storeDir: join(dataDir, 'nats') });
     stops.push(() => nats.stop());
     natsUrl = nats.url;
@@ -95,6 +117,7 @@ async function main() {
       logLevel: env['LOG_LEVEL'] ?? 'info',
     }),
     HOST: env['HOST'] ?? '127.0.0.1',
+    ...(ownCluster && !env['NATS_REPLICAS'] ? { NATS_REPLICAS: String(nodes) } : {}),
   };
   say('Starting the 8 services...');
   // A first start on a busy or slow machine can take a while: waited for, not given up on after 30 s.

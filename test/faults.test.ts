@@ -11,10 +11,10 @@ import { CreateBucketCommand, DeleteBucketCommand } from '@aws-sdk/client-s3';
 import { closeBus, connectBus } from '@mesh/bus';
 import { createLogger } from '@mesh/common';
 import { openJobStates, outputKey } from '@mesh/jobs';
-import { deletePrefix, getText } from '@mesh/storage';
+import { deletePrefix } from '@mesh/storage';
 import { freePort, makeClip, type ServiceName } from '@mesh/testkit';
-import { api, BUCKETS, getJob, headers, putInput, startSystem, submit, waitForLog, waitForSettled, waitForState, type System } from './support/harness.ts';
-import { readMpd } from './support/mpd.ts';
+import { api, BUCKETS, getJob, headers, putInput, startSystem, submit, until, waitForLog, waitForSettled, waitForState, type System } from './support/harness.ts';
+import { callsFor as backendCalls, expectDelivered as delivered } from './support/delivered.ts';
 
 let sys: System;
 let dir: string;
@@ -54,16 +54,8 @@ async function newJob(): Promise<string> {
   return submit(sys, { object_key: key, base_url: 'https://cdn.example.test/f/', video_id: `faults-${n}`, has_audio: true });
 }
 
-/** The job ends complete, its manifest holds both renditions, and the backend heard SUCCESS (once per key), after `before`. */
-async function expectDelivered(taskId: string, before: string[] = []) {
-  const job = await waitForState(sys, taskId, ['complete', 'failed'], 120_000);
-  expect(job).toMatchObject({ task_status: 'SUCCESS', state: 'complete', renditions: ['720p', '360p'] });
-  const mpd = readMpd((await getText(sys.s3, { bucket: BUCKETS.output, key: job['manifest'].key }))!);
-  expect(mpd.representations.filter((r) => r.contentType === 'video').map((r) => r.height)).toEqual([720, 360]);
-  await sys.backend.waitFor((all) => all.some((r) => (r.body as { taskId?: string }).taskId === taskId));
-  const keys = new Set(sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId).map((r) => r.headers['idempotency-key']));
-  expect([...keys]).toEqual([...before.map((s) => `${taskId}:${s}`), `${taskId}:SUCCESS`]);
-}
+/** The job ends complete with both renditions, and the backend heard SUCCESS (once per key), after `before`. */
+const expectDelivered = (taskId: string, before: string[] = []) => delivered(sys, taskId, before);
 
 /** Where each stage is surely holding the job's message. */
 const HOLDING: [ServiceName, Record<string, unknown>][] = [
@@ -151,7 +143,7 @@ describe('SIGKILL while holding a message', () => {
 });
 
 describe('a backend that is down or refuses', () => {
-  const callsFor = (taskId: string) => sys.backend.received.filter((r) => (r.body as { taskId?: string }).taskId === taskId);
+  const callsFor = (taskId: string) => backendCalls(sys, taskId);
 
   it('is retried with backoff after 5xx until it answers, with one idempotency key, and the job shows every try', async () => {
     const key = `faults/backend-${++n}.mp4`;
@@ -186,16 +178,6 @@ describe('a backend that is down or refuses', () => {
     expect(callsFor(taskId)).toHaveLength(1);
   }, 150_000);
 });
-
-async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get().catch(() => undefined);
-    if (v !== undefined && ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out; last ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('dead letters', () => {
   it('a message that keeps failing fails the job with the reason, is kept, and re-driven finishes the job', async () => {

@@ -1,10 +1,11 @@
 /**
- * A whole local system for end-to-end tests: nats-server, the S3 stand-in, the MongoDB-compatible
- * server, a backend webhook receiver, and the eight services as separate processes.
+ * A whole local system for end-to-end tests: nats-server (or a JetStream cluster of several), the S3
+ * stand-in, the MongoDB-compatible server, a backend webhook receiver, and the eight services as separate
+ * processes.
  */
 import { readFile } from 'node:fs/promises';
 import { createS3, publicUrl, putObject } from '@mesh/storage';
-import { meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type Mesh, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
+import { meshEnv, startMesh, startMongo, startNats, startNatsCluster, startS3, startWebhookReceiver, type Mesh, type NatsCluster, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
 import { ContractError, openApiContract, type Contract } from '@mesh/testkit/contract';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { openApiDocument } from '../../services/ingest-api/src/openapi.ts';
@@ -13,8 +14,8 @@ export const BUCKETS = { input: 'e2e-input', output: 'e2e-output', thumbnails: '
 export const API_KEY = 'e2e-api-key';
 export const BACKEND_KEY = 'e2e-backend-key';
 
-export interface System {
-  nats: NatsServer;
+export interface System<N extends NatsServer | NatsCluster = NatsServer> {
+  nats: N;
   s3server: S3Server;
   mongo: MongoServer;
   backend: WebhookReceiver;
@@ -26,17 +27,27 @@ export interface System {
   stop(): Promise<void>;
 }
 
-export async function startSystem(o: {
+/** A system on either kind of NATS, for the helpers below. */
+export type AnySystem = System<NatsServer | NatsCluster>;
+
+export interface SystemOptions {
   replicas?: Partial<Record<ServiceName, number>>;
   apiPort: number;
   env?: Record<string, string>;
   backend?: Parameters<typeof startWebhookReceiver>[0];
   /** Each service logs in as its own NATS user, allowed only its subjects (as deployed). */
   natsUsers?: boolean;
+  /** A JetStream cluster of this many nodes instead of one server: the services get every node in NATS_URL and NATS_REPLICAS = nodes. */
+  natsCluster?: number;
   /** How long each service may take to start (default 30 s): more on a machine shared with other work. */
   startTimeoutMs?: number;
-}): Promise<System> {
-  const nats = await startNats({ users: o.natsUsers ?? false });
+}
+
+export function startSystem(o: SystemOptions & { natsCluster: number }): Promise<System<NatsCluster>>;
+export function startSystem(o: SystemOptions & { natsCluster?: undefined }): Promise<System<NatsServer>>;
+export async function startSystem(o: SystemOptions): Promise<AnySystem> {
+  const users = o.natsUsers ?? false;
+  const nats = o.natsCluster ? await startNatsCluster({ nodes: o.natsCluster, users }) : await startNats({ users });
   // Buckets created at start with CORS, so a browser can play what the mesh writes.
   const s3server = await startS3({ buckets: Object.values(BUCKETS) });
   const mongo = await startMongo();
@@ -49,6 +60,7 @@ export async function startSystem(o: {
     serviceEnv: (name) => nats.serviceEnv(name),
     env: {
       ...meshEnv({ natsUrl: nats.url, mongoUri: mongo.uri, s3: s3server, buckets: BUCKETS, apiKey: API_KEY, apiPort: o.apiPort, backendUrl: backend.url, backendKey: BACKEND_KEY }),
+      ...(o.natsCluster ? { NATS_REPLICAS: String(o.natsCluster) } : {}),
       ...o.env,
     },
     onLine: (id, line) => {
@@ -82,18 +94,18 @@ let contract: Contract | undefined;
  * Content-Type, body; ContractError when it breaks it). Every call to the API in the end-to-end tests
  * goes through here.
  */
-export function api(sys: System, path: string, init: RequestInit = {}): Promise<Response> {
+export function api(sys: AnySystem, path: string, init: RequestInit = {}): Promise<Response> {
   contract ??= openApiContract(openApiDocument());
   return contract.fetch(sys.api + path, init);
 }
 
-export async function submit(sys: System, body: Record<string, unknown>): Promise<string> {
+export async function submit(sys: AnySystem, body: Record<string, unknown>): Promise<string> {
   const res = await api(sys, '/video/encoding', { method: 'POST', headers, body: JSON.stringify(body) });
   if (res.status !== 200) throw new Error(`POST /video/encoding: ${res.status} ${await res.text()}`);
   return (await res.json()) as string;
 }
 
-export async function putInput(sys: System, key: string, path: string): Promise<void> {
+export async function putInput(sys: AnySystem, key: string, path: string): Promise<void> {
   await putObject(sys.s3, { bucket: BUCKETS.input, key }, await readFile(path), { contentType: 'video/mp4' });
 }
 
@@ -101,18 +113,18 @@ export async function putInput(sys: System, key: string, path: string): Promise<
 export type Job = Record<string, any>;
 
 /** Where the package of `objectKey` can be fetched from: the base_url a client would send. */
-export function outputBaseUrl(sys: System, objectKey: string): string {
+export function outputBaseUrl(sys: AnySystem, objectKey: string): string {
   return `${publicUrl(sys.s3server.endpoint, { bucket: BUCKETS.output, key: objectKey })}/`;
 }
 
-export async function getJob(sys: System, taskId: string): Promise<Job> {
+export async function getJob(sys: AnySystem, taskId: string): Promise<Job> {
   const res = await api(sys, `/video/encoding/${taskId}`, { headers });
   if (res.status !== 200) throw new Error(`GET: ${res.status} ${await res.text()}`);
   return (await res.json()) as Job;
 }
 
 /** Polls GET until the job reaches one of `states`; an API that is down or restarting is waited for. */
-export async function waitForState(sys: System, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
+export async function waitForState(sys: AnySystem, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
   let job: Job = {};
   while (Date.now() < deadline) {
@@ -131,7 +143,7 @@ export async function waitForState(sys: System, taskId: string, states: string[]
  * Polls GET until the job reaches one of `states` and no stage is still running: the stage that
  * completes a job reports itself done a moment after the job's phase changes.
  */
-export async function waitForSettled(sys: System, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
+export async function waitForSettled(sys: AnySystem, taskId: string, states: string[], timeoutMs = 120_000): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const job = await waitForState(sys, taskId, states, Math.max(1, deadline - Date.now()));
@@ -142,7 +154,7 @@ export async function waitForSettled(sys: System, taskId: string, states: string
 }
 
 /** Waits until service `id` has logged a line with all of `fields`, and returns it. */
-export async function waitForLog(sys: System, id: string, fields: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+export async function waitForLog(sys: AnySystem, id: string, fields: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const line = logLines(sys, id, fields)[0];
@@ -153,7 +165,7 @@ export async function waitForLog(sys: System, id: string, fields: Record<string,
 }
 
 /** Lines of service `id` whose JSON has all of `fields`. */
-export function logLines(sys: System, id: string, fields: Record<string, unknown>): Record<string, unknown>[] {
+export function logLines(sys: AnySystem, id: string, fields: Record<string, unknown>): Record<string, unknown>[] {
   return (sys.logs.get(id) ?? [])
     .map((l) => {
       try {
@@ -163,4 +175,15 @@ export function logLines(sys: System, id: string, fields: Record<string, unknown
       }
     })
     .filter((rec) => Object.entries(fields).every(([k, v]) => rec[k] === v));
+}
+
+/** Calls `get` every 200 ms until `ok` holds for what it returns (a call that throws counts as not yet); past `ms` throws with the last value. */
+export async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await get().catch(() => undefined);
+    if (v !== undefined && ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out; last ${JSON.stringify(v)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }

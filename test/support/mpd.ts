@@ -2,8 +2,20 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { REPO_ROOT } from '@mesh/testkit';
 
 const run = promisify(execFile);
+
+/** The DASH schema, from /work/shared (a sibling of the repository). */
+export const DASH_SCHEMA = join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd');
+
+/** Rejects with xmllint's complaint unless `xml` is valid against the DASH schema (written to `dir` to check). */
+export async function validateMpd(xml: string, dir: string): Promise<void> {
+  const file = join(dir, `${randomUUID()}.mpd`);
+  await writeFile(file, xml);
+  await run('xmllint', ['--noout', '--schema', DASH_SCHEMA, file]);
+}
 
 /**
  * Just enough MPD reading for tests: representations with their sizes and the segment files they name

@@ -4,8 +4,10 @@
  * whatever has arrived meanwhile. Used by the projector (and its rebuild) and by the live progress streams
  * (libs/jobs/src/live.ts). The consumer is deleted when the read ends.
  */
-import { DeliverPolicy, type JsMsg, type MsgRequest } from '@nats-io/jetstream';
+import { DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg, type MsgRequest } from '@nats-io/jetstream';
+import { sleep } from '@mesh/common';
 import type { Bus } from './connect.ts';
+import { isUnavailable } from './retry.ts';
 
 export interface FollowOptions {
   stream: string;
@@ -19,33 +21,83 @@ export interface FollowOptions {
   onBatch: (messages: JsMsg[]) => Promise<void>;
 }
 
+/**
+ * A follow whose consumer sat on a cluster node that died would wait for that node forever: an ordered
+ * consumer is one copy on one node, and nats.js makes it again only when the server says it is gone, which
+ * a dead node never says (nats-server 2.9.10 also sends no idle heartbeats to tell). So while no message
+ * comes for WATCH_MS, the consumer is asked after; one that does not answer within WATCH_MS is replaced by
+ * a new one from the next sequence, placed on a node that is up.
+ */
+const WATCH_MS = 2000;
+
 export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
   const max = o.max ?? 256;
-  const consumer = await bus.js.consumers.get(o.stream, {
-    ...(o.fromSeq > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: o.fromSeq } : { deliver_policy: DeliverPolicy.All }),
-    ...(o.subject ? { filter_subjects: o.subject } : {}),
-  });
-  const messages = await consumer.consume({ max_messages: Math.max(64, max) });
   const queue: JsMsg[] = [];
   let wake: (() => void) | undefined;
   let room: (() => void) | undefined;
   let ended = false;
+  let messages: ConsumerMessages | undefined;
+  let failure: unknown;
   const stop = () => {
     ended = true;
-    messages.stop();
+    messages?.stop();
     wake?.();
     room?.();
   };
   o.signal.addEventListener('abort', stop, { once: true });
   const reader = (async () => {
-    for await (const m of messages) {
-      queue.push(m);
-      wake?.();
-      // Backpressure: the iterator pulls more only as we take them.
-      if (queue.length >= 4 * max && !ended) await new Promise<void>((r) => (room = r));
+    let next = o.fromSeq;
+    while (!ended) {
+      let consumer: Consumer;
+      try {
+        consumer = await bus.js.consumers.get(o.stream, {
+          ...(next > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : { deliver_policy: DeliverPolicy.All }),
+          ...(o.subject ? { filter_subjects: o.subject } : {}),
+        });
+        messages = await consumer.consume({ max_messages: Math.max(64, max), expires: 5000 });
+      } catch (err) {
+        // Anything but a cluster electing a leader to make the consumer with ends the read, as it always did.
+        if (!isUnavailable(err)) {
+          failure = err;
+          stop();
+          return;
+        }
+        await sleep(1000, o.signal).catch(() => undefined);
+        continue;
+      }
+      const current = messages;
+      if (ended) current.stop();
+      let lastAt = Date.now();
+      let asking = false;
+      const watch = setInterval(() => {
+        if (asking || Date.now() - lastAt < WATCH_MS) return;
+        asking = true;
+        const silent = sleep(WATCH_MS).then(() => Promise.reject(new Error('no answer')));
+        Promise.race([consumer.info(), silent])
+          .then(() => (lastAt = Date.now()), () => current.stop())
+          .finally(() => (asking = false));
+      }, WATCH_MS / 2);
+      try {
+        for await (const m of current) {
+          queue.push(m);
+          next = m.seq + 1;
+          lastAt = Date.now();
+          wake?.();
+          // Backpressure: the iterator pulls more only as we take them.
+          if (queue.length >= 4 * max && !ended) await new Promise<void>((r) => (room = r));
+          lastAt = Date.now();
+        }
+      } catch {
+        // Ended by an error: made again below, from the next sequence.
+      } finally {
+        clearInterval(watch);
+      }
+      // An ordered consumer outlives its reader by its inactive threshold (5 min) unless deleted: short
+      // reads (a listener's backlog, a rebuild's catch-up) would otherwise pile up on the server. Not
+      // waited for while the read goes on: one on a dead node answers nothing until the request times out.
+      const deleted = consumer.delete().catch(() => undefined);
+      if (ended) await deleted;
     }
-    ended = true;
-    wake?.();
   })();
   try {
     while (!o.signal.aborted) {
@@ -64,10 +116,8 @@ export async function followStream(bus: Bus, o: FollowOptions): Promise<void> {
     o.signal.removeEventListener('abort', stop);
     if (!ended) stop();
     await reader.catch(() => undefined);
-    // An ordered consumer outlives its reader by its inactive threshold (5 min) unless deleted: short
-    // reads (a listener's backlog, a rebuild's catch-up) would otherwise pile up on the server.
-    await consumer.delete().catch(() => undefined);
   }
+  if (failure !== undefined) throw failure;
 }
 
 export interface RangeOptions {

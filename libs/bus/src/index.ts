@@ -7,3 +7,4 @@ export * from './dead-letters.ts';
 export * from './queues.ts';
 export * from './follow.ts';
 export * from './permissions.ts';
+export * from './retry.ts';

@@ -13,7 +13,8 @@
  * 2.9.10 by test/permissions.test.ts):
  *
  *   $JS.API.INFO                                   account info (every JetStream client at start)
- *   $JS.API.STREAM.{INFO,CREATE,UPDATE}.<stream>    ensureStream; KV buckets are streams KV_<bucket>
+ *   $JS.API.STREAM.{INFO,CREATE,UPDATE}.<stream>    ensureStream; KV buckets are streams KV_<bucket> (UPDATE:
+ *                                                  ingest-api only, for the streams' settings and NATS_REPLICAS)
  *   $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter> a durable's creation and update, with its filter
  *   $JS.API.CONSUMER.{INFO,MSG.NEXT}.<stream>.<name> its checks and pulls; $JS.ACK.<stream>.<name>.> its acks
  *                                                  (the v1 ack subjects servers send unless their js_ack_fc_v2
@@ -25,7 +26,7 @@
  */
 import { cancelSubject, DEFAULT_LADDER, EVENTS_SUBJECT_PREFIX, WORK, workRoute, type JobEventType, type Ladder, type WorkKind } from '@mesh/common';
 import { deadLetterSubject } from './dead-letters.ts';
-import { BUCKETS, SHARED_STREAM_NAMES, STREAMS, type Bucket } from './topology.ts';
+import { BUCKETS, bucketStream, SHARED_STREAM_NAMES, STREAMS, type Bucket } from './topology.ts';
 
 export const NATS_USERS = ['ingest-api', 'downloader', 'transcoder', 'packager', 'uploader', 'thumbnailer', 'notifier'] as const;
 export type NatsUser = (typeof NATS_USERS)[number];
@@ -174,8 +175,6 @@ function advisory(stream: string, name: string): string {
   return `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${stream}.${name}`;
 }
 
-const kvStream = (bucket: Bucket) => `KV_${bucket}`;
-
 /**
  * The subjects `user` may publish and subscribe to, without repeats, in a stable order. The transcoder's
  * consumers are one per rung of `ladder` (a consumer name is one subject token, so no wildcard could
@@ -189,8 +188,9 @@ export function permissionsOf(user: NatsUser, ladder: Ladder = DEFAULT_LADDER): 
   const publish = [
     `${API}.INFO`,
     ...streams.flatMap((s) => [`${API}.STREAM.INFO.${s.name}`, `${API}.STREAM.CREATE.${s.name}`, ...(role.ownsStreams ? [`${API}.STREAM.UPDATE.${s.name}`] : [])]),
-    ...role.buckets.opens.flatMap((b) => [`${API}.STREAM.INFO.${kvStream(b)}`, `${API}.STREAM.CREATE.${kvStream(b)}`]),
-    ...role.buckets.reads.map((b) => `${API}.DIRECT.GET.${kvStream(b)}.$KV.${b}.>`),
+    // The owner of the streams also brings the buckets to NATS_REPLICAS (ensureBucketReplicas).
+    ...role.buckets.opens.flatMap((b) => [`${API}.STREAM.INFO.${bucketStream(b)}`, `${API}.STREAM.CREATE.${bucketStream(b)}`, ...(role.ownsStreams ? [`${API}.STREAM.UPDATE.${bucketStream(b)}`] : [])]),
+    ...role.buckets.reads.map((b) => `${API}.DIRECT.GET.${bucketStream(b)}.$KV.${b}.>`),
     ...role.buckets.writes.map((b) => `$KV.${b}.>`),
     ...work.flatMap((w) => [
       ...durable(STREAMS.work.name, w.consumer, w.subject),

@@ -3,7 +3,9 @@ import type { PubAck } from '@nats-io/jetstream';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { injectContext, inSpan, SpanKind } from '@mesh/telemetry';
 import type { z } from 'zod';
+import { randomUUID } from 'node:crypto';
 import type { Bus } from './connect.ts';
+import { retryUnavailable } from './retry.ts';
 
 export type WorkMessage<K extends WorkKind> = z.infer<(typeof WORK)[K]['schema']>;
 
@@ -18,12 +20,13 @@ export function check<S extends z.ZodType>(schema: S, value: unknown, where: str
 
 /**
  * Publishes a work item for a stage (a transcode on its rung's subject). `msgId` makes a repeated publish
- * (a redelivered upstream message) a no-op inside the stream's duplicate window.
+ * (a redelivered upstream message, or a retry while the stream had no leader: retry.ts) a no-op inside the
+ * stream's duplicate window.
  */
 export async function publishWork<K extends WorkKind>(bus: Bus, kind: K, message: WorkMessage<K>, msgId: string): Promise<PubAck> {
   const { subject } = workRoute(kind, 'rendition' in message ? message.rendition : undefined);
   const body = check(WORK[kind].schema, message, subject);
-  return traced(subject, body.job.jobId, (headers) => bus.js.publish(subject, JSON.stringify(body), { msgID: msgId, headers }));
+  return traced(subject, body.job.jobId, (headers) => retryUnavailable(() => bus.js.publish(subject, JSON.stringify(body), { msgID: msgId, headers })));
 }
 
 /**
@@ -41,10 +44,15 @@ function traced(subject: string, jobId: string, publish: (headers: ReturnType<ty
   });
 }
 
-/** Publishes a job event, stamped now. Events with a natural identity pass `msgId` so repeats are dropped. */
+/**
+ * Publishes a job event, stamped now. Events with a natural identity pass `msgId` so repeats are dropped;
+ * the others get a one-off id, so that retrying this publish (while the stream has no leader) never
+ * stores the event twice.
+ */
 export async function publishEvent(bus: Bus, event: NewJobEvent, msgId?: string): Promise<{ ack: PubAck; event: JobEvent }> {
   const subject = eventSubject(event.jobId, event.type);
   const full = check(JobEvent, { ...event, at: new Date().toISOString() }, subject);
-  const ack = await traced(subject, event.jobId, (headers) => bus.js.publish(subject, JSON.stringify(full), msgId ? { msgID: msgId, headers } : { headers }));
+  const msgID = msgId ?? randomUUID();
+  const ack = await traced(subject, event.jobId, (headers) => retryUnavailable(() => bus.js.publish(subject, JSON.stringify(full), { msgID, headers })));
   return { ack, event: full };
 }

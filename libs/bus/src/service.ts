@@ -7,7 +7,7 @@
 import { ConfigError, commonConfig, configWarnings, createLogger, EX_CONFIG, reasonOf, type CommonConfig, type Env, type Logger } from '@mesh/common';
 import { registry, serveMetrics, startTracing, stopTracing } from '@mesh/telemetry';
 import { closeBus, connectBus, type Bus } from './connect.ts';
-import { configuredStreams, ensureStream, SHARED_STREAM_NAMES } from './topology.ts';
+import { configuredStreams, ensureBucketReplicas, ensureStream, SHARED_STREAM_NAMES } from './topology.ts';
 
 export interface Stoppable {
   stop(): Promise<void>;
@@ -46,6 +46,8 @@ export async function runService<C>(o: ServiceOptions<C>): Promise<void> {
     bus = await connectBus({ url: common.natsUrl, name: o.name, log, ...(common.natsAuth ? { auth: common.natsAuth } : {}) });
     const streams = configuredStreams({ replicas: common.natsReplicas, ...common.streams }).filter((s) => o.ownsStreams || SHARED_STREAM_NAMES.includes(s.name));
     for (const stream of streams) await ensureStream(bus.jsm, stream, { update: o.ownsStreams ?? false });
+    // Consumers follow their stream's replicas (created without their own, the server moves them along).
+    if (o.ownsStreams) await ensureBucketReplicas(bus.jsm, common.natsReplicas);
     parts = await o.start({ bus, log, config, common });
   } catch (err) {
     // A setting that only shows it is wrong once connected (a refused NATS login, replicas that disagree on a shared consumer).

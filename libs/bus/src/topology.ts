@@ -6,6 +6,7 @@
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { ConfigError, EVENTS_SUBJECT_PREFIX } from '@mesh/common';
+import { retryUnavailable } from './retry.ts';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -86,16 +87,45 @@ export const BUCKETS = {
 } as const;
 export type Bucket = (typeof BUCKETS)[keyof typeof BUCKETS];
 
+/** The stream a KV bucket is kept in. */
+export function bucketStream(bucket: Bucket): string {
+  return `KV_${bucket}`;
+}
+
+/**
+ * Brings every existing KV bucket to `replicas` copies (nats-server moves its data to the new peers); a
+ * bucket still missing is created with that many by whoever opens it first (openJobStates, openLeases).
+ * Like stream settings, only the service that owns the streams (ingest-api) does this.
+ */
+export async function ensureBucketReplicas(jsm: JetStreamManager, replicas: number): Promise<void> {
+  for (const bucket of Object.values(BUCKETS)) {
+    const name = bucketStream(bucket);
+    let current: number;
+    try {
+      current = (await retryUnavailable(() => jsm.streams.info(name))).config.num_replicas;
+    } catch (err) {
+      if (isNotFound(err)) continue;
+      throw err;
+    }
+    if (current !== replicas) await retryUnavailable(() => jsm.streams.update(name, { num_replicas: replicas }));
+  }
+}
+
 /**
  * Creates the stream if it is missing; `update` also applies these settings to an existing one. Only the
  * service that owns the streams (ingest-api) updates them: the others' NATS users may not, so a
  * compromised stage cannot rewrite a stream's settings (deploy: libs/bus/src/permissions.ts), and services
- * started with other settings never fight over a stream's configuration.
+ * started with other settings never fight over a stream's configuration. On a cluster, making a replicated
+ * stream can outlast the request while every service starts at once: it is asked again (retryUnavailable).
  */
-export async function ensureStream(jsm: JetStreamManager, config: StreamSpec, o: { update?: boolean } = {}): Promise<void> {
+export function ensureStream(jsm: JetStreamManager, config: StreamSpec, o: { update?: boolean } = {}): Promise<void> {
+  return retryUnavailable(() => applyStream(jsm, config, o.update ?? true));
+}
+
+async function applyStream(jsm: JetStreamManager, config: StreamSpec, update: boolean): Promise<void> {
   try {
     await jsm.streams.info(config.name);
-    if (o.update ?? true) await jsm.streams.update(config.name, config);
+    if (update) await jsm.streams.update(config.name, config);
   } catch (err) {
     if (!isNotFound(err)) throw err;
     await jsm.streams.add(config).catch(async (addErr: unknown) => {
@@ -136,7 +166,11 @@ export function consumerConfig(spec: ConsumerSpec): Partial<ConsumerConfig> & { 
  * others' feet (a shorter ack wait would redeliver their long encodes mid-run). With no replica attached
  * (all stopped for a change), the settings are updated.
  */
-export async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
+export function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
+  return retryUnavailable(() => applyConsumer(jsm, spec));
+}
+
+async function applyConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
   const config = consumerConfig(spec);
   let info;
   try {

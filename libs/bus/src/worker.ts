@@ -25,6 +25,7 @@ import type { Bus } from './connect.ts';
 import { ensureConsumer, STREAMS, type StreamName } from './topology.ts';
 import { check, type WorkMessage } from './publish.ts';
 import { deadLetter } from './dead-letters.ts';
+import { retryUnavailable } from './retry.ts';
 
 export interface WorkContext {
   log: Logger;
@@ -136,8 +137,8 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     ...(o.settingsHint ? { hint: o.settingsHint } : {}),
   });
   // Heartbeats follow the consumer's ack wait as the server has it (ensureConsumer made sure it is ours).
-  const ackWaitMs = Math.round(((await o.bus.jsm.consumers.info(stream, durable)).config.ack_wait ?? 0) / 1e6) || (o.ackWaitMs ?? DEFAULT_ACK_WAIT_MS);
-  const consumer = await o.bus.js.consumers.get(stream, durable);
+  const ackWaitMs = Math.round(((await retryUnavailable(() => o.bus.jsm.consumers.info(stream, durable))).config.ack_wait ?? 0) / 1e6) || (o.ackWaitMs ?? DEFAULT_ACK_WAIT_MS);
+  const consumer = await retryUnavailable(() => o.bus.js.consumers.get(stream, durable));
   const abort = new AbortController();
   const pulling = new AbortController();
   o.log.info({ durable, subject, concurrency, ackWaitMs, maxDeliver }, 'worker consuming');
@@ -150,11 +151,14 @@ export async function runWorker<T>(o: WorkerOptions<T>): Promise<Worker> {
     }
   };
 
-  /** Settling calls are retried a little: a blip must not turn finished work into a redelivery. */
+  /**
+   * Settling calls are retried a little, and while NATS is unavailable (a consumer electing a new leader):
+   * a blip must not turn finished work into a redelivery.
+   */
   const withRetries = async (what: string, log: Logger, fn: () => Promise<unknown>): Promise<boolean> => {
     for (let attempt = 1; ; attempt++) {
       try {
-        await fn();
+        await retryUnavailable(fn);
         return true;
       } catch (err) {
         if (attempt >= 3) {

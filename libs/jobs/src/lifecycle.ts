@@ -9,10 +9,14 @@
  *   job-locks      <hash of object_key>            the lease for publishing that prefix's manifest (locks.ts)
  *   output-owners  <hash of object_key>            the job that owns the prefix (output.ts)
  *   work-done      <jobId>.<attempt>.<kind>.<item> a stage finished that item: a repeat is skipped (stage.ts)
+ *
+ * Every read and write waits out a bucket without a leader (a cluster node lost: retryUnavailable). A
+ * read right after a write may then come from a replica that has not applied it yet: compare-and-set
+ * catches that (the stale revision conflicts, and the change is read and made again).
  */
 import { Kvm, type KV } from '@nats-io/kv';
-import { BUCKETS, publishEvent, type Bus } from '@mesh/bus';
-import { cancelSubject, msgId, type JobSpec, type Rendition } from '@mesh/common';
+import { BUCKETS, publishEvent, retryUnavailable, type Bus } from '@mesh/bus';
+import { cancelSubject, msgId, type JobSpec, type ObjectRef, type Rendition } from '@mesh/common';
 import { isConflict } from './locks.ts';
 import { newRecord, pendingAnnouncements, reopened, revived, withAnnounced, withCancel, withFailure, withPlan, withPublished, withRendition, type Failure, type JobRecord, type PublishedManifest } from './state.ts';
 
@@ -33,17 +37,18 @@ const DONE_TTL_MS = 8 * DAY_MS;
 export async function openJobStates(bus: Bus, o: { replicas?: number; lockTtlMs?: number } = {}): Promise<JobStates> {
   const kvm = new Kvm(bus.nc);
   const replicas = o.replicas ?? 1;
+  // Making a replicated bucket can outlast the request on a cluster where every service starts at once.
   const [kv, locks, owners, done] = await Promise.all([
-    kvm.create(BUCKETS.jobState, { history: 1, ttl: 30 * DAY_MS, replicas }),
-    kvm.create(BUCKETS.locks, { history: 1, ttl: o.lockTtlMs ?? LOCK_TTL_MS, replicas }),
-    kvm.create(BUCKETS.owners, { history: 1, replicas }),
-    kvm.create(BUCKETS.done, { history: 1, ttl: DONE_TTL_MS, replicas }),
+    retryUnavailable(() => kvm.create(BUCKETS.jobState, { history: 1, ttl: 30 * DAY_MS, replicas })),
+    retryUnavailable(() => kvm.create(BUCKETS.locks, { history: 1, ttl: o.lockTtlMs ?? LOCK_TTL_MS, replicas })),
+    retryUnavailable(() => kvm.create(BUCKETS.owners, { history: 1, replicas })),
+    retryUnavailable(() => kvm.create(BUCKETS.done, { history: 1, ttl: DONE_TTL_MS, replicas })),
   ]);
   return { bus, kv, locks, owners, done };
 }
 
 export async function getEntry(states: JobStates, jobId: string): Promise<{ rec: JobRecord; revision: number } | null> {
-  const entry = await states.kv.get(jobId);
+  const entry = await retryUnavailable(() => states.kv.get(jobId));
   return entry && entry.operation === 'PUT' ? { rec: entry.json<JobRecord>(), revision: entry.revision } : null;
 }
 
@@ -63,12 +68,12 @@ export interface Mutation {
 /** Applies `change` with compare-and-set, retrying when another replica wrote first. */
 export async function mutate(states: JobStates, jobId: string, change: (rec: JobRecord) => JobRecord): Promise<Mutation> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const entry = await states.kv.get(jobId);
+    const entry = await retryUnavailable(() => states.kv.get(jobId));
     const current = entry && entry.operation === 'PUT' ? entry.json<JobRecord>() : null;
     const next = change(current ?? newRecord(jobId));
     if (current && entry && JSON.stringify(current) === JSON.stringify(next)) return { rec: current, before: current, changed: false, revision: entry.revision };
     try {
-      const revision = entry ? await states.kv.update(jobId, JSON.stringify(next), entry.revision) : await states.kv.create(jobId, JSON.stringify(next));
+      const revision = await retryUnavailable(() => (entry ? states.kv.update(jobId, JSON.stringify(next), entry.revision) : states.kv.create(jobId, JSON.stringify(next))));
       return { rec: next, before: current, changed: true, revision };
     } catch (err) {
       if (!isConflict(err)) throw err;
@@ -107,7 +112,8 @@ async function change(states: JobStates, job: AttemptRef, fn: (rec: JobRecord) =
 
 /** A new job's record, before anything else of it exists; fails if the id is taken. */
 export async function createJob(states: JobStates, spec: JobSpec): Promise<number> {
-  return states.kv.create(spec.jobId, JSON.stringify(newRecord(spec.jobId, { spec, attempt: spec.attempt, now: new Date().toISOString() })));
+  const value = JSON.stringify(newRecord(spec.jobId, { spec, attempt: spec.attempt, now: new Date().toISOString() }));
+  return retryUnavailable(() => states.kv.create(spec.jobId, value));
 }
 
 /** The attempt's first work item is out: the job is no longer at risk of being abandoned mid-submit. */
@@ -146,7 +152,7 @@ export async function reopenForRetry(states: JobStates, jobId: string, from: { r
   const next = reopened(from.rec, new Date().toISOString());
   if (next === from.rec) return null;
   try {
-    return { rec: next, revision: await states.kv.update(jobId, JSON.stringify(next), from.revision) };
+    return { rec: next, revision: await retryUnavailable(() => states.kv.update(jobId, JSON.stringify(next), from.revision)) };
   } catch (err) {
     if (isConflict(err)) return null;
     throw err;
@@ -156,7 +162,7 @@ export async function reopenForRetry(states: JobStates, jobId: string, from: { r
 /** Puts the record back as it was before a retry that could not be queued (only if nothing else wrote since). */
 export async function undoReopen(states: JobStates, jobId: string, previous: JobRecord, revision: number): Promise<boolean> {
   try {
-    await states.kv.update(jobId, JSON.stringify(previous), revision);
+    await retryUnavailable(() => states.kv.update(jobId, JSON.stringify(previous), revision));
     return true;
   } catch (err) {
     if (isConflict(err)) return false;
@@ -197,10 +203,10 @@ export function doneKey(job: { jobId: string; attempt: number }, kind: string, i
 }
 
 export async function isDone(states: JobStates, key: string): Promise<boolean> {
-  const entry = await states.done.get(key);
+  const entry = await retryUnavailable(() => states.done.get(key));
   return entry !== null && entry.operation === 'PUT';
 }
 
 export async function markDone(states: JobStates, key: string): Promise<void> {
-  await states.done.put(key, new Date().toISOString());
+  await retryUnavailable(() => states.done.put(key, new Date().toISOString()));
 }

@@ -4,7 +4,7 @@
  * wrong with a named error (JobNotFoundError, JobConflictError, OutputBusyError) that a caller turns into
  * its own answer (404, 409, ...).
  */
-import { getDeadLetter, publishEvent, publishWork, redrive, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
+import { getDeadLetter, publishEvent, publishWork, redrive, retryUnavailable, type Bus, type DeadLetter, type QueueDepth } from '@mesh/bus';
 import { MeshError, msgId, reasonOf, renditionOfStage, transcoderOf, WORK, type JobSpec, type Logger, type WorkKind } from '@mesh/common';
 import { traceIds } from '@mesh/telemetry';
 import { cancelJob, createJob, getEntry, markQueued, reopenForRetry, reviveJob, undoReopen, type JobStates } from './lifecycle.ts';
@@ -69,7 +69,7 @@ export async function submitJob(ctx: JobsContext, spec: JobSpec): Promise<void> 
     await publishEvent(ctx.bus, { type: 'job.created', jobId: spec.jobId, spec, ...currentTrace() }, msgId(spec, 'created'));
     await publishWork(ctx.bus, 'download', { kind: 'download', job: spec }, msgId(spec, 'download'));
   } catch (err) {
-    await ctx.states.kv.delete(spec.jobId).catch(() => undefined);
+    await retryUnavailable(() => ctx.states.kv.delete(spec.jobId)).catch(() => undefined);
     throw err;
   }
   void markQueued(ctx.states, spec.jobId, spec.attempt).catch((err: unknown) => ctx.log.warn({ jobId: spec.jobId, err: reasonOf(err) }, 'job queued, but not marked so'));
@@ -242,6 +242,6 @@ function specOf(rec: JobRecord, view: JobView): JobSpec {
 async function recreateRecord(ctx: JobsContext, view: JobView): Promise<{ rec: JobRecord; revision: number }> {
   if (view.state !== 'failed' && view.state !== 'cancelled') throw new JobConflictError(`only a FAILED task can be retried; this one is ${statusOf(view)} (${view.state})`);
   const rec: JobRecord = { jobId: view._id, spec: specOf({} as JobRecord, view), attempt: view.attempt, phase: view.state, expected: [], ready: [], failedRenditions: {}, published: [], announced: ['job.failed'] };
-  const revision = await ctx.states.kv.create(view._id, JSON.stringify(rec));
+  const revision = await retryUnavailable(() => ctx.states.kv.create(view._id, JSON.stringify(rec)));
   return { rec, revision };
 }

@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { KvEntry } from '@nats-io/kv';
+import { retryUnavailable } from '@mesh/bus';
 import { MeshError } from '@mesh/common';
 import { isConflict, withLock, type Lease } from './locks.ts';
 import { getEntry, LOCK_TTL_MS, type JobStates } from './lifecycle.ts';
@@ -56,17 +57,17 @@ export async function claimOutput(states: JobStates, job: { jobId: string; attem
   for (let tries = 0; tries < 50; tries++) {
     // The first look may have been taken already (`peekOutput`, beside the record's creation): the write
     // below is a compare-and-set on it either way.
-    const entry = tries === 0 && seen ? await seen : await states.owners.get(key);
+    const entry = tries === 0 && seen ? await seen : await retryUnavailable(() => states.owners.get(key));
     try {
       if (!entry || entry.operation !== 'PUT') {
-        await (entry ? states.owners.update(key, value(), entry.revision) : states.owners.create(key, value()));
+        await retryUnavailable(() => (entry ? states.owners.update(key, value(), entry.revision) : states.owners.create(key, value())));
         return;
       }
       const owner = entry.json<OutputOwner>();
       if (owner.jobId !== job.jobId && holdsOutput((await getEntry(states, owner.jobId))?.rec ?? null)) {
         throw new OutputBusyError(job.objectKey, owner.jobId);
       }
-      await states.owners.update(key, value(), entry.revision);
+      await retryUnavailable(() => states.owners.update(key, value(), entry.revision));
       return;
     } catch (err) {
       if (!isConflict(err)) throw err;
@@ -77,12 +78,12 @@ export async function claimOutput(states: JobStates, job: { jobId: string; attem
 
 /** The prefix's owner entry as it is now, for `claimOutput`: a read that may go out before the job's record exists. */
 export function peekOutput(states: JobStates, objectKey: string): Promise<KvEntry | null> {
-  return states.owners.get(outputKey(objectKey));
+  return retryUnavailable(() => states.owners.get(outputKey(objectKey)));
 }
 
 /** The job and attempt that own `objectKey`'s prefix now, if any. */
 export async function outputOwner(states: JobStates, objectKey: string): Promise<OutputOwner | null> {
-  const entry = await states.owners.get(outputKey(objectKey));
+  const entry = await retryUnavailable(() => states.owners.get(outputKey(objectKey)));
   return entry && entry.operation === 'PUT' ? entry.json<OutputOwner>() : null;
 }
 

@@ -13,7 +13,7 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import type { JsMsg } from '@nats-io/jetstream';
-import { BUCKETS, followStream, STREAMS, type Bus } from '@mesh/bus';
+import { BUCKETS, followStream, retryUnavailable, STREAMS, type Bus } from '@mesh/bus';
 import { eventFitsSubject, JobEvent, reasonOf, sleep, type Logger } from '@mesh/common';
 import { extractContext, inSpan, projectorBatch, projectorEvents, projectorLag, SpanKind } from '@mesh/telemetry';
 import { withLock } from './locks.ts';
@@ -28,7 +28,7 @@ export interface Projector {
 export const LEASE_TTL_MS = 6000;
 
 export async function openLeases(bus: Bus, replicas = 1): Promise<KV> {
-  return new Kvm(bus.nc).create(BUCKETS.leases, { history: 1, ttl: LEASE_TTL_MS, replicas });
+  return retryUnavailable(() => new Kvm(bus.nc).create(BUCKETS.leases, { history: 1, ttl: LEASE_TTL_MS, replicas }));
 }
 
 export async function runProjector(bus: Bus, store: ProjectionStore, log: Logger, o: { replicas?: number; batch?: number } = {}): Promise<Projector> {

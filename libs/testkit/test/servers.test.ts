@@ -4,7 +4,9 @@ import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { MongoClient } from 'mongodb';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
-import { startMongo, startNats, startS3 } from '../src/index.ts';
+import { ensureStream } from '@mesh/bus';
+import { sleep } from '@mesh/common';
+import { serializesCompareAndSet, startMongo, startNats, startNatsCluster, startS3 } from '../src/index.ts';
 
 describe('launchers', () => {
   it('nats-server keeps JetStream streams across a restart on the same port', async () => {
@@ -95,5 +97,54 @@ describe('launchers', () => {
     } finally {
       await nats.stop();
     }
+  });
+
+  it('a JetStream cluster: nodes with their own stores elect a stream leader, a killed one is replaced, and restarted it is current again', async () => {
+    const cluster = await startNatsCluster({ nodes: 3 });
+    try {
+      expect(cluster.url).toBe(cluster.urls.join(','));
+      expect(new Set(cluster.nodes.map((n) => n.storeDir)).size).toBe(3);
+      // Making a replicated stream can take longer than one request on a loaded machine: asked again.
+      await cluster.withJsm((jsm) => ensureStream(jsm, { name: 'R3', subjects: ['r3.>'], num_replicas: 3 }));
+      const leader = await cluster.streamLeader('R3');
+      await leader.kill();
+      expect(leader.running).toBe(false);
+      let next = leader;
+      for (let tries = 0; next.name === leader.name && tries < 100; tries++) {
+        await sleep(100);
+        next = await cluster.streamLeader('R3').catch(() => leader);
+      }
+      expect(next.name).not.toBe(leader.name);
+      await leader.start();
+      await cluster.waitCurrent(leader);
+      const info = await cluster.withJsm((jsm) => jsm.streams.info('R3'));
+      expect([info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((r) => r.name)].sort()).toEqual(['nats-1', 'nats-2', 'nats-3']);
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
+  it('a JetStream cluster with users: each service logs in as its own, and nobody without a login', async () => {
+    const cluster = await startNatsCluster({ nodes: 3, users: true });
+    try {
+      const env = cluster.serviceEnv('transcoder-720');
+      expect(env['NATS_USER']).toBe('transcoder');
+      const nc = await connect({ servers: cluster.urls, user: env['NATS_USER']!, pass: env['NATS_PASSWORD']! });
+      await nc.close();
+      await expect(connect({ servers: cluster.urls, maxReconnectAttempts: 0 })).rejects.toThrow();
+      expect(await cluster.withJsm(async (jsm) => (await jsm.getAccountInfo()).streams)).toBe(0);
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
+  it.each([
+    ['2.9.10', false],
+    ['2.9.20', false],
+    ['2.9.21', true],
+    ['2.10.0', true],
+    ['3.0.1', true],
+  ])('nats-server %s serializes compare-and-set on a replicated stream: %s (nats-server#4320)', (version, serialized) => {
+    expect(serializesCompareAndSet(version)).toBe(serialized);
   });
 });
