@@ -2,8 +2,18 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { REPO_ROOT } from '@mesh/testkit';
 
 const run = promisify(execFile);
+
+/** The DASH MPD schema (ISO/IEC 23009-1), kept beside the repository. */
+export const DASH_SCHEMA = join(REPO_ROOT, '..', 'shared', 'conformance', 'dash', 'DASH-MPD.xsd');
+
+/** Writes `xml` to `file` and validates it against the DASH schema (xmllint throws with the errors). */
+export async function validateMpd(xml: string, file: string): Promise<void> {
+  await writeFile(file, xml);
+  await run('xmllint', ['--noout', '--schema', DASH_SCHEMA, file]);
+}
 
 /**
  * Just enough MPD reading for tests: representations with their sizes and the segment files they name

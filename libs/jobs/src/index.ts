@@ -9,3 +9,4 @@ export * from './stage.ts';
 export * from './service.ts';
 export * from './operations.ts';
 export * from './live.ts';
+export * from './chunks.ts';

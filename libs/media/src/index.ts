@@ -7,3 +7,4 @@ export * from './packager.ts';
 export * from './run.ts';
 export * from './limits.ts';
 export * from './yield.ts';
+export * from './chunks.ts';
