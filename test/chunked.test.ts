@@ -65,6 +65,8 @@ beforeAll(async () => {
   sys = await startSystem({
     apiPort: await freePort(),
     replicas: { 'transcoder-720': 2 },
+    // As deployed: each service its own NATS user (the transcoders may write the chunk sets in work-done, not job records).
+    natsUsers: true,
     env: {
       CHUNK_MIN_SOURCE_SEC: '10',
       CHUNK_SECONDS: '8',

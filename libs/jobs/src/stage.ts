@@ -6,7 +6,7 @@
  */
 import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
-import { cancelSubject, chunkName, MeshError, msgId, reasonOf, stageOfWork, type ChunkRef, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { cancelSubject, MeshError, msgId, reasonOf, stageOfWork, type ChunkRef, type Logger, type Stage, type WorkKind } from '@mesh/common';
 import { doneKey, failStage, isCancelled, isDone, markDone, type JobStates } from './lifecycle.ts';
 
 export interface StageOptions<K extends WorkKind> {
@@ -43,9 +43,11 @@ const CANCEL_CHECK_MS = 2000;
 
 export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker> {
   const markerOf = (message: WorkMessage<K>) => doneKey(message.job, o.kind, o.item?.(message) ?? o.stage(message));
+  // A stage taking several items per job attempt (a package per rendition set, a chunk per part) announces
+  // each: their stage events' message ids name the item, or JetStream would drop all but the first.
   const chunkOf = (message: WorkMessage<K>) => {
     const chunk = o.chunk?.(message);
-    return chunk ? { chunk, ids: [chunkName(chunk)] } : { ids: [] };
+    return { ...(chunk ? { chunk } : {}), ids: o.item ? [o.item(message)] : [] };
   };
   const stageDone = (message: WorkMessage<K>, stage: Stage) => {
     const { chunk, ids } = chunkOf(message);

@@ -9,8 +9,11 @@
  * begins with the keyframe the whole encode would have there, and the joined rendition has the same
  * frames, keyframes and timestamps as one encode of the whole source.
  */
-import { ConfigError, int, type Env, type MediaPlan, type Probe, type TranscodeChunk } from '@mesh/common';
+import { ConfigError, int, MeshError, type Env, type Logger, type MediaPlan, type Probe, type TranscodeChunk } from '@mesh/common';
+import { chunkCheckArgs } from './ffmpeg.ts';
+import { PROBE_BUDGET_MS } from './limits.ts';
 import { SEGMENT_SECONDS } from './profiles.ts';
+import { runTool } from './run.ts';
 
 export interface ChunkConfig {
   /** Sources at least this long are chunked; 0 turns chunking off. */
@@ -115,4 +118,31 @@ export function chunkProblem(facts: ChunkFacts, chunk: Pick<ChunkRange, 'startFr
   if (Math.abs(facts.startSec) >= frame / 2) return `it starts at ${facts.startSec.toFixed(3)} s instead of 0 (${Math.round(facts.startSec / frame)} frames missing at its start)`;
   if (chunk.endFrame !== null && facts.frames !== chunk.endFrame - chunk.startFrame) return `it holds ${facts.frames} frames instead of ${chunk.endFrame - chunk.startFrame}`;
   return null;
+}
+
+/** ffprobe of an encoded chunk (a local file of ours): its frames and start. */
+export async function readChunkFacts(path: string, o: { log: Logger; signal?: AbortSignal }): Promise<ChunkFacts> {
+  const { stdout } = await runTool('ffprobe', chunkCheckArgs(path), { ...o, timeoutMs: PROBE_BUDGET_MS });
+  return parseChunkFacts(JSON.parse(stdout));
+}
+
+/**
+ * Encodes a chunk (`encode(seekSec)` writes `output`) and checks it. A chunk whose seek landed after its
+ * first frame is encoded again decoding from the start of the source, which is always exact; one that is
+ * still wrong fails (TOOL_FAILED, retried: a source read cut short by the network looks the same).
+ */
+export async function encodeChunkChecked<T>(
+  chunk: ChunkRange,
+  o: { plan: MediaPlan; probe: Pick<Probe, 'formatName'>; output: string; log: Logger; signal?: AbortSignal; encode: (seekSec: number) => Promise<T> },
+): Promise<{ result: T; facts: ChunkFacts; seekSec: number; tries: number }> {
+  let seekSec = chunkSeekSec(o.plan, chunk.startFrame, seekPrerollSec(o.probe));
+  for (let tries = 1; ; tries++) {
+    const result = await o.encode(seekSec);
+    const facts = await readChunkFacts(o.output, o);
+    const problem = chunkProblem(facts, chunk, o.plan);
+    if (!problem) return { result, facts, seekSec, tries };
+    if (seekSec === 0) throw new MeshError('TOOL_FAILED', `chunk ${chunk.index} is not the frames it should be: ${problem}`);
+    o.log.warn({ chunk: chunk.index, seekSec, problem }, "the seek missed the chunk's first frames; encoding it again, decoding from the start of the source");
+    seekSec = 0;
+  }
 }

@@ -25,7 +25,6 @@ import {
   ladderConfig,
   layout,
   mapLimit,
-  MeshError,
   msgId,
   optional,
   s3Config,
@@ -42,19 +41,14 @@ import { getChunkSet, recordPart, runStageService, type JobStates } from '@mesh/
 import {
   audioArgs,
   chunkArgs,
-  chunkCheckArgs,
-  chunkProblem,
-  chunkSeekSec,
   concatList,
+  encodeChunkChecked,
   encodeProfile,
   holdUrgency,
   joinArgs,
   outputSize,
-  parseChunkFacts,
-  PROBE_BUDGET_MS,
   remuxBudgetMs,
   runTool,
-  seekPrerollSec,
   timeFactorConfig,
   toolBudgetMs,
   transcodeArgs,
@@ -159,37 +153,30 @@ async function encodeWhole(c: EncodeContext, tmp: string): Promise<void> {
   await handOn(c, output);
 }
 
-/**
- * One video chunk, checked: it must start at its first frame and hold its frames (chunkProblem). A seek
- * that landed after the chunk's first frame (a container FFmpeg seeks by timestamp) is caught there and
- * the chunk is encoded again decoding from the start of the source, which is always exact.
- */
+/** One video chunk, checked (libs/media encodeChunkChecked: a seek that missed its first frames is redone from the start). */
 async function encodeChunk(c: EncodeContext, chunk: Extract<TranscodeChunk, { part: 'video' }>, output: string): Promise<void> {
-  const { probe, plan, rendition } = c.message;
+  const { probe, plan } = c.message;
   const { num, den } = plan.frameRate;
   const startSec = (chunk.startFrame * den) / num;
   const endSec = chunk.endFrame === null ? probe.durationSec : (chunk.endFrame * den) / num;
-  let seekSec = chunkSeekSec(plan, chunk.startFrame, seekPrerollSec(probe));
-  for (;;) {
-    const { durationMs } = await encodeFromSource(c, (input, ifMatch) => chunkArgs({ input, ...(ifMatch ? { ifMatch } : {}), output, probe, plan, profile: c.rung.profile, chunk, seekSec }), {
-      decodedSec: endSec - seekSec,
-      // Where in the source it is: the chunk's frames counted from its first (its output clock starts at 0, the audio read along keeps the source's).
-      position: ({ frames }) => startSec + (frames * den) / num,
-      percent: (sec) => (100 * (sec - startSec)) / Math.max(0.001, endSec - startSec),
-      chunk: chunkRef(chunk),
-    });
-    const facts = parseChunkFacts(JSON.parse((await runTool('ffprobe', chunkCheckArgs(output), { log: c.log, signal: c.signal, timeoutMs: PROBE_BUDGET_MS })).stdout));
-    const problem = chunkProblem(facts, chunk, plan);
-    if (!problem) {
-      const speed = (endSec - startSec) / Math.max(0.001, durationMs / 1000);
-      annotate({ 'media.chunk.frames': facts.frames, 'media.duration_s': Number((endSec - startSec).toFixed(3)), 'media.ffmpeg_speed': Number(speed.toFixed(2)), 'media.seek_s': seekSec });
-      c.log.info({ chunk: chunk.index, frames: facts.frames, ffmpegMs: durationMs, seekSec }, 'chunk encoded');
-      return;
-    }
-    if (seekSec === 0) throw new MeshError('TOOL_FAILED', `chunk ${chunk.index} of ${rendition} is not the frames it should be: ${problem}`);
-    c.log.warn({ chunk: chunk.index, seekSec, problem }, 'the seek missed the chunk\'s first frames; encoding it again, decoding from the start of the source');
-    seekSec = 0;
-  }
+  const { result, facts, seekSec } = await encodeChunkChecked(chunk, {
+    plan,
+    probe,
+    output,
+    log: c.log,
+    signal: c.signal,
+    encode: (seek) =>
+      encodeFromSource(c, (input, ifMatch) => chunkArgs({ input, ...(ifMatch ? { ifMatch } : {}), output, probe, plan, profile: c.rung.profile, chunk, seekSec: seek }), {
+        decodedSec: endSec - seek,
+        // Where in the source it is: the chunk's frames counted from its first (its output clock starts at 0, the audio read along keeps the source's).
+        position: ({ frames }) => startSec + (frames * den) / num,
+        percent: (sec) => (100 * (sec - startSec)) / Math.max(0.001, endSec - startSec),
+        chunk: chunkRef(chunk),
+      }),
+  });
+  const speed = (endSec - startSec) / Math.max(0.001, result.durationMs / 1000);
+  annotate({ 'media.chunk.frames': facts.frames, 'media.duration_s': Number((endSec - startSec).toFixed(3)), 'media.ffmpeg_speed': Number(speed.toFixed(2)), 'media.seek_s': seekSec });
+  c.log.info({ chunk: chunk.index, frames: facts.frames, ffmpegMs: result.durationMs, seekSec }, 'chunk encoded');
 }
 
 /**
