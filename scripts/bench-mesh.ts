@@ -4,6 +4,7 @@
  */
 import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, DEFAULT_LADDER, type Rendition } from '@mesh/common';
 import { packagerArgs, planMedia, probeFile, runTool, transcodeArgs } from '@mesh/media';
@@ -13,6 +14,8 @@ import { formatLogLine, freePort, meshEnv, startMesh, startMongo, startNats, sta
 export const log = createLogger('bench', 'warn');
 export const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The machine's 1-minute load average: on a shared machine, what else ran beside the measurement. */
+export const load = () => `load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs`;
 
 export interface RawResult {
   firstMs: number;

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULT_LADDER } from '@mesh/common';
 import { makeClip, type ServiceName } from '@mesh/testkit';
-import { median, rawPath, secs, startBenchMesh, type BenchMesh, type MeshResult, type RawResult } from './bench-mesh.ts';
+import { load, median, rawPath, secs, startBenchMesh, type BenchMesh, type MeshResult, type RawResult } from './bench-mesh.ts';
 
 const run = promisify(execFile);
 
@@ -97,7 +97,7 @@ export async function pinnedLayout(o: { input: string; work: string; rounds: num
       const c = chunked.at(-1)!;
       process.stdout.write(
         `pinned round ${i}: raw 1 core ${secs(raws.at(-1)!.finalMs)}, mesh 2 hosts ${secs(meshes.at(-1)!.finalMs)} (final); ` +
-          `120 s to 720p: unchunked ${secs(c.unchunked.renditionMs['720p']!)}, 1 replica ${secs(c.one.renditionMs['720p']!)}, 2 replicas ${secs(c.two.renditionMs['720p']!)}\n`,
+          `120 s to 720p: unchunked ${secs(c.unchunked.renditionMs['720p']!)}, 1 replica ${secs(c.one.renditionMs['720p']!)}, 2 replicas ${secs(c.two.renditionMs['720p']!)}; ${load()}\n`,
       );
     }
   } finally {

@@ -16,7 +16,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeClip, tempDir } from '@mesh/testkit';
-import { median, rawPath, secs, startBenchMesh, type MeshResult, type RawResult } from './bench-mesh.ts';
+import { load, median, rawPath, secs, startBenchMesh, type MeshResult, type RawResult } from './bench-mesh.ts';
 import { pinnedLayout } from './bench-pinned.ts';
 
 const { values: opts, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: 'string', default: '3' }, layout: { type: 'string', default: 'shared' } } });
@@ -37,7 +37,7 @@ async function main() {
     for (let i = 1; i <= Number(opts.runs); i++) {
       raws.push(await rawPath(input, join(work.path, `raw-${i}`)));
       meshes.push(await mesh.run(`round-${i}`));
-      process.stdout.write(`round ${i}: raw ${secs(raws.at(-1)!.firstMs)} / ${secs(raws.at(-1)!.finalMs)}, mesh ${secs(meshes.at(-1)!.firstMs)} / ${secs(meshes.at(-1)!.finalMs)} (first playable / final)\n`);
+      process.stdout.write(`round ${i}: raw ${secs(raws.at(-1)!.firstMs)} / ${secs(raws.at(-1)!.finalMs)}, mesh ${secs(meshes.at(-1)!.firstMs)} / ${secs(meshes.at(-1)!.finalMs)} (first playable / final); ${load()}\n`);
     }
   } finally {
     await mesh.stop();
