@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+import { expect } from 'vitest';
 import { tempDir } from '@mesh/testkit';
 
 const require = createRequire(import.meta.url);
@@ -84,4 +85,16 @@ export async function playInBrowser(manifestUrl: string, o: { screenshot?: strin
     await profile.remove();
     server.close();
   }
+}
+
+/**
+ * What a play of the default ladder's manifest must show: both renditions found, no error, seconds played,
+ * then the switch to 360p and seconds more at it.
+ */
+export function expectPlaysBothRenditions(report: PlaybackReport): void {
+  expect(report.errors).toEqual([]);
+  expect(report.tracks.map((t) => t.height).sort()).toEqual([360, 720]);
+  expect(report.playedSec).toBeGreaterThan(2);
+  expect(report.switchedHeight).toBe(360);
+  expect(report.playedAfterSwitchSec).toBeGreaterThan(1.5);
 }

@@ -4,6 +4,7 @@
  *
  *   input bucket      <object_key>                                   the client's source, read in place
  *   work bucket       jobs/<jobId>/<attempt>/renditions/<r>.mp4      encoded renditions
+ *                     jobs/<jobId>/<attempt>/chunks/<r>/<n>.mp4      a chunked rung's parts (<n>: 0, 1, ...; audio), joined into its rendition
  *                     jobs/<jobId>/<attempt>/manifests/<r-r>.mpd     manifests waiting to be published
  *   output bucket     <object_key>/manifest.mpd, master.m3u8         the published DASH and HLS manifests (change as they grow)
  *                     <object_key>/<jobId>.<attempt>/...             that attempt's segments: written once, never changed
@@ -23,6 +24,8 @@ export interface JobAttempt {
 export const layout = {
   source: (job: { objectKey: string }) => objectKey(...keySegments(job.objectKey)),
   rendition: (job: JobAttempt, rendition: Rendition) => objectKey('jobs', job.jobId, String(job.attempt), 'renditions', `${rendition}.mp4`),
+  /** One part of a chunked rung: video chunk `n` (`0.mp4`, `1.mp4`, ...) or the rung's audio (`audio.mp4`). */
+  chunk: (job: JobAttempt, rendition: Rendition, part: number | 'audio') => objectKey('jobs', job.jobId, String(job.attempt), 'chunks', rendition, `${part}.mp4`),
   /** One DASH manifest and one HLS master per rendition set, waiting in the work bucket to be published. */
   workManifest: (job: JobAttempt, renditions: readonly Rendition[]) => objectKey('jobs', job.jobId, String(job.attempt), 'manifests', `${renditions.join('-')}.mpd`),
   workMaster: (job: JobAttempt, renditions: readonly Rendition[]) => objectKey('jobs', job.jobId, String(job.attempt), 'manifests', `${renditions.join('-')}.m3u8`),

@@ -147,6 +147,49 @@ export const RenditionOutput = z.object({
 });
 export type RenditionOutput = z.infer<typeof RenditionOutput>;
 
+/**
+ * One part of a chunked rung (long sources: every replica of the rung takes parts of the same video). A
+ * video chunk is the output frames [startFrame, endFrame) on the plan's frame grid (frame n at n / frameRate;
+ * the last chunk runs to the end of the source: endFrame null), starting on a segment boundary. The audio
+ * part is the rung's audio, encoded once for the whole source. `count` is the rung's number of video chunks.
+ */
+export const TranscodeChunk = z
+  .discriminatedUnion('part', [
+    z.object({
+      part: z.literal('video'),
+      index: z.number().int().nonnegative(),
+      count: z.number().int().min(2).max(10_000),
+      startFrame: z.number().int().nonnegative(),
+      endFrame: z.number().int().positive().nullable(),
+    }),
+    z.object({ part: z.literal('audio'), count: z.number().int().min(2).max(10_000) }),
+  ])
+  .superRefine((c, ctx) => {
+    if (c.part !== 'video') return;
+    if (c.index >= c.count) ctx.addIssue({ code: 'custom', message: `must be below count (${c.count})`, path: ['index'] });
+    if ((c.endFrame === null) !== (c.index === c.count - 1)) ctx.addIssue({ code: 'custom', message: 'must be null for the last chunk only', path: ['endFrame'] });
+    if (c.endFrame !== null && c.endFrame <= c.startFrame) ctx.addIssue({ code: 'custom', message: 'must be after startFrame', path: ['endFrame'] });
+    if ((c.index === 0) !== (c.startFrame === 0)) ctx.addIssue({ code: 'custom', message: 'must be 0 for the first chunk only', path: ['startFrame'] });
+  });
+export type TranscodeChunk = z.infer<typeof TranscodeChunk>;
+
+/** A part as events and the status name it: video chunk `index` of `count`, or the audio. */
+export const ChunkRef = z.discriminatedUnion('part', [
+  z.object({ part: z.literal('video'), index: z.number().int().nonnegative(), count: z.number().int().min(1) }),
+  z.object({ part: z.literal('audio'), count: z.number().int().min(1) }),
+]);
+export type ChunkRef = z.infer<typeof ChunkRef>;
+
+/** The part's name within its rung: `c0`, `c1`, ... or `audio` (keys, done-markers, message ids). */
+export function chunkName(c: ChunkRef): string {
+  return c.part === 'video' ? `c${c.index}` : 'audio';
+}
+
+/** The part as events carry it (without the frame range). */
+export function chunkRef(c: TranscodeChunk): ChunkRef {
+  return c.part === 'video' ? { part: 'video', index: c.index, count: c.count } : { part: 'audio', count: c.count };
+}
+
 export const DownloadWork = z.object({ kind: z.literal('download'), job: JobSpec });
 export const TranscodeWork = z.object({
   kind: z.literal('transcode'),
@@ -155,6 +198,8 @@ export const TranscodeWork = z.object({
   source: SourcePin,
   probe: Probe,
   plan: MediaPlan,
+  /** Absent: the whole rendition in one encode. */
+  chunk: TranscodeChunk.optional(),
 });
 export const PackageWork = z.object({
   kind: z.literal('package'),
@@ -265,10 +310,14 @@ export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
 export const JobEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('job.created'), spec: JobSpec, traceId }),
-  /** `replica`: the process that took the work (host/pid), for the dashboard's timeline; absent in events written before it was kept. */
-  z.object({ ...base, type: z.literal('stage.started'), stage: Stage, replica: z.string().min(1).max(255).optional() }),
-  z.object({ ...base, type: z.literal('stage.progress'), stage: Stage, percent: z.number().min(0).max(100) }),
-  z.object({ ...base, type: z.literal('stage.done'), stage: Stage }),
+  /**
+   * `replica`: the process that took the work (host/pid), for the dashboard's timeline; absent in events
+   * written before it was kept. Stage events of a chunked rung's parts carry the part (`chunk`); the
+   * rung's own stage.done comes after the join.
+   */
+  z.object({ ...base, type: z.literal('stage.started'), stage: Stage, replica: z.string().min(1).max(255).optional(), chunk: ChunkRef.optional() }),
+  z.object({ ...base, type: z.literal('stage.progress'), stage: Stage, percent: z.number().min(0).max(100), chunk: ChunkRef.optional() }),
+  z.object({ ...base, type: z.literal('stage.done'), stage: Stage, chunk: ChunkRef.optional() }),
   z.object({ ...base, type: z.literal('source.probed'), probe: Probe, plan: MediaPlan }),
   z.object({ ...base, type: z.literal('rendition.ready'), output: RenditionOutput }),
   /** The poster (`object`), and the seek previews when they were made (absent in events before them). */
@@ -290,7 +339,7 @@ export const JobEvent = z.discriminatedUnion('type', [
     storyboard: Published.optional(),
   }),
   /** A stage gave up. `fatal` when it fails the job; otherwise the job goes on without it. */
-  z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean() }),
+  z.object({ ...base, type: z.literal('stage.failed'), stage: Stage, code: z.string(), reason: z.string(), fatal: z.boolean(), chunk: ChunkRef.optional() }),
   /**
    * The first manifest is out: the client can play the video. With what it holds (absent in events written
    * before they were kept): its renditions, the HLS master, the seek previews' WebVTT track.

@@ -10,3 +10,4 @@ export * from './service.ts';
 export * from './operations.ts';
 export * from './live.ts';
 export * from './views.ts';
+export * from './chunks.ts';

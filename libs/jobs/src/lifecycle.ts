@@ -9,6 +9,7 @@
  *   job-locks      <hash of object_key>            the lease for publishing that prefix's manifest (locks.ts)
  *   output-owners  <hash of object_key>            the job that owns the prefix (output.ts)
  *   work-done      <jobId>.<attempt>.<kind>.<item> a stage finished that item: a repeat is skipped (stage.ts)
+ *                  <jobId>.<attempt>.chunks.<rung> the parts of a chunked rung encoded so far, and which one joins (chunks.ts)
  *
  * Every read and write waits out a bucket without a leader (a cluster node lost: retryUnavailable). A
  * read right after a write may then come from a replica that has not applied it yet: compare-and-set
@@ -66,21 +67,29 @@ export interface Mutation {
 }
 
 /** Applies `change` with compare-and-set, retrying when another replica wrote first. */
-export async function mutate(states: JobStates, jobId: string, change: (rec: JobRecord) => JobRecord): Promise<Mutation> {
+export function mutate(states: JobStates, jobId: string, change: (rec: JobRecord) => JobRecord): Promise<Mutation> {
+  return updateJson(states.kv, jobId, (current) => change(current ?? newRecord(jobId)), `job ${jobId}`);
+}
+
+/**
+ * Compare-and-set of the JSON value at `key` (null while there is none), retried when another writer
+ * got in first; an unchanged value is not written. The one place records are changed concurrently.
+ */
+export async function updateJson<T>(kv: KV, key: string, change: (current: T | null) => T, what = key): Promise<{ rec: T; before: T | null; changed: boolean; revision: number }> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const entry = await retryUnavailable(() => states.kv.get(jobId));
-    const current = entry && entry.operation === 'PUT' ? entry.json<JobRecord>() : null;
-    const next = change(current ?? newRecord(jobId));
+    const entry = await retryUnavailable(() => kv.get(key));
+    const current = entry && entry.operation === 'PUT' ? entry.json<T>() : null;
+    const next = change(current);
     if (current && entry && JSON.stringify(current) === JSON.stringify(next)) return { rec: current, before: current, changed: false, revision: entry.revision };
     try {
-      const revision = await retryUnavailable(() => (entry ? states.kv.update(jobId, JSON.stringify(next), entry.revision) : states.kv.create(jobId, JSON.stringify(next))));
+      const revision = await retryUnavailable(() => (entry ? kv.update(key, JSON.stringify(next), entry.revision) : kv.create(key, JSON.stringify(next))));
       return { rec: next, before: current, changed: true, revision };
     } catch (err) {
       if (!isConflict(err)) throw err;
       await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * (attempt + 1)));
     }
   }
-  throw new Error(`job ${jobId}: too many concurrent updates to its state`);
+  throw new Error(`${what}: too many concurrent updates to its state`);
 }
 
 /** Message id of a phase event: once per attempt, and again after each revival. */

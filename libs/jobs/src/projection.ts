@@ -3,12 +3,12 @@
  * events by `applyEvent` (pure). The projector applies events in stream order; each document keeps
  * the sequence of the last event applied, so replays and repeats change nothing.
  */
-import { transcodeStage, type JobEvent, type ObjectRef, type Rendition, type Stage, type StoryboardRef, type WebhookEvent } from '@mesh/common';
+import { transcodeStage, type ChunkRef, type JobEvent, type ObjectRef, type Rendition, type Stage, type StoryboardRef, type WebhookEvent } from '@mesh/common';
 
 export type JobState = 'queued' | 'processing' | 'playable' | 'complete' | 'failed' | 'cancelled';
 
-export interface StageView {
-  state: 'running' | 'done' | 'failed';
+/** How a piece of work went: a stage, or one part of a chunked rung. */
+interface WorkView {
   attempts: number;
   startedAt?: string;
   finishedAt?: string;
@@ -17,6 +17,60 @@ export interface StageView {
   reason?: string;
   /** The process that took the stage's latest delivery (host/pid). */
   replica?: string;
+}
+
+export interface StageView extends WorkView {
+  state: 'running' | 'done' | 'failed';
+  /** A chunked rung's parts: its video chunks in order, then its audio. The rung is done once they are joined. */
+  chunks?: ChunkView[];
+}
+
+/** One part of a chunked rung. */
+export interface ChunkView extends WorkView {
+  part: 'video' | 'audio';
+  /** A video chunk's place in the rung, from 0. */
+  index?: number;
+  /** `waiting` until a replica takes it. */
+  state: 'waiting' | 'running' | 'done' | 'failed';
+}
+
+/**
+ * Folds a stage event of one part of a chunked rung into the rung's view: the part's own state, and the
+ * rung's from its parts (running while any runs, failed when one gave up, its percent the mean of its
+ * video chunks', its attempts the most any part needed). Only the joiner's stage.done (without a part)
+ * makes the rung done; a part delivered again after that leaves it done.
+ */
+function withChunkEvent(prev: StageView | undefined, chunk: ChunkRef, event: Extract<JobEvent, { type: 'stage.started' | 'stage.progress' | 'stage.done' | 'stage.failed' }>): StageView {
+  const rung: StageView = prev ?? { state: 'running', attempts: 0, startedAt: event.at, percent: 0 };
+  const chunks: ChunkView[] = [...(rung.chunks ?? Array.from({ length: chunk.count }, (_, index) => ({ part: 'video' as const, index, state: 'waiting' as const, attempts: 0 })))];
+  let at = chunks.findIndex((c) => (chunk.part === 'audio' ? c.part === 'audio' : c.index === chunk.index));
+  if (at < 0) {
+    chunks.push(chunk.part === 'audio' ? { part: 'audio', state: 'waiting', attempts: 0 } : { part: 'video', index: chunk.index, state: 'waiting', attempts: 0 });
+    chunks.sort((a, b) => (a.index ?? Infinity) - (b.index ?? Infinity));
+    at = chunks.findIndex((c) => (chunk.part === 'audio' ? c.part === 'audio' : c.index === chunk.index));
+  }
+  const before = chunks[at]!;
+  const part: ChunkView =
+    event.type === 'stage.started'
+      ? { ...withoutOutcome(before), state: 'running', attempts: before.attempts + 1, startedAt: event.at, percent: 0 }
+      : event.type === 'stage.progress'
+        ? { ...before, percent: event.percent }
+        : event.type === 'stage.done'
+          ? { ...before, state: 'done', finishedAt: event.at, percent: 100 }
+          : { ...before, state: 'failed', finishedAt: event.at, code: event.code, reason: event.reason };
+  chunks[at] = part;
+  if (rung.state === 'done') return { ...rung, chunks };
+  let next: StageView = { ...rung, chunks, attempts: Math.max(rung.attempts, part.attempts) };
+  if (event.type === 'stage.failed') next = { ...next, state: 'failed', finishedAt: event.at, code: event.code, reason: event.reason };
+  else if (event.type === 'stage.started' && rung.state === 'failed') next = { ...withoutOutcome(next), state: 'running' };
+  const video = chunks.filter((c) => c.part === 'video');
+  return { ...next, percent: Math.min(99, Math.round(video.reduce((sum, c) => sum + (c.state === 'done' ? 100 : (c.percent ?? 0)), 0) / video.length)) };
+}
+
+/** A view as it is before its end: no finish time, code or reason. */
+function withoutOutcome<V extends { finishedAt?: string; code?: string; reason?: string }>(view: V): Omit<V, 'finishedAt' | 'code' | 'reason'> {
+  const { finishedAt: _f, code: _c, reason: _r, ...rest } = view;
+  return rest;
 }
 
 export interface JobView {
@@ -86,6 +140,11 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
     const prev = next.stages[name] ?? { state: 'running', attempts: 0 };
     next.stages[name] = { ...prev, ...patch };
   };
+  if ((event.type === 'stage.started' || event.type === 'stage.progress' || event.type === 'stage.done' || event.type === 'stage.failed') && event.chunk) {
+    if (next.state === 'queued' && event.type === 'stage.started') next.state = 'processing';
+    next.stages[event.stage] = withChunkEvent(next.stages[event.stage], event.chunk, event);
+    return next;
+  }
   switch (event.type) {
     case 'job.created':
       break;

@@ -4,7 +4,7 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { runService, type Bus, type WorkContext, type WorkMessage } from '@mesh/bus';
-import type { Env, Logger, S3Config, Stage, WorkKind } from '@mesh/common';
+import type { ChunkRef, Env, Logger, S3Config, Stage, WorkKind } from '@mesh/common';
 import { createS3 } from '@mesh/storage';
 import { openJobStates, type JobStates } from './lifecycle.ts';
 import { runStage } from './stage.ts';
@@ -24,6 +24,8 @@ export interface StageServiceOptions<K extends WorkKind, C extends { s3: S3Confi
   stage: (message: WorkMessage<K>) => Stage;
   /** What one message is within its job attempt, when a stage takes several (see runStage). */
   item?: (message: WorkMessage<K>) => string;
+  /** The part of a chunked rung a message is (see runStage). */
+  chunk?: (message: WorkMessage<K>) => ChunkRef | undefined;
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }, service: StageService<C>) => Promise<void>;
   /** For stages whose failure does not fail the job (see runStage). */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }, service: StageService<C>) => Promise<void>;
@@ -54,6 +56,7 @@ export function runStageService<K extends WorkKind, C extends { s3: S3Config; co
         stage: o.stage,
         ...(o.item ? { item: o.item } : {}),
         ...(o.nonFatal ? { nonFatal: o.nonFatal } : {}),
+        ...(o.chunk ? { chunk: o.chunk } : {}),
         handle: (message, ctx) => o.handle(message, ctx, service),
         ...(onGiveUp ? { onGiveUp: (message: WorkMessage<K>, err: unknown, failure: { stage: Stage; code: string; reason: string }) => onGiveUp(message, err, failure, service) } : {}),
       })));

@@ -7,7 +7,7 @@
 import { hostname } from 'node:os';
 import { inSpan } from '@mesh/telemetry';
 import { publishEvent, runWorker, workSource, type Bus, type WorkContext, type WorkMessage, type Worker } from '@mesh/bus';
-import { cancelSubject, MeshError, msgId, reasonOf, stageOfWork, type Logger, type Stage, type WorkKind } from '@mesh/common';
+import { cancelSubject, MeshError, msgId, reasonOf, stageOfWork, type ChunkRef, type Logger, type Stage, type WorkKind } from '@mesh/common';
 import { doneKey, failStage, isCancelled, isDone, markDone, type JobStates } from './lifecycle.ts';
 
 export interface StageOptions<K extends WorkKind> {
@@ -24,6 +24,11 @@ export interface StageOptions<K extends WorkKind> {
    * before the ack, a republish after the duplicate window) is skipped. Default: the stage.
    */
   item?: (message: WorkMessage<K>) => string;
+  /**
+   * The part of a chunked rung a message is (transcoders): its stage events carry it, each part has its own
+   * message ids and its own span (`transcode-720p chunk 3`), and its stage.done is the part's, not the rung's.
+   */
+  chunk?: (message: WorkMessage<K>) => ChunkRef | undefined;
   handle: (message: WorkMessage<K>, ctx: WorkContext & { stage: Stage }) => Promise<void>;
   /** Replaces the default failure handling (fail the job) for stages whose failure is not fatal. */
   onGiveUp?: (message: WorkMessage<K>, err: unknown, ctx: { stage: Stage; code: string; reason: string }) => Promise<void>;
@@ -47,7 +52,16 @@ const CANCEL_CHECK_MS = 2000;
 
 export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker> {
   const markerOf = (message: WorkMessage<K>) => doneKey(message.job, o.kind, o.item?.(message) ?? o.stage(message));
-  const stageDone = (message: WorkMessage<K>, stage: Stage) => publishEvent(o.bus, { type: 'stage.done', jobId: message.job.jobId, stage }, msgId(message.job, 'stage.done', stage));
+  // A stage taking several items per job attempt (a package per rendition set, a chunk per part) announces
+  // each: their stage events' message ids name the item, or JetStream would drop all but the first.
+  const chunkOf = (message: WorkMessage<K>) => {
+    const chunk = o.chunk?.(message);
+    return { ...(chunk ? { chunk } : {}), ids: o.item ? [o.item(message)] : [] };
+  };
+  const stageDone = (message: WorkMessage<K>, stage: Stage) => {
+    const { chunk, ids } = chunkOf(message);
+    return publishEvent(o.bus, { type: 'stage.done', jobId: message.job.jobId, stage, ...(chunk ? { chunk } : {}) }, msgId(message.job, 'stage.done', stage, ...ids));
+  };
   return runWorker({
     bus: o.bus,
     source: workSource(o.kind, o.rendition),
@@ -60,6 +74,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
     async handle(message, ctx) {
       const stage = o.stage(message);
       const jobId = message.job.jobId;
+      const { chunk, ids } = chunkOf(message);
       if (await isDone(o.states, markerOf(message))) {
         // Finished before: a redelivery or a late duplicate. Its stage.done may not have gone out.
         ctx.log.info({ stage }, 'already done for this job attempt; repeat skipped');
@@ -78,9 +93,18 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
       try {
         if (await isCancelled(o.states, jobId)) throw new MeshError('CANCELLED', 'job cancelled before this stage started', { permanent: true });
         // The stage's own span, under the consume span: FFmpeg, S3 and publishes nest in it.
-        const attributes = { 'job.id': jobId, 'video.id': message.job.videoId, 'job.attempt': message.job.attempt, 'job.stage': stage, ...('rendition' in message ? { 'media.rendition': String(message.rendition) } : {}) };
-        await inSpan(stage, { attributes }, async () => {
-          await publishEvent(o.bus, { type: 'stage.started', jobId, stage, replica: REPLICA }, msgId(message.job, 'stage.started', stage, ctx.deliveryCount));
+        const attributes = {
+          'job.id': jobId,
+          'video.id': message.job.videoId,
+          'job.attempt': message.job.attempt,
+          'job.stage': stage,
+          ...('rendition' in message ? { 'media.rendition': String(message.rendition) } : {}),
+          ...(chunk ? { 'media.chunk.part': chunk.part, 'media.chunk.count': chunk.count, ...(chunk.part === 'video' ? { 'media.chunk.index': chunk.index } : {}) } : {}),
+        };
+        // A part of a chunked rung is its own span, named for it: the rung's chunks side by side in the trace.
+        const name = !chunk ? stage : chunk.part === 'video' ? `${stage} chunk ${chunk.index}` : `${stage} audio`;
+        await inSpan(name, { attributes }, async () => {
+          await publishEvent(o.bus, { type: 'stage.started', jobId, stage, replica: REPLICA, ...(chunk ? { chunk } : {}) }, msgId(message.job, 'stage.started', stage, ...ids, ctx.deliveryCount));
           await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
         });
       } catch (err) {
@@ -88,7 +112,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
           throw new MeshError('CANCELLED', `job cancelled while ${stage} ran: ${reasonOf(err)}`, { permanent: true });
         }
         // Parked work (the job failed elsewhere): the stage shows why it stopped; the consume loop keeps the message.
-        if (err instanceof MeshError && err.code === 'JOB_FAILED') await publishEvent(o.bus, { type: 'stage.failed', jobId, stage, code: err.code, reason: err.message, fatal: false });
+        if (err instanceof MeshError && err.code === 'JOB_FAILED') await publishEvent(o.bus, { type: 'stage.failed', jobId, stage, code: err.code, reason: err.message, fatal: false, ...(chunk ? { chunk } : {}) });
         throw err;
       } finally {
         clearInterval(recheck);

@@ -2,7 +2,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hostname } from 'node:os';
 import { closeBus, connectBus, ensureStream, publishWork, STREAMS, type Bus, type Worker, type WorkMessage } from '@mesh/bus';
-import { createLogger, JobEvent, jobEventsFilter, sleep } from '@mesh/common';
+import { createLogger, sleep } from '@mesh/common';
+import { eventsOf as eventsOfJob } from './events.ts';
 import { startNats, type NatsServer } from '@mesh/testkit';
 import { mutate, openJobStates, runStage, type JobStates } from '../src/index.ts';
 
@@ -41,18 +42,7 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 15_000) {
   }
 }
 
-async function eventsOf(jobId: string): Promise<JobEvent[]> {
-  const info = await bus.jsm.streams.info(STREAMS.events.name, { subjects_filter: jobEventsFilter(jobId) });
-  const total = Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
-  const consumer = await bus.js.consumers.get(STREAMS.events.name, { filter_subjects: jobEventsFilter(jobId) });
-  const out: JobEvent[] = [];
-  while (out.length < total) {
-    const m = await consumer.next({ expires: 2000 });
-    if (!m) break;
-    out.push(JobEvent.parse(m.json()));
-  }
-  return out;
-}
+const eventsOf = (jobId: string) => eventsOfJob(bus, jobId);
 
 describe('runStage', () => {
   it('skips a repeat of finished work that arrives after the duplicate window, and says the stage is done', async () => {

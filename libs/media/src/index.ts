@@ -9,3 +9,4 @@ export * from './storyboard.ts';
 export * from './run.ts';
 export * from './limits.ts';
 export * from './yield.ts';
+export * from './chunks.ts';

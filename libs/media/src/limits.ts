@@ -79,7 +79,8 @@ export function toolBudgetMs(mediaSec: number, factor: number): number {
 /** ffprobe reads headers and a few seconds of packets (its own probesize/analyzeduration limits). */
 export const PROBE_BUDGET_MS = 120_000;
 
-/** Shaka Packager only remuxes our own (already bounded) renditions: at least 1 MB/s, plus the base. */
-export function packagerBudgetMs(inputBytes: number): number {
+/** Stream copies of our own (already bounded) encodes, Shaka Packager's and a chunked rung's join: at least 1 MB/s, plus the base. */
+export function remuxBudgetMs(inputBytes: number): number {
   return TOOL_BASE_BUDGET_MS + Math.ceil(inputBytes / 1000);
 }
+export const packagerBudgetMs = remuxBudgetMs;

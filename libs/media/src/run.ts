@@ -112,6 +112,11 @@ export interface RunOptions {
    * (plus durationSlackSec) stops the run with SOURCE_TOO_LONG, as does ending there.
    */
   declaredSec?: number;
+  /**
+   * Where in the source a progress report is, in seconds (what onProgress gets and declaredSec bounds).
+   * Default: the output time. A chunk counts its frames from its start instead.
+   */
+  position?: (report: { outSec: number; frames: number }) => number;
 }
 
 async function runToolUntraced(tool: Tool, args: string[], o: RunOptions): Promise<{ stdout: string; stderr: string; durationMs: number }> {
@@ -176,6 +181,7 @@ async function runToolUntraced(tool: Tool, args: string[], o: RunOptions): Promi
   // Output seconds past which the source is longer than it said.
   const tooLongAt = o.declaredSec === undefined ? Infinity : o.declaredSec + durationSlackSec(o.declaredSec);
   let outSec = 0;
+  const report = { outSec: 0, frames: 0 };
   const tooLong = () =>
     new InputError(
       'SOURCE_TOO_LONG',
@@ -194,9 +200,11 @@ async function runToolUntraced(tool: Tool, args: string[], o: RunOptions): Promi
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const line of lines) {
-      const m = /^out_time_us=(\d+)/.exec(line);
+      const m = /^(out_time_us|frame)=(\d+)/.exec(line);
       if (!m) continue;
-      outSec = Math.max(outSec, Number(m[1]) / 1e6);
+      if (m[1] === 'frame') report.frames = Number(m[2]);
+      else report.outSec = Number(m[2]) / 1e6;
+      outSec = Math.max(outSec, o.position ? o.position(report) : report.outSec);
       o.onProgress?.(outSec);
       if (outSec > tooLongAt) stop(tooLong());
     }

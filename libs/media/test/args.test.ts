@@ -171,10 +171,11 @@ describe('transcodeArgs', () => {
     expect(after(a, '-keyint_min')).toBe('120');
     expect(after(a, '-sc_threshold')).toBe('0');
     expect(after(a, '-x264-params')).toContain('scenecut=0');
-    expect(after(a, '-force_key_frames')).toBe('expr:gte(t,n_forced*4)');
+    // Frame n is a keyframe when a segment starts at it: the first frame at or after each 4 s.
+    expect(after(a, '-force_key_frames')).toBe('expr:lt(floor((n-1)*1/120),floor(n*1/120))');
     expect(after(a, '-r')).toBe('30/1');
     expect(after(a, '-fps_mode')).toBe('cfr');
-    expect(after(a, '-vf')).toBe('scale=1280:720:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p');
+    expect(after(a, '-vf')).toBe('fps=30/1:start_time=0,scale=1280:720:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p');
     expect(a.at(-1)).toBe('/out/720p.mp4');
   });
 

@@ -7,3 +7,4 @@ export * from './fixtures.ts';
 export * from './otlp.ts';
 export * from './sse.ts';
 export * from './api.ts';
+export * from './rendition.ts';

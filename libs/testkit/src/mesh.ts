@@ -35,9 +35,17 @@ export interface ServiceProcess extends Supervised {
 
 export type LineSink = (id: string, line: string) => void;
 
-export function startService(name: ServiceName, env: Record<string, string>, o: { replica?: number; onLine?: LineSink } = {}): ServiceProcess {
+/**
+ * Starts one service. `cpus` (a taskset CPU list, e.g. `0` or `0,1`) pins it and every tool it runs to
+ * those CPUs, as if it ran on a host of that size (FFmpeg and x264 size their threads by the CPUs they
+ * may use): the benchmark's emulation of separate hosts on one machine.
+ */
+export function startService(name: ServiceName, env: Record<string, string>, o: { replica?: number; onLine?: LineSink; cpus?: string } = {}): ServiceProcess {
   const id = o.replica && o.replica > 1 ? `${name}#${o.replica}` : name;
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'services', name, 'src', 'main.ts')], {
+  const main = join(REPO_ROOT, 'services', name, 'src', 'main.ts');
+  // taskset execs node: same pid, and the IPC channel (an inherited fd) still reaches it.
+  const [cmd, args] = o.cpus ? ['taskset', ['-c', o.cpus, process.execPath, main]] : [process.execPath, [main]];
+  const child = spawn(cmd, args, {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     // The IPC channel carries the service's "ready" message.
@@ -76,8 +84,8 @@ export function startService(name: ServiceName, env: Record<string, string>, o: 
 export interface Mesh {
   /** The processes running now: a supervised restart takes the place of the run it replaces. */
   processes: ServiceProcess[];
-  /** Starts one more replica of a service (scaling), resolved once it is consuming; `env` adds to the mesh's. */
-  add(name: ServiceName, env?: Record<string, string>): Promise<ServiceProcess>;
+  /** Starts one more replica of a service (scaling), resolved once it is consuming; `env` adds to the mesh's, `cpus` pins it (startService). */
+  add(name: ServiceName, env?: Record<string, string>, o?: { cpus?: string }): Promise<ServiceProcess>;
   /** Starts a stopped or killed process again under the same id (a restart by the supervisor). */
   respawn(p: ServiceProcess): Promise<ServiceProcess>;
   stop(): Promise<void>;
@@ -103,12 +111,16 @@ export async function startMesh(o: {
   onLine?: LineSink;
   timeoutMs?: number;
   supervise?: SuperviseOptions;
+  /** The CPUs each replica is pinned to (startService), e.g. to emulate separate hosts; unpinned when undefined. */
+  cpus?: (name: ServiceName, replica: number) => string | undefined;
 }): Promise<Mesh> {
   const processes: ServiceProcess[] = [];
   const stopping = new AbortController();
-  const run = (name: ServiceName, replica: number, extraEnv: Record<string, string>, tail?: string[]) =>
-    startService(name, { ...o.env, ...o.serviceEnv?.(name), ...extraEnv }, {
+  const run = (name: ServiceName, replica: number, extraEnv: Record<string, string>, tail?: string[], pinned?: string) => {
+    const cpus = pinned ?? o.cpus?.(name, replica);
+    return startService(name, { ...o.env, ...o.serviceEnv?.(name), ...extraEnv }, {
       replica,
+      ...(cpus ? { cpus } : {}),
       onLine: (id, line) => {
         if (tail) {
           tail.push(line);
@@ -117,9 +129,10 @@ export async function startMesh(o: {
         o.onLine?.(id, line);
       },
     });
-  const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}) => {
+  };
+  const launch = async (name: ServiceName, replica: number, extraEnv: Record<string, string> = {}, cpus?: string) => {
     const tail: string[] = [];
-    const p = run(name, replica, extraEnv, tail);
+    const p = run(name, replica, extraEnv, tail, cpus);
     processes.push(p);
     // Generous: a service on a host busy with other encodes (2 cores, a test suite in parallel) can take
     // tens of seconds to load; one that exits fails at once, whatever this says.
@@ -135,7 +148,7 @@ export async function startMesh(o: {
         ...o.supervise,
         stopping: stopping.signal,
         restart(prev) {
-          const next = run(name, replica, extraEnv);
+          const next = run(name, replica, extraEnv, undefined, cpus);
           const at = processes.indexOf(prev);
           if (at >= 0) processes[at] = next;
           else processes.push(next);
@@ -146,10 +159,10 @@ export async function startMesh(o: {
     return p;
   };
   const counts = new Map<ServiceName, number>();
-  const add = (name: ServiceName, env?: Record<string, string>) => {
+  const add = (name: ServiceName, env?: Record<string, string>, a: { cpus?: string } = {}) => {
     const n = (counts.get(name) ?? 0) + 1;
     counts.set(name, n);
-    return launch(name, n, env);
+    return launch(name, n, env, a.cpus);
   };
   const mesh: Mesh = {
     processes,

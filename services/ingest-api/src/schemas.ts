@@ -9,17 +9,34 @@ import type { ApiJob } from '@mesh/jobs';
 
 const Time = z.iso.datetime();
 
-export const StageStatus = z.strictObject({
-  state: z.enum(['running', 'done', 'failed']),
-  /** Deliveries of the stage's work so far (a retry after a crash counts again). */
+/** How a piece of work went (a stage, or a part of a chunked rung). */
+const progress = {
+  /** Deliveries of the work so far (a retry after a crash counts again); for a chunked rung, the most any part needed. */
   attempts: z.number().int().nonnegative(),
   startedAt: Time.optional(),
   finishedAt: Time.optional(),
+  /** A chunked rung's: the mean of its video chunks'. */
   percent: z.number().min(0).max(100).optional(),
   code: z.string().optional(),
   reason: z.string().optional(),
+};
+
+/** One part of a chunked rung: a video chunk (`index` from 0) or the rung's audio. */
+export const ChunkStatus = z.strictObject({
+  part: z.enum(['video', 'audio']),
+  index: z.number().int().nonnegative().optional(),
+  /** `waiting` until a replica takes it. */
+  state: z.enum(['waiting', 'running', 'done', 'failed']),
+  ...progress,
+});
+
+export const StageStatus = z.strictObject({
+  state: z.enum(['running', 'done', 'failed']),
+  ...progress,
   /** The process that took the stage's latest delivery (host/pid). */
   replica: z.string().optional().describe('the process that took the latest delivery of the stage: host/pid'),
+  /** A long source's rung encoded in chunks by several replicas: each part's state. Done once they are joined. */
+  chunks: z.array(ChunkStatus).optional(),
 });
 
 export const TaskStatus = z.strictObject({
