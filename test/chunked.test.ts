@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, DEFAULT_LADDER, layout, type MediaPlan } from '@mesh/common';
-import { planMedia, probeFile, runTool, segmentStartFrame, transcodeArgs } from '@mesh/media';
+import { bt709Filters, planMedia, probeFile, runTool, segmentStartFrame, transcodeArgs } from '@mesh/media';
 import { downloadToFile, getText, headObject } from '@mesh/storage';
 import { freePort, makeClip, qualityAgainst, renditionFacts, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '@mesh/testkit';
 import { BUCKETS, logLines, outputBaseUrl, putInput, startSystem, submit, waitForSettled, type Job, type System } from './support/harness.ts';
@@ -131,7 +131,8 @@ describe('a 20 s clip with audio, chunks of 8 s, two transcoder-720 replicas, on
     await downloadToFile(sys.s3, { bucket: BUCKETS.work, key: layout.rendition({ jobId: taskId, attempt: 1 }, rung) }, joined);
     const whole = join(dir, `${rung}-whole.mp4`);
     const profile = DEFAULT_LADDER.find((r) => r.name === rung)!;
-    await runTool('ffmpeg', transcodeArgs({ input: source, output: whole, probe: await probeFile(source, { log }), plan, profile }), { log });
+    const probe = await probeFile(source, { log });
+    await runTool('ffmpeg', transcodeArgs({ input: source, output: whole, probe, plan, profile }), { log });
     const [a, b] = [await renditionFacts(joined), await renditionFacts(whole)];
     const frame = plan.frameRate.den / plan.frameRate.num;
     expect(a.frames).toBe(b.frames);
@@ -144,7 +145,7 @@ describe('a 20 s clip with audio, chunks of 8 s, two transcoder-720 replicas, on
     expect(Math.abs(a.audioDurationSec! - b.audioDurationSec!)).toBeLessThan(frame);
     const size = plan.sizes[rung]!;
     const rate = `${plan.frameRate.num}/${plan.frameRate.den}`;
-    const [qa, qb] = (await qualityAgainst([joined, whole], source, { ...size, rate, audio: true })) as [{ psnr: number; ssim: number }, { psnr: number; ssim: number }];
+    const [qa, qb] = (await qualityAgainst([joined, whole], source, { picture: bt709Filters(probe, `${size.width}:${size.height}`), rate, audio: true })) as [{ psnr: number; ssim: number }, { psnr: number; ssim: number }];
     expect(Math.abs(qa.ssim - qb.ssim), `SSIM ${qa.ssim} against ${qb.ssim}`).toBeLessThan(0.005);
     if (psnrWithin !== undefined) expect(Math.abs(qa.psnr - qb.psnr), `PSNR ${qa.psnr} against ${qb.psnr}`).toBeLessThan(psnrWithin);
     // A misaligned join (one frame off) would fall far below: PSNR sees it.

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { ConfigError, createLogger, DEFAULT_LADDER, type MediaPlan, type Probe } from '@mesh/common';
 import { makeClip, qualityAgainst, renditionFacts, tempDir } from '@mesh/testkit';
 import {
+  bt709Filters,
   audioArgs,
   chunkArgs,
   chunkCheckArgs,
@@ -162,21 +163,21 @@ describe('argument arrays', () => {
       'the first chunk: from the start, padded from 0 like the whole encode',
       { part: 'video', index: 0, count: 3, startFrame: 0, endFrame: 240 },
       0,
-      { '-t': '9.000', '-vf': 'fps=30/1:start_time=0,trim=end_pts=240,setpts=PTS-0,scale=640:360,setsar=1,format=yuv420p', '-fps_mode': 'passthrough', '-force_key_frames': 'expr:lt(floor((n-1)*1/120),floor(n*1/120))' },
+      { '-t': '9.000', '-vf': 'fps=30/1:start_time=0,trim=end_pts=240,setpts=PTS-0,scale=640:360:in_color_matrix=smpte170m:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p', '-fps_mode': 'passthrough', '-force_key_frames': 'expr:lt(floor((n-1)*1/120),floor(n*1/120))' },
       ['-ss', '-copyts'],
     ],
     [
       'a middle chunk: seeks, keeps the source clock, trims its frames',
       { part: 'video', index: 1, count: 3, startFrame: 240, endFrame: 480 },
       7,
-      { '-ss': '7.000', '-t': '10.000', '-vf': 'fps=30/1,trim=start_pts=240:end_pts=480,setpts=PTS-240,scale=640:360,setsar=1,format=yuv420p', '-force_key_frames': 'expr:lt(floor((n+239)*1/120),floor((n+240)*1/120))' },
+      { '-ss': '7.000', '-t': '10.000', '-vf': 'fps=30/1,trim=start_pts=240:end_pts=480,setpts=PTS-240,scale=640:360:in_color_matrix=smpte170m:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p', '-force_key_frames': 'expr:lt(floor((n+239)*1/120),floor((n+240)*1/120))' },
       ['-r'],
     ],
     [
       'the last chunk: to the end, decoding bounded as the whole encode is',
       { part: 'video', index: 2, count: 3, startFrame: 480, endFrame: null },
       15,
-      { '-ss': '15.000', '-t': '13.480', '-vf': 'fps=30/1,trim=start_pts=480,setpts=PTS-480,scale=640:360,setsar=1,format=yuv420p' },
+      { '-ss': '15.000', '-t': '13.480', '-vf': 'fps=30/1,trim=start_pts=480,setpts=PTS-480,scale=640:360:in_color_matrix=smpte170m:out_color_matrix=bt709:out_range=tv,setsar=1,format=yuv420p' },
       [],
     ],
   ])('%s', (_name, chunk, seekSec, pairs, absent) => {
@@ -257,7 +258,7 @@ describe('chunks joined against one encode (real FFmpeg)', () => {
     await runTool('ffmpeg', joinArgs({ list: at(`${name}-list.txt`), audio: at(`${name}-audio.mp4`), output: at(`${name}-joined.mp4`) }), { log });
     const size = pl.sizes['360p']!;
     const rate = `${pl.frameRate.num}/${pl.frameRate.den}`;
-    const [joinedQ, wholeQ] = await qualityAgainst([at(`${name}-joined.mp4`), at(`${name}-whole.mp4`)], src, { ...size, rate, audio: true });
+    const [joinedQ, wholeQ] = await qualityAgainst([at(`${name}-joined.mp4`), at(`${name}-whole.mp4`)], src, { picture: bt709Filters(pr, `${size.width}:${size.height}`), rate, audio: true });
     return {
       plan: pl,
       chunks,

@@ -40,15 +40,17 @@ export async function renditionFacts(path: string): Promise<RenditionFacts> {
 
 /**
  * PSNR (dB, average) and SSIM (all) of each of `encoded` against `source`, the source brought to the
- * encodes' frame grid and size as the encodes do it; one FFmpeg run decodes each file once. FFmpeg starts
+ * encodes' frame grid, then through `picture`: the encodes' own size and colour filters (bt709Filters of
+ * the probe, so a BT.601 or HDR source is compared in the encodes' BT.709 values, not swscale's default
+ * matrix, which cost 11 dB on an SD clip); one FFmpeg run decodes each file once. FFmpeg starts
  * its clock at the earliest start of the streams a run uses, so the source's audio (`audio`) is read
  * along, as in the encodes: the picture the source shows at a time is compared with the encodes' then.
  */
-export async function qualityAgainst(encoded: string[], source: string, o: { width: number; height: number; rate: string; audio: boolean }): Promise<{ psnr: number; ssim: number }[]> {
+export async function qualityAgainst(encoded: string[], source: string, o: { picture: string[]; rate: string; audio: boolean }): Promise<{ psnr: number; ssim: number }[]> {
   const n = encoded.length;
   const refs = Array.from({ length: 2 * n }, (_, i) => `[r${i}]`).join('');
   const graph = [
-    `[${n}:v]fps=${o.rate}:start_time=0,scale=${o.width}:${o.height},format=yuv420p,split=${2 * n}${refs}`,
+    `[${n}:v]fps=${o.rate}:start_time=0,${o.picture.join(',')},split=${2 * n}${refs}`,
     ...(o.audio ? [`[${n}:a]anullsink`] : []),
     ...encoded.map((_, i) => `[${i}:v]split[e${i}p][e${i}s];[e${i}p][r${2 * i}]psnr;[e${i}s][r${2 * i + 1}]ssim`),
   ].join(';');
