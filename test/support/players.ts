@@ -150,6 +150,10 @@ async function playInPage(a: { url: string; player: PlayerName; pick: 'lowest' |
         hls.currentLevel = hls.levels.findIndex((l: { height: number }) => l.height === h);
       };
     }
+    // Force the rendition before playing: switching mid-play races the player's ABR, which may already
+    // hold the short clip's whole buffer at its first guess (a loaded machine showed that rendition only).
+    const sorted = byHeight(heights);
+    choose!(a.pick === 'lowest' ? sorted[0]! : sorted.at(-1)!);
     await video.play();
   } catch (e) {
     errors.push(`load: ${(e as { code?: number; message?: string }).code ?? (e as Error).message ?? String(e)}`);
@@ -157,7 +161,6 @@ async function playInPage(a: { url: string; player: PlayerName; pick: 'lowest' |
   }
   const sorted = byHeight(heights);
   const target = a.pick === 'lowest' ? sorted[0]! : sorted.at(-1)!;
-  choose!(target);
   const from = video.currentTime;
   await until(() => video.videoHeight === target && video.currentTime > from + 1.5, 30_000);
   return { heights, decodedHeight: video.videoHeight, playedSec: video.currentTime - from, errors, ...(thumbnail !== undefined ? { thumbnail } : {}) };
