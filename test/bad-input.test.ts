@@ -118,6 +118,15 @@ describe('after all of that', () => {
     for (const p of sys.mesh.processes) expect(p.child.exitCode, p.id).toBeNull();
   });
 
+  it("no failure on the client's input is an operator's dead letter (an exhausted retry is: faults.test.ts)", async () => {
+    const failed = CASES.filter((c) => 'code' in c.expect).map((c) => jobs.get(c.name)!['task_id']);
+    expect(failed.length).toBeGreaterThan(5);
+    const res = await api(sys, '/admin/dead-letters', { headers });
+    expect(res.status).toBe(200);
+    const letters = ((await res.json()) as { dead_letters: { jobId: string; reason: string }[] }).dead_letters;
+    expect(letters.filter((l) => failed.includes(l.jobId))).toEqual([]);
+  });
+
   it('the API refuses a key with .. segments before any work starts', async () => {
     const res = await api(sys, `/video/encoding`, { method: 'POST', headers, body: JSON.stringify({ object_key: 'a/../../b.mp4', base_url: 'https://x.test/', video_id: 'v' }) });
     expect(res.status).toBe(400);
