@@ -183,6 +183,10 @@ describe('the dashboard', () => {
     expect(await page.locator(`a[href="${JAEGER}/trace/${job['trace_id']}"]`).count()).toBe(1);
     expect(await page.locator('table.webhook .badge').first().textContent()).toBe('delivered');
     expect(await page.locator('.job-side a', { hasText: 'manifest.mpd' }).getAttribute('href')).toBe(job['manifest'].url);
+    // The seek previews' track, as the status gives it.
+    await expect.poll(async () => (await getJob(sys, a.taskId))['storyboard']?.url ?? null).toMatch(/storyboard\.vtt$/);
+    const storyboard = (await getJob(sys, a.taskId))['storyboard'].url;
+    await expect.poll(() => page.locator('.job-side a', { hasText: 'storyboard.vtt' }).getAttribute('href')).toBe(storyboard);
     await screenshot('job-detail', true);
   });
 
@@ -221,6 +225,11 @@ describe('the dashboard', () => {
     expect(await page.locator('.page-head .mono').textContent()).toContain('attempt 2');
     // The page heard it live; the API's GET (the projection) follows a moment later.
     expect(await waitForState(sys, c.taskId, ['complete'], 10_000)).toMatchObject({ state: 'complete', attempt: 2 });
+    // And shows its thumbnail, once GET has it: loaded before the next test takes the thumbnail bucket away
+    // (a load racing that was a 404 in the next test's console).
+    const img = page.locator('#thumbnail');
+    await img.waitFor({ timeout: 20_000 });
+    await expect.poll(() => img.evaluate((el: HTMLImageElement) => el.complete && el.naturalWidth)).toBeGreaterThan(100);
   });
 
   it('re-drives a dead letter from its page once its cause is fixed', async () => {

@@ -25,6 +25,16 @@ export interface StageView extends WorkView {
   chunks?: ChunkView[];
 }
 
+/**
+ * Whether a stage's start is another try of its work: the first start, a redelivery (a crash, a
+ * hand-back), or a start after the stage failed (a retry). Not the first delivery of a new piece of
+ * work of a stage that runs once per manifest (package, upload) while it is fine: three manifests are
+ * one try each, not three. A start from before deliveries were recorded counts, as it always did.
+ */
+function isAnotherTry(prev: StageView, delivery: number | undefined): boolean {
+  return prev.attempts === 0 || delivery === undefined || delivery > 1 || prev.state === 'failed';
+}
+
 /** One part of a chunked rung. */
 export interface ChunkView extends WorkView {
   part: 'video' | 'audio';
@@ -150,7 +160,7 @@ export function applyEvent(view: JobView | null, event: JobEvent, seq: number): 
       break;
     case 'stage.started': {
       const { replica: _replica, ...prev } = next.stages[event.stage] ?? { state: 'running', attempts: 0 };
-      next.stages[event.stage] = { ...prev, state: 'running', attempts: prev.attempts + 1, startedAt: event.at, percent: 0, ...(event.replica ? { replica: event.replica } : {}) };
+      next.stages[event.stage] = { ...prev, state: 'running', attempts: prev.attempts + (isAnotherTry(prev, event.delivery) ? 1 : 0), startedAt: event.at, percent: 0, ...(event.replica ? { replica: event.replica } : {}) };
       if (next.state === 'queued') next.state = 'processing';
       break;
     }

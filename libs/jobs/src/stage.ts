@@ -104,7 +104,7 @@ export function runStage<K extends WorkKind>(o: StageOptions<K>): Promise<Worker
         // A part of a chunked rung is its own span, named for it: the rung's chunks side by side in the trace.
         const name = !chunk ? stage : chunk.part === 'video' ? `${stage} chunk ${chunk.index}` : `${stage} audio`;
         await inSpan(name, { attributes }, async () => {
-          await publishEvent(o.bus, { type: 'stage.started', jobId, stage, replica: REPLICA, ...(chunk ? { chunk } : {}) }, msgId(message.job, 'stage.started', stage, ...ids, ctx.deliveryCount));
+          await publishEvent(o.bus, { type: 'stage.started', jobId, stage, replica: REPLICA, delivery: ctx.deliveryCount, ...(chunk ? { chunk } : {}) }, msgId(message.job, 'stage.started', stage, ...ids, ctx.deliveryCount));
           await o.handle(message, { ...ctx, stage, signal: AbortSignal.any([ctx.signal, cancel.signal]) });
         });
       } catch (err) {

@@ -19,6 +19,27 @@ describe('projection', () => {
     expect(api).toMatchObject({ task_id: jobId, task_status: 'PENDING', task_result: null, video_id: '42' });
   });
 
+  it('counts a stage\'s tries, not its pieces of work: three manifests packaged are one try; a redelivery or a run after a failure is another', () => {
+    const started = (stage: 'package' | 'upload' | 'download', delivery?: number) => ({ type: 'stage.started' as const, jobId, at, stage, ...(delivery ? { delivery } : {}) });
+    const done = (stage: 'package' | 'upload' | 'download') => ({ type: 'stage.done' as const, jobId, at, stage });
+    const v = fold([created, started('package', 1), done('package'), started('package', 1), done('package'), started('package', 1), done('package')])!;
+    expect(v.stages.package).toMatchObject({ state: 'done', attempts: 1 });
+    // The same piece of work delivered again (its process died before the ack): a second try.
+    const again = fold([created, started('upload', 1), started('upload', 2), done('upload')])!;
+    expect(again.stages.upload).toMatchObject({ state: 'done', attempts: 2 });
+    // Started again after it failed (a retry of the job): a second try, though a first delivery.
+    const failedThenRetried = fold([
+      created,
+      started('download', 1),
+      { type: 'stage.failed', jobId, at, stage: 'download', code: 'STORAGE_FAILED', reason: 'S3 away', fatal: true },
+      { type: 'job.reopened', jobId, at, reason: 'retried by the client', attempt: 2 },
+      started('download', 1),
+    ])!;
+    expect(failedThenRetried.stages.download).toMatchObject({ state: 'running', attempts: 2 });
+    // Events from before deliveries were recorded count each start, as they always did.
+    expect(fold([created, started('package'), done('package'), started('package')])!.stages.package!.attempts).toBe(2);
+  });
+
   it('keeps which replica took each stage, and the trace of the request that started the attempt', () => {
     const trace1 = '0af7651916cd43dd8448eb211c80319c';
     const trace2 = '4bf92f3577b34da6a3ce929d0e0e4736';

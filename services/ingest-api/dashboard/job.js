@@ -165,6 +165,9 @@ export function jobPage(app, taskId) {
         h('dd', {}, link(task.hls?.key ?? '', task.hls?.url)),
         h('dt', {}, 'Thumbnail'),
         h('dd', {}, task.thumbnail ? link(`${task.thumbnail.bucket}/${task.thumbnail.key}`, tasks.thumbnailUrl(taskId)) : h('span', { class: 'muted' }, '—')),
+        // The seek previews' WebVTT track, for players that read it (Shaka and dash.js find them in the DASH manifest).
+        h('dt', {}, 'Seek previews'),
+        h('dd', {}, task.storyboard ? link(task.storyboard.key, task.storyboard.url) : h('span', { class: 'muted' }, '—')),
       ),
     );
   }

@@ -128,7 +128,7 @@ export const ROUTES: RouteDoc[] = [
     path: '/video/encoding',
     operationId: 'submitTask',
     tag: 'tasks',
-    summary: 'Convert a video in the input bucket to MPEG-DASH',
+    summary: 'Convert a video in the input bucket to MPEG-DASH and HLS',
     description:
       "Takes the original service's snake_case fields or their camelCase spelling (one spelling per body). Bodies over 64 KiB are refused (413). A second task for an object_key another task is still converting is refused (409, output-busy, naming that task).",
     access: 'client',
@@ -463,7 +463,7 @@ function problemResponses(): Record<string, JsonSchema> {
   );
 }
 
-const DESCRIPTION = `Turns videos in S3 into MPEG-DASH adaptive streams.
+const DESCRIPTION = `Turns videos in S3 into adaptive streams: MPEG-DASH and HLS from one set of CMAF segments.
 
 Every route but /healthz, /openapi.json, /docs, the dashboard's files and /session needs the \`ApiKey\` header (missing: 401, wrong: 403), or the dashboard's session cookie (signed in with POST /session; expired: 401; a state-changing request with it from another origin: 403).
 

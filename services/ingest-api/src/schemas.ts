@@ -11,7 +11,7 @@ const Time = z.iso.datetime();
 
 /** How a piece of work went (a stage, or a part of a chunked rung). */
 const progress = {
-  /** Deliveries of the work so far (a retry after a crash counts again); for a chunked rung, the most any part needed. */
+  /** Tries of the work so far: 1, plus each redelivery (a crash, a hand-back) and each run after a failure; a stage that runs once per manifest (package, upload) counts its runs of new work once. For a chunked rung, the most any part needed. */
   attempts: z.number().int().nonnegative(),
   startedAt: Time.optional(),
   finishedAt: Time.optional(),
