@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,16 @@ process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
 
+/** A port free on 127.0.0.1 now, for a server about to be started on it. */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  // Below the kernel's ephemeral range: a port handed out for `listen(0)` or an outgoing connection (a
+  // service's metrics server, a client socket) can never take it between this choice and the bind that
+  // follows, as happened to an API port once in a benchmark. Random, so parallel suites rarely meet.
+  for (let tries = 0; low > MIN_PORT + 1000 && tries < 50; tries++) {
+    const port = MIN_PORT + Math.floor(Math.random() * (low - MIN_PORT));
+    if (await bindable(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -40,14 +49,28 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The first of `n` consecutive ports that are free now (a cluster on fixed ports, as `npm start` runs it). */
+/** The lowest port we pick ourselves: above the well-known and most registered ones. */
+const MIN_PORT = 20000;
+
+/** The start of the kernel's ephemeral port range (Linux), or 65536 when unknown: then `listen(0)` decides. */
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 65536;
+  } catch {
+    return 65536;
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
 export async function freePortRange(n: number): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once('error', () => resolve(false));
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
   for (;;) {
     const base = await freePort();
     if (base + n > 65535) continue;

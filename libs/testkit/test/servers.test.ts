@@ -6,7 +6,24 @@ import { MongoClient } from 'mongodb';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { ensureStream } from '@mesh/bus';
 import { sleep } from '@mesh/common';
-import { serializesCompareAndSet, startMongo, startNats, startNatsCluster, startS3 } from '../src/index.ts';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { freePort, serializesCompareAndSet, startMongo, startNats, startNatsCluster, startS3 } from '../src/index.ts';
+
+describe('freePort', () => {
+  it('picks ports below the kernel\'s ephemeral range, which listen(0) and outgoing connections use, and they bind', async () => {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+    for (const port of ports) {
+      expect(port).toBeGreaterThanOrEqual(20000);
+      expect(port).toBeLessThan(low);
+      await new Promise<void>((resolve, reject) => {
+        const srv = createServer().once('error', reject);
+        srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+      });
+    }
+  });
+});
 
 describe('launchers', () => {
   it('nats-server keeps JetStream streams across a restart on the same port', async () => {
