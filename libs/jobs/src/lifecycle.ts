@@ -76,13 +76,25 @@ export function mutate(states: JobStates, jobId: string, change: (rec: JobRecord
  * got in first; an unchanged value is not written. The one place records are changed concurrently.
  */
 export async function updateJson<T>(kv: KV, key: string, change: (current: T | null) => T, what = key): Promise<{ rec: T; before: T | null; changed: boolean; revision: number }> {
+  // A write tried again because its answer was lost (the bucket's leader died) may have landed: then the
+  // retry conflicts with it, and applying the change again would apply it twice (seen on a cluster: one
+  // increment in ~1,250 counted twice). So the value it wrote, read back, is that write's success.
+  const lost: { write: { body: string; before: T | null } | null } = { write: null };
   for (let attempt = 0; attempt < 50; attempt++) {
     const entry = await retryUnavailable(() => kv.get(key));
     const current = entry && entry.operation === 'PUT' ? entry.json<T>() : null;
+    const unsure = lost.write;
+    lost.write = null;
+    if (unsure && entry && entry.operation === 'PUT' && JSON.stringify(current) === unsure.body) return { rec: current!, before: unsure.before, changed: true, revision: entry.revision };
     const next = change(current);
-    if (current && entry && JSON.stringify(current) === JSON.stringify(next)) return { rec: current, before: current, changed: false, revision: entry.revision };
+    const body = JSON.stringify(next);
+    if (current && entry && JSON.stringify(current) === body) return { rec: current, before: current, changed: false, revision: entry.revision };
+    let tries = 0;
     try {
-      const revision = await retryUnavailable(() => (entry ? kv.update(key, JSON.stringify(next), entry.revision) : kv.create(key, JSON.stringify(next))));
+      const revision = await retryUnavailable(() => {
+        if (tries++ > 0) lost.write = { body, before: current };
+        return entry ? kv.update(key, body, entry.revision) : kv.create(key, body);
+      });
       return { rec: next, before: current, changed: true, revision };
     } catch (err) {
       if (!isConflict(err)) throw err;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeBus, connectBus, ensureStream, STREAMS, type Bus } from '@mesh/bus';
 import { createLogger, JobEvent, jobEventsFilter, sleep } from '@mesh/common';
 import { startNats, type NatsServer } from '@mesh/testkit';
-import { cancelJob, claimOutput, createJob, failStage, getRecord, LockLostError, markQueued, openJobStates, OutputBusyError, planRenditions, recordPublished, settleRendition, withLock, type JobStates } from '../src/index.ts';
+import { cancelJob, claimOutput, createJob, failStage, getRecord, LockLostError, markQueued, openJobStates, OutputBusyError, planRenditions, recordPublished, settleRendition, updateJson, withLock, type JobStates } from '../src/index.ts';
 
 let nats: NatsServer;
 let bus: Bus;
@@ -88,6 +88,31 @@ describe('job lifecycle on NATS KV', () => {
     const types = (await eventsOf(jobId)).map((e) => e.type);
     expect(types).not.toContain('job.failed');
     expect((await eventsOf(jobId)).find((e) => e.type === 'stage.failed')).toMatchObject({ fatal: false });
+  });
+
+  it('applies a change once when its write landed but the answer was lost (a bucket leader dying mid-write)', async () => {
+    // Before: the write was tried again, conflicted with itself, and the change was applied a second time
+    // (the cluster test saw one increment in ~1,250 counted twice).
+    const key = newJobId();
+    await states.kv.put(key, JSON.stringify({ n: 0 }));
+    let calls = 0;
+    const lossy = new Proxy(states.kv, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop) as unknown;
+        if (prop !== 'update') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        return async (...args: Parameters<typeof target.update>) => {
+          const first = calls++ === 0;
+          const revision = await target.update(...args);
+          if (!first) return revision;
+          throw Object.assign(new Error('TIMEOUT'), { name: 'TimeoutError' });
+        };
+      },
+    });
+    const res = await updateJson<{ n: number }>(lossy, key, (current) => ({ n: (current?.n ?? 0) + 1 }));
+    expect(res).toMatchObject({ rec: { n: 1 }, before: { n: 0 }, changed: true });
+    expect((await states.kv.get(key))!.json()).toEqual({ n: 1 });
+    // The write, then its retry (which met the write itself).
+    expect(calls).toBe(2);
   });
 
   it('lets one holder at a time into a lock', async () => {
