@@ -31,7 +31,7 @@ import { connect } from '@nats-io/transport-node';
 import { MongoClient, type Collection } from 'mongodb';
 import { STREAMS } from '@mesh/bus';
 import { createS3, putObject } from '@mesh/storage';
-import { formatLogLine, freePort, makeClip, meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, tempDir } from '@mesh/testkit';
+import { formatLogLine, freePort, makeClip, meshEnv, startMesh, startMongo, startNats, s3ClientConfig, startS3, startWebhookReceiver, tempDir } from '@mesh/testkit';
 
 const API_KEY = 'bench-api-key-0123456789abcdef0123456789';
 
@@ -142,7 +142,7 @@ async function main() {
   const realCount = Math.ceil(total / o.realEvery);
   process.stdout.write(`uploading ${realCount} copies of a 2 s 640x360 clip, starting the mesh...\n`);
   const clip = await readFile(await makeClip(join(work.path, 'clip.mp4'), { width: 640, height: 360, seconds: 2, audio: true }));
-  const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  const s3 = createS3(s3ClientConfig(s3server));
   for (let i = 0; i < realCount; i += 20) await Promise.all(Array.from({ length: Math.min(20, realCount - i) }, (_, j) => putObject(s3, { bucket: buckets.input, key: `bench/real-${i + j}.mp4` }, clip)));
   const profile: Record<string, string> = o.profile ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${o.profile}` } : {};
   const logFile = process.env['BENCH_LOGS'] ? createWriteStream(process.env['BENCH_LOGS']) : undefined;

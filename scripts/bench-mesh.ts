@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createLogger, DEFAULT_LADDER, type Rendition } from '@mesh/common';
 import { packagerArgs, planMedia, probeFile, runTool, transcodeArgs } from '@mesh/media';
 import { createS3, putObject } from '@mesh/storage';
-import { formatLogLine, freePort, meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, type ServiceName } from '@mesh/testkit';
+import { formatLogLine, freePort, meshEnv, startMesh, startMongo, startNats, s3ClientConfig, startS3, startWebhookReceiver, type ServiceName } from '@mesh/testkit';
 
 export const log = createLogger('bench', 'warn');
 export const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
@@ -100,7 +100,7 @@ export async function startBenchMesh(input: string, o: BenchMeshOptions = {}) {
     }
   };
   const mesh = await startMesh({ env, ...(verbose ? { onLine } : {}), ...(o.cpus ? { cpus: o.cpus } : {}), ...(o.serviceEnv ? { serviceEnv: o.serviceEnv } : {}) });
-  const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  const s3 = createS3(s3ClientConfig(s3server));
   const sources = new Map<string, Buffer>();
   const api = `http://127.0.0.1:${port}`;
   const headers = { ApiKey: 'bench', 'content-type': 'application/json' };

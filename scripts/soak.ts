@@ -23,7 +23,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { createS3, getText, putObject } from '@mesh/storage';
-import { freePort, makeClip, meshEnv, startMesh, startMongo, startNats, startS3, startWebhookReceiver, tempDir, type ServiceName, type ServiceProcess } from '@mesh/testkit';
+import { freePort, makeClip, meshEnv, startMesh, startMongo, startNats, s3ClientConfig, startS3, startWebhookReceiver, tempDir, type ServiceName, type ServiceProcess } from '@mesh/testkit';
 import { readMpd } from '../test/support/mpd.ts';
 
 const run = promisify(execFile);
@@ -110,7 +110,7 @@ async function main() {
     // A worker that killed itself comes back, as under npm start or an orchestrator.
     supervise: { report: () => undefined, policy: { firstDelayMs: 200, maxDelayMs: 2000 } },
   });
-  const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  const s3 = createS3(s3ClientConfig(s3server));
   const api = `http://127.0.0.1:${port}`;
   const headers = { ApiKey: 'soak', 'content-type': 'application/json' };
 

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createS3, publicUrl, putObject } from '@mesh/storage';
-import { meshEnv, startMesh, startMongo, startNats, startNatsCluster, startS3, startWebhookReceiver, type Mesh, type NatsCluster, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
+import { meshEnv, startMesh, startMongo, startNats, startNatsCluster, s3ClientConfig, startS3, startWebhookReceiver, type Mesh, type NatsCluster, type NatsServer, type S3Server, type MongoServer, type ServiceName, type WebhookReceiver } from '@mesh/testkit';
 import { ContractError, openApiContract, type Contract } from '@mesh/testkit/contract';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { openApiDocument } from '../../services/ingest-api/src/openapi.ts';
@@ -52,7 +52,7 @@ export async function startSystem(o: SystemOptions): Promise<AnySystem> {
   const s3server = await startS3({ buckets: Object.values(BUCKETS) });
   const mongo = await startMongo();
   const backend = await startWebhookReceiver(o.backend);
-  const s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  const s3 = createS3(s3ClientConfig(s3server));
   const logs = new Map<string, string[]>();
   const mesh = await startMesh({
     replicas: o.replicas ?? {},

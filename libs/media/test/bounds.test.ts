@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError, type Probe } from '@mesh/common';
-import { makeClip, startS3, tempDir, type S3Server } from '@mesh/testkit';
+import { makeClip, s3ClientConfig, startS3, tempDir, type S3Server } from '@mesh/testkit';
 import { createS3, headObject, putObject, withSourceUrl } from '@mesh/storage';
 import { decodeStopSec, planMedia, probeFile, runTool, storyboardPlan, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 import { DEFAULT_LADDER } from '@mesh/common';
@@ -207,7 +207,7 @@ describe('a source swapped after it was probed', () => {
   afterAll(() => server.stop());
 
   it('is refused by S3 at FFmpeg\'s first request (412), and the work fails with SOURCE_CHANGED saying so', async () => {
-    const s3 = createS3({ endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } });
+    const s3 = createS3(s3ClientConfig(server));
     const ref = { bucket: 'pinned-src', key: 'clips/swapped.mp4' };
     await putObject(s3, ref, await readFile(await makeClip(at('first.mp4'), { width: 320, height: 180, seconds: 2, audio: true })));
     const source = { ...ref, etag: (await headObject(s3, ref))!.etag };

@@ -6,7 +6,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLogger, InputError, ToolError } from '@mesh/common';
-import { makeClip, REPO_ROOT, startS3, tempDir } from '@mesh/testkit';
+import { makeClip, REPO_ROOT, s3ClientConfig, startS3, tempDir } from '@mesh/testkit';
 import { createS3, presignGet, putObject } from '@mesh/storage';
 import { displaySize, holdUrgency, outputSize, packagerArgs, planMedia, probeFile, runTool, setBaseUrl, setThumbnailTrack, storyboardPlan, thumbnailAdaptationSet, thumbnailArgs, transcodeArgs } from '../src/index.ts';
 import { DEFAULT_LADDER } from '@mesh/common';
@@ -158,7 +158,7 @@ describe('refusals', () => {
   it('reads a presigned URL, runs at the niceness asked, and never shows the URL in logs or errors', async () => {
     const server = await startS3({ buckets: ['media-url'] });
     try {
-      const s3 = createS3({ endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } });
+      const s3 = createS3(s3ClientConfig(server));
       const src = await makeClip(at('url-src.mp4'), { width: 640, height: 360, seconds: 2, audio: true });
       await putObject(s3, { bucket: 'media-url', key: 'jobs/1/source' }, await readFile(src));
       const url = await presignGet(s3, { bucket: 'media-url', key: 'jobs/1/source' }, { expiresSec: 60 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { InputError } from '@mesh/common';
-import { startS3, tempDir, type S3Server } from '@mesh/testkit';
+import { s3ClientConfig, startS3, tempDir, type S3Server } from '@mesh/testkit';
 import {
   contentTypeFor,
   createS3,
@@ -35,7 +35,7 @@ const bucket = 'storage-test';
 
 beforeAll(async () => {
   server = await startS3({ buckets: ['cors-bucket'] });
-  s3 = createS3({ endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } });
+  s3 = createS3(s3ClientConfig(server));
   await ensureBuckets(s3, [bucket, bucket]);
   dir = await tempDir('storage');
 });

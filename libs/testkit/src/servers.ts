@@ -392,6 +392,11 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
+/** How a client reaches the local S3 server (for `createS3` of @mesh/storage): its endpoint and keys. */
+export function s3ClientConfig(server: S3Server): { endpoint: string; region: string; credentials: { accessKeyId: string; secretAccessKey: string } } {
+  return { endpoint: server.endpoint, region: 'us-east-1', credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey } };
+}
+
 /** Lets a browser on any origin play what the local S3 serves (GET/HEAD with Range) and PUT uploads. */
 const CORS = `<CORSConfiguration>
   <CORSRule>

@@ -11,7 +11,7 @@ import { closeBus, connectBus, publishWork, STREAMS, type Bus } from '@mesh/bus'
 import { createLogger, eventSubject, JobEvent, layout, msgId, sheetName, STORYBOARD_JSON, STORYBOARD_VTT, StoryboardDescriptor, UploadWork, type JobSpec } from '@mesh/common';
 import { probeFile } from '@mesh/media';
 import { createS3, getText, headObject, listKeys, putObject } from '@mesh/storage';
-import { makeClip, s3Env, startNats, startS3, startService, tempDir, type NatsServer, type S3Server, type ServiceProcess } from '@mesh/testkit';
+import { makeClip, s3Env, startNats, s3ClientConfig, startS3, startService, tempDir, type NatsServer, type S3Server, type ServiceProcess } from '@mesh/testkit';
 import { readFile } from 'node:fs/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 
@@ -26,7 +26,7 @@ let dir: { path: string; remove(): Promise<void> };
 
 beforeAll(async () => {
   [nats, s3server, dir] = await Promise.all([startNats(), startS3({ buckets: Object.values(B) }), tempDir('thumbs')]);
-  s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  s3 = createS3(s3ClientConfig(s3server));
   thumbnailer = startService('thumbnailer', { NATS_URL: nats.url, ...s3Env(s3server, B), S3_PUBLIC_URL: 'https://cdn.example.test', METRICS_PORT: '0', ENCODE_YIELD_DIR: 'off' });
   await thumbnailer.ready;
   bus = await connectBus({ url: nats.url, name: 'test', log });

@@ -11,7 +11,7 @@ import { createLogger, JobEvent, jobEventsFilter, layout, msgId, STORYBOARD_JSON
 import { claimOutput, createJob, openJobStates, type JobStates } from '@mesh/jobs';
 import { storyboardPlan } from '@mesh/media';
 import { createS3, getText, headObject, putObject } from '@mesh/storage';
-import { s3Env, startNats, startS3, startService, type NatsServer, type S3Server, type ServiceProcess } from '@mesh/testkit';
+import { s3Env, startNats, s3ClientConfig, startS3, startService, type NatsServer, type S3Server, type ServiceProcess } from '@mesh/testkit';
 import type { S3Client } from '@aws-sdk/client-s3';
 
 const B = { input: 'sb-input', output: 'sb-output', thumbnails: 'sb-thumbs', work: 'sb-work' };
@@ -25,7 +25,7 @@ let uploader: ServiceProcess;
 
 beforeAll(async () => {
   [nats, s3server] = await Promise.all([startNats(), startS3({ buckets: Object.values(B) })]);
-  s3 = createS3({ endpoint: s3server.endpoint, region: 'us-east-1', credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey } });
+  s3 = createS3(s3ClientConfig(s3server));
   uploader = startService('uploader', { NATS_URL: nats.url, ...s3Env(s3server, B), S3_PUBLIC_URL: 'https://cdn.example.test', METRICS_PORT: '0', ACK_WAIT_MS: '5000' });
   await uploader.ready;
   bus = await connectBus({ url: nats.url, name: 'test', log });
