@@ -313,9 +313,9 @@ export const JobEvent = z.discriminatedUnion('type', [
   /**
    * `replica`: the process that took the work (host/pid), for the dashboard's timeline; absent in events
    * written before it was kept. Stage events of a chunked rung's parts carry the part (`chunk`); the
-   * rung's own stage.done comes after the join.
+   * rung's own stage.done comes after the join. `delivery`: which delivery of its work item a start is
+   * (1 the first; absent in events written before it was kept).
    */
-  /** `delivery`: which delivery of its work item this start is (1 the first; absent in events written before it was kept). */
   z.object({ ...base, type: z.literal('stage.started'), stage: Stage, replica: z.string().min(1).max(255).optional(), delivery: z.number().int().positive().optional(), chunk: ChunkRef.optional() }),
   z.object({ ...base, type: z.literal('stage.progress'), stage: Stage, percent: z.number().min(0).max(100), chunk: ChunkRef.optional() }),
   z.object({ ...base, type: z.literal('stage.done'), stage: Stage, chunk: ChunkRef.optional() }),
