@@ -48,8 +48,8 @@ interface Opts {
   profile: string | undefined;
 }
 
-/** The projector's document: its cursor in JOB_EVENTS. */
-type Cursor = Collection<{ _id: string; seq: number }>;
+/** The projector's document: its cursor in JOB_EVENTS, and the collection it folds into. */
+type Cursor = Collection<{ _id: string; seq: number; collection?: string }>;
 type Jsm = Awaited<ReturnType<typeof jetstreamManager>>;
 
 interface Sample {
@@ -150,7 +150,7 @@ async function main() {
   const nc = await connect({ servers: nats.url, name: 'bench-api' });
   const jsm = await jetstreamManager(nc);
   const mongoClient = await new MongoClient(mongo.uri).connect();
-  const meta = mongoClient.db().collection<{ _id: string; seq: number }>('projection');
+  const meta: Cursor = mongoClient.db().collection('projection');
   try {
     // Warm-up: a few jobs through the API, so the first requests measure the API and not its first JIT.
     for (let i = 0; i < 20; i++) await call(new Agent({ keepAlive: false }), port, 'POST', '/video/encoding', JSON.stringify({ object_key: `bench/warm-${i}.mp4`, base_url: 'https://cdn.example.test/warm/', video_id: `warm-${i}`, has_audio: true }));
@@ -224,7 +224,7 @@ async function main() {
     const misses = metrics.get('mesh_view_cache_reads_total{result="miss"}') ?? 0;
 
     // What one write costs the store now, with every job of the run in it: the projector pays it per job per batch.
-    const jobsColl = mongoClient.db().collection<{ _id: string }>((await meta.findOne({ _id: 'jobs' }) as { collection?: string } | null)?.collection ?? 'jobs');
+    const jobsColl = mongoClient.db().collection<{ _id: string }>((await meta.findOne({ _id: 'jobs' }))?.collection ?? 'jobs');
     const docs = await jobsColl.countDocuments();
     const probeDoc = (await jobsColl.findOne({}))!;
     let t = performance.now();
