@@ -192,15 +192,19 @@ export function createApp(deps: ApiDeps): Koa {
     return { role: session.role, via: 'session' };
   };
 
-  // Everything registered after this needs a key (or a session); /admin needs the operators' when there is one.
+  // Everything registered after this needs a key (or a session).
   router.use(async (ctx, next) => {
     if (ctx.path === '/healthz') return next();
-    const caller = authenticate(ctx);
-    if (ctx.path.startsWith('/admin/') && caller.role !== 'admin') throw new BadRequest('this route needs the operators\' key (ADMIN_API_KEY)', undefined, 403);
-    ctx.state['caller'] = caller;
+    ctx.state['caller'] = authenticate(ctx);
     return next();
   });
   const callerOf = (ctx: Koa.Context) => ctx.state['caller'] as Caller;
+  // The /admin routes need the operators' key when there is one. Checked by each route, not by the request's
+  // path: the router matches paths in any letter case, so a test of the path let `/ADMIN/...` through.
+  const operatorsOnly: Koa.Middleware = (ctx, next) => {
+    if (callerOf(ctx).role !== 'admin') throw new BadRequest('this route needs the operators\' key (ADMIN_API_KEY)', undefined, 403);
+    return next();
+  };
 
   router.post('/video/encoding', async (ctx) => {
     const req = parseEncodingRequest(await readJson(ctx.req, bodyLimit));
@@ -265,8 +269,8 @@ export function createApp(deps: ApiDeps): Koa {
   };
   router.post('/video/encoding/:taskId/retry', retry);
   router.post('/video/encoding/:taskId/cancel', cancel);
-  router.post('/admin/jobs/:taskId/retry', retry);
-  router.post('/admin/jobs/:taskId/cancel', cancel);
+  router.post('/admin/jobs/:taskId/retry', operatorsOnly, retry);
+  router.post('/admin/jobs/:taskId/cancel', operatorsOnly, cancel);
 
   router.post('/uploads', async (ctx) => {
     const req = parseUploadRequest(await readJson(ctx.req, bodyLimit));
@@ -275,26 +279,26 @@ export function createApp(deps: ApiDeps): Koa {
     reply(ctx, UploadTicket, { object_key: key, bucket: signed.bucket, upload_url: signed.url, method: 'PUT', headers: { 'Content-Type': req.content_type }, expires_in: signed.expiresInSec, base_url: deps.links.packageBaseUrl(key) }, 201);
   });
 
-  router.post('/admin/projection/rebuild', async (ctx) => {
+  router.post('/admin/projection/rebuild', operatorsOnly, async (ctx) => {
     const { accepted, rebuild } = await deps.admin.rebuild();
     if (!accepted) return answerProblem(ctx, problem('rebuild-running', `a rebuild is already ${rebuild.state} (requested ${rebuild.requestedAt})`, { rebuild }));
     reply(ctx, RebuildAccepted, { rebuilding: true, rebuild }, 202);
   });
 
-  router.get('/admin/queues', async (ctx) => {
+  router.get('/admin/queues', operatorsOnly, async (ctx) => {
     reply(ctx, Queues, await deps.admin.queues());
   });
 
-  router.get('/admin/queues/history', (ctx) => {
+  router.get('/admin/queues/history', operatorsOnly, (ctx) => {
     const { intervalMs, windowMs, samples } = deps.admin.queueHistory();
     reply(ctx, QueueHistory, { interval_sec: intervalMs / 1000, window_sec: windowMs / 1000, samples });
   });
 
-  router.get('/admin/dead-letters', async (ctx) => {
+  router.get('/admin/dead-letters', operatorsOnly, async (ctx) => {
     reply(ctx, DeadLetters, { dead_letters: await deps.admin.deadLetters() });
   });
 
-  router.post('/admin/dead-letters/:seq/redrive', async (ctx) => {
+  router.post('/admin/dead-letters/:seq/redrive', operatorsOnly, async (ctx) => {
     const seq = Number(ctx.params['seq']);
     const letter = await deps.admin.redrive(seq);
     deps.log.info({ seq, subject: letter.subject, jobId: letter.jobId, ...callerOf(ctx) }, 'dead letter re-driven');

@@ -5,7 +5,7 @@ import type { QueueDepth } from '@mesh/bus';
 import { applyEvent } from '@mesh/jobs';
 import { openApiContract } from '@mesh/testkit/contract';
 import { keyMatches } from '../src/auth.ts';
-import { openApiDocument } from '../src/openapi.ts';
+import { openApiDocument, ROUTES } from '../src/openapi.ts';
 import { uploadKey } from '../src/request.ts';
 import { PROBLEMS, problemType, type ProblemKind } from '../src/problems.ts';
 import { ADMIN, BROKEN_TASK, BUSY_KEY, BUSY_TASK, KEY, startFakeApi, type FakeApi } from './fakes.ts';
@@ -163,6 +163,21 @@ describe('who may do what', () => {
     await expectProblem(await post('/admin/dead-letters/7/redrive', {}, { ApiKey: ADMIN }), 'not-found', 'no dead letter 7');
     // The admin key may do what a client does.
     expect((await post('/video/encoding', valid, { ApiKey: ADMIN })).status).toBe(200);
+  });
+
+  it('refuses the client key every operators\' route in any letter case (the router matches paths so)', async () => {
+    // Before: /admin was recognized by the request's path, case and all: GET /ADMIN/dead-letters with the
+    // client key answered 200, POST /ADMIN/projection/rebuild 202. Not through the contract: these paths
+    // are not in the document.
+    const admin = ROUTES.filter((r) => r.access === 'admin');
+    expect(admin.length).toBeGreaterThanOrEqual(7);
+    for (const route of admin) {
+      const path = route.path.replace('{task_id}', '00000000-0000-4000-8000-0000000000a1').replace('{seq}', '7');
+      for (const variant of [path.toUpperCase(), path.replace('/admin/', '/Admin/'), path.replace('/admin/', '/ADMIN/')]) {
+        const res = await fetch(api.base + variant, { method: route.method.toUpperCase(), headers: { ApiKey: KEY, 'content-type': 'application/json' }, ...(route.method === 'post' ? { body: '{}' } : {}) });
+        expect(res.status, `${route.method} ${variant}`).toBe(403);
+      }
+    }
   });
 
   it('serves /healthz, /openapi.json and /docs without a key', async () => {
