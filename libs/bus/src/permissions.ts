@@ -4,7 +4,10 @@
  * publishes. A compromised stage (a crafted video that takes over FFmpeg) cannot forge another stage's work
  * (a transcoder publishing work.upload), announce what is not its to announce (the thumbnailer publishing
  * job.playable: event types are in the subject, and readers check the body's type is the subject's), read
- * another service's replies, or delete or rewrite a stream.
+ * another service's replies, or delete or rewrite a stream. One exception: the thumbnailer sends
+ * work.upload to have a manifest republished with the seek previews, and NATS cannot tell that refresh
+ * from an upload the packager would send; the uploader then publishes only manifests packaged into the
+ * work bucket, which every stage's S3 user can write anyway. A subject of its own for refreshes would close it.
  *
  * Rendered as nats-server users (`authorization { users = [...] }`) for the Compose cluster
  * (deploy/nats/users.conf), the Helm values (deploy/nats/values.yaml) and the tests (libs/testkit startNats
